@@ -12,7 +12,7 @@ cd "$ROOT"
 
 PKGS=(meson ninja-build pkg-config gcc clang libev-dev libjansson-dev libdb-dev
       libmicrohttpd-dev libssl-dev zlib1g-dev python3 curl iproute2 iptables procps
-      libclang-rt-14-dev)
+      libclang-rt-14-dev libcurl4-openssl-dev)
 
 install_deps() {
     local missing=() p
@@ -77,7 +77,7 @@ cmd_test() {
 
 case "${1:-demo}" in
     test) cmd_test ;;
-    sim) install_deps; build build; exec build/raft_sim --seeds "${2:-20000}" ;;
+    sim) install_deps; build build; exec build/tests/sim/raft_sim --seeds "${2:-20000}" ;;
     bench) install_deps; build build; exec tests/bench/run_bench.sh "$ROOT/build" ;;
     fuzz) install_deps; build build; exec tests/fuzz/run_fuzz.sh "$ROOT/build" "${2:-60}" ;;
     stop) exec tests/e2e/demo.sh stop ;;
