@@ -1,0 +1,356 @@
+/* api.c — the HTTP backend of a node (INTERFACES.md "HTTP API"): requests become
+ * operations (ops.c); outcomes become status codes and JSON. Never 500 for bad input. */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "err.h"
+#include "fsm.h"
+#include "http.h"
+#include "log.h"
+#include "node_api.h"
+#include "transport.h"
+
+static void api_hex(const uint8_t *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static json_t *api_file_json(const char *path, uint64_t size, const uint8_t sha[32],
+                             raft_index index)
+{
+    char hex[65];
+    api_hex(sha, 32, hex);
+    return json_pack("{s:s, s:I, s:s, s:I}", "path", path, "size", (json_int_t)size, "sha256",
+                     hex, "index", (json_int_t)index);
+}
+
+static struct http_req *api_take_req(struct node_op *op)
+{
+    struct http_req *req = op->req;
+    op->req = NULL;
+    return req;
+}
+
+void node_api_complete(struct node *n, struct node_op *op, const struct fsm_result *res)
+{
+    struct http_req *req = api_take_req(op);
+    switch (op->kind) {
+    case OP_PUT:
+        http_reply_json(req, res->created ? 201 : 200,
+                        api_file_json(op->path, res->size, res->sha256, res->index));
+        break;
+    case OP_DELETE:
+        if (res->status == ERR_NOTFOUND)
+            http_reply_error(req, 404, "not_found", "no such file: %s", op->path);
+        else
+            http_reply_empty(req, 204);
+        break;
+    case OP_JOIN:
+    case OP_REMOVE:
+        http_reply_json(req, 200, json_pack("{s:s, s:I}", "result", "ok", "index",
+                                            (json_int_t)op->index));
+        break;
+    default:
+        http_reply_error(req, 500, "internal", "unexpected operation");
+    }
+    node_op_done(n, op);
+}
+
+void node_api_fail_write(struct node *n, struct node_op *op, int err)
+{
+    struct http_req *req = api_take_req(op);
+    switch (err) {
+    case ERR_EXISTS:
+        http_reply_error(req, 409, "exists", "already a member");
+        break;
+    case ERR_NOTFOUND:
+        http_reply_error(req, 404, "not_found", "no such member");
+        break;
+    case ERR_INVALID:
+        http_reply_error(req, 400, "invalid", "refused by the leader: %s", err_str(err));
+        break;
+    case ERR_TOOBIG:
+        http_reply_error(req, 413, "too_large", "too large");
+        break;
+    case ERR_BUSY:
+        http_reply_error(req, 503, "busy",
+                         "a configuration change is in progress or the leader is not ready");
+        break;
+    default:
+        http_reply_error(req, 503, "unavailable", "the leader refused: %s", err_str(err));
+    }
+    node_op_done(n, op);
+}
+
+static void api_serve_get(struct node *n, struct http_req *req, const char *path)
+{
+    int fd = -1;
+    struct fsm_meta meta;
+    int rv = fsm_open_read(n->fsm, path, &fd, &meta);
+    if (rv == ERR_NOTFOUND) {
+        http_reply_error(req, 404, "not_found", "no such file: %s", path);
+        return;
+    }
+    if (rv) {
+        http_reply_error(req, 503, "io_error", "cannot read %s: %s", path, err_str(rv));
+        return;
+    }
+    char etag[65];
+    api_hex(meta.sha256, 32, etag);
+    http_reply_fd(req, fd, meta.size, etag, meta.index);
+}
+
+static int api_list_cb(void *ctx, const char *path, const struct fsm_meta *m)
+{
+    json_t *files = ctx;
+    return json_array_append_new(files, api_file_json(path, m->size, m->sha256, m->index))
+               ? ERR_NOMEM
+               : 0;
+}
+
+static void api_serve_list(struct node *n, struct http_req *req, const char *prefix)
+{
+    json_t *files = json_array();
+    int rv = files ? fsm_list(n->fsm, prefix, api_list_cb, files) : ERR_NOMEM;
+    if (rv) {
+        json_decref(files);
+        http_reply_error(req, 503, "io_error", "cannot list: %s", err_str(rv));
+        return;
+    }
+    http_reply_json(req, 200, json_pack("{s:o}", "files", files));
+}
+
+void node_api_serve_read(struct node *n, struct node_op *op)
+{
+    struct http_req *req = api_take_req(op);
+    if (op->kind == OP_GET)
+        api_serve_get(n, req, op->path);
+    else
+        api_serve_list(n, req, op->path);
+    node_op_done(n, op);
+}
+
+int node_member_from_blob(const struct raft_blob *b, struct raft_member *m)
+{
+    char text[RAFT_MEMBER_INFO_MAX + 1], id[CONFIG_ID_MAX], raft[CONFIG_ADDR_MAX],
+        http[CONFIG_ADDR_MAX];
+    if (!b || b->len == 0 || b->len > RAFT_MEMBER_INFO_MAX)
+        return ERR_INVALID;
+    memcpy(text, b->data, b->len);
+    text[b->len] = '\0';
+    if (sscanf(text, "%63s %127s %127s", id, raft, http) != 3)
+        return ERR_INVALID;
+    return node_member_info(id, raft, http, m);
+}
+
+struct raft_blob *node_remove_payload(raft_id id)
+{
+    struct raft_blob *b = raft_blob_new(8);
+    if (!b)
+        return NULL;
+    for (int i = 0; i < 8; i++)
+        b->data[i] = (uint8_t)(id >> (56 - 8 * i));
+    return b;
+}
+
+int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payload,
+                         raft_index *index, raft_term *term)
+{
+    int rv = ERR_INVALID;
+    *term = n->term;
+    if (op_code == TRANSPORT_FWD_PROPOSE) {
+        n->m.proposals++;
+        return raft_propose(n->raft, payload, index, term);
+    }
+    if (op_code == TRANSPORT_FWD_JOIN) {
+        struct raft_member m;
+        rv = node_member_from_blob(payload, &m);
+        if (rv == 0)
+            rv = raft_add_member(n->raft, &m, index);
+    } else if (op_code == TRANSPORT_FWD_REMOVE && payload && payload->len == 8) {
+        raft_id id = 0;
+        for (int i = 0; i < 8; i++)
+            id = (id << 8) | payload->data[i];
+        rv = raft_remove_member(n->raft, id, index);
+    }
+    raft_blob_unref(payload);
+    return rv;
+}
+
+/* ---- The backend callbacks ---------------------------------------------------------------- */
+
+static struct node_op *api_op(struct node *n, enum node_op_kind kind, struct http_req *req,
+                              ev_tstamp timeout_s)
+{
+    struct node_op *op = node_op_new(n, kind, req, timeout_s);
+    if (!op)
+        http_reply_error(req, 503, "no_memory", "out of memory");
+    return op;
+}
+
+static void api_write(struct node *n, enum node_op_kind kind, struct http_req *req,
+                      const char *path, struct raft_blob *cmd)
+{
+    struct node_op *op = api_op(n, kind, req, NODE_WRITE_TIMEOUT_S);
+    if (!op) {
+        raft_blob_unref(cmd);
+        return;
+    }
+    op->cmd = cmd;
+    snprintf(op->path, sizeof op->path, "%s", path);
+    node_op_dispatch(n, op);
+}
+
+static void api_put(void *ctx, struct http_req *req, const char *path, struct raft_blob *cmd)
+{
+    api_write(ctx, OP_PUT, req, path, cmd);
+}
+
+static void api_del(void *ctx, struct http_req *req, const char *path)
+{
+    struct node *n = ctx;
+    uint8_t req_id[16];
+    struct raft_blob *cmd = NULL;
+    if (getrandom(req_id, sizeof req_id, 0) != (ssize_t)sizeof req_id ||
+        fsm_cmd_delete(req_id, path, strlen(path), &cmd)) {
+        http_reply_error(req, 503, "no_memory", "cannot build the command");
+        return;
+    }
+    api_write(n, OP_DELETE, req, path, cmd);
+}
+
+static void api_read(struct node *n, struct http_req *req, enum node_op_kind kind,
+                     const char *path, bool stale)
+{
+    if (stale) {
+        n->m.reads_stale++;
+        if (kind == OP_GET)
+            api_serve_get(n, req, path);
+        else
+            api_serve_list(n, req, path);
+        return;
+    }
+    struct node_op *op = api_op(n, kind, req, NODE_READ_TIMEOUT_S);
+    if (!op)
+        return;
+    snprintf(op->path, sizeof op->path, "%s", path);
+    node_op_dispatch(n, op);
+}
+
+static void api_get(void *ctx, struct http_req *req, const char *path, bool stale)
+{
+    api_read(ctx, req, OP_GET, path, stale);
+}
+
+static void api_list(void *ctx, struct http_req *req, const char *prefix, bool stale)
+{
+    api_read(ctx, req, OP_LIST, prefix ? prefix : "", stale);
+}
+
+static void api_join(void *ctx, struct http_req *req, const char *id, const char *raft_addr,
+                     const char *http_addr)
+{
+    struct node *n = ctx;
+    struct raft_member m;
+    if (node_member_info(id, raft_addr, http_addr, &m)) {
+        http_reply_error(req, 400, "bad_member",
+                         "join needs an id of [A-Za-z0-9_-] and host:port addresses");
+        return;
+    }
+    struct raft_blob *b = raft_blob_new(m.info_len);
+    struct node_op *op = b ? api_op(n, OP_JOIN, req, NODE_WRITE_TIMEOUT_S) : NULL;
+    if (!op) {
+        if (!b)
+            http_reply_error(req, 503, "no_memory", "out of memory");
+        raft_blob_unref(b);
+        return;
+    }
+    memcpy(b->data, m.info, m.info_len);
+    op->cmd = b;
+    LOG_INFO("join requested: %s raft=%s http=%s", id, raft_addr, http_addr);
+    node_op_dispatch(n, op);
+}
+
+static void api_remove(void *ctx, struct http_req *req, const char *id)
+{
+    struct node *n = ctx;
+    struct node_op *op = api_op(n, OP_REMOVE, req, NODE_WRITE_TIMEOUT_S);
+    if (!op)
+        return;
+    op->target = config_raft_id(id);
+    LOG_INFO("removal requested: %s", id);
+    node_op_dispatch(n, op);
+}
+
+static void api_transfer(void *ctx, struct http_req *req, const char *id)
+{
+    (void)ctx;
+    (void)id;
+    http_reply_error(req, 501, "not_implemented",
+                     "leadership transfer is not available in this version");
+}
+
+static const char *api_state(const struct raft_status *st)
+{
+    if (st->role == RAFT_LEADER)
+        return "leader";
+    if (st->role == RAFT_CANDIDATE || st->role == RAFT_PRECANDIDATE)
+        return "candidate";
+    return st->member && !st->voter ? "learner" : "follower";
+}
+
+static json_t *api_members(struct node *n)
+{
+    const struct raft_configuration *c = raft_configuration(n->raft);
+    json_t *arr = json_array();
+    for (uint32_t i = 0; arr && i < c->n; i++) {
+        char id[CONFIG_ID_MAX], raft[CONFIG_ADDR_MAX], http[CONFIG_ADDR_MAX];
+        if (node_member_parse(&c->members[i], id, sizeof id, raft, sizeof raft, http,
+                              sizeof http))
+            continue;
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b}", "id", id, "raft", raft,
+                                             "http", http, "voter", c->members[i].voter));
+    }
+    return arr;
+}
+
+static void api_status(void *ctx, struct http_req *req)
+{
+    struct node *n = ctx;
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    json_t *leader = json_null();
+    char name[CONFIG_ID_MAX], http[CONFIG_ADDR_MAX];
+    if (st.leader && node_member_http(n, st.leader, name, sizeof name, http, sizeof http))
+        leader = json_pack("{s:s, s:s}", "id", name, "http", http);
+    json_t *body = json_pack("{s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:o}", "id", n->self->id,
+                             "state", api_state(&st), "term", (json_int_t)st.term, "leader",
+                             leader, "commit_index", (json_int_t)st.commit_index,
+                             "applied_index", (json_int_t)n->applied, "last_log_index",
+                             (json_int_t)st.last_index, "members", api_members(n));
+    http_reply_json(req, 200, body);
+}
+
+static void api_metrics(void *ctx, struct http_req *req)
+{
+    node_metrics_reply(ctx, req);
+}
+
+const struct http_backend node_http_backend = {
+    .put = api_put,
+    .get = api_get,
+    .del = api_del,
+    .list = api_list,
+    .status = api_status,
+    .join = api_join,
+    .remove = api_remove,
+    .transfer = api_transfer,
+    .metrics = api_metrics,
+};

@@ -1,0 +1,124 @@
+/* metrics.c — GET /metrics in the Prometheus text format (version 0.0.4). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "http.h"
+#include "node.h"
+#include "storage.h"
+#include "transport.h"
+
+struct metrics_buf {
+    char *data;
+    size_t len, cap;
+    bool oom;
+};
+
+static void metrics_printf(struct metrics_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void metrics_printf(struct metrics_buf *b, const char *fmt, ...)
+{
+    for (int attempt = 0; attempt < 2 && !b->oom; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)(n > 0 ? n : 0)) * 2 + 256;
+        char *nd = realloc(b->data, cap);
+        if (!nd) {
+            b->oom = true;
+            return;
+        }
+        b->data = nd;
+        b->cap = cap;
+    }
+}
+
+static void metrics_one(struct metrics_buf *b, const char *name, const char *type,
+                        const char *help, unsigned long long value)
+{
+    metrics_printf(b, "# HELP raftfs_%s %s\n# TYPE raftfs_%s %s\nraftfs_%s %llu\n", name, help,
+                   name, type, name, value);
+}
+
+static void metrics_raft(struct node *n, struct metrics_buf *b)
+{
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    metrics_one(b, "term", "gauge", "Current Raft term.", st.term);
+    metrics_printf(b, "# HELP raftfs_state Raft role of this node (1 for the current one).\n"
+                      "# TYPE raftfs_state gauge\n");
+    for (int r = RAFT_FOLLOWER; r <= RAFT_LEADER; r++)
+        metrics_printf(b, "raftfs_state{state=\"%s\"} %d\n", raft_role_str((enum raft_role)r),
+                       st.role == (enum raft_role)r);
+    metrics_one(b, "commit_index", "gauge", "Highest log index known committed.",
+                st.commit_index);
+    metrics_one(b, "applied_index", "gauge", "Highest log index applied to files/.", n->applied);
+    metrics_one(b, "last_log_index", "gauge", "Last index in the local log.", st.last_index);
+    metrics_one(b, "proposals_total", "counter", "Entries proposed by this node as leader.",
+                n->m.proposals);
+    metrics_one(b, "proposals_failed_total", "counter", "Client writes refused or lost.",
+                n->m.proposals_failed);
+    metrics_one(b, "forwarded_total", "counter", "Client writes forwarded to the leader.",
+                n->m.forwarded);
+    metrics_one(b, "applied_entries_total", "counter", "Entries applied since start.",
+                n->m.applied_entries);
+    metrics_one(b, "reads_linearizable_total", "counter", "Reads confirmed through ReadIndex.",
+                n->m.reads_linearizable);
+    metrics_one(b, "reads_stale_total", "counter", "Reads served with ?stale=true.",
+                n->m.reads_stale);
+    metrics_one(b, "leader_changes_total", "counter", "Leader changes seen.",
+                n->m.leader_changes);
+}
+
+static void metrics_store(struct node *n, struct metrics_buf *b)
+{
+    struct store_stats s;
+    store_stats(n->store, &s);
+    metrics_one(b, "fsyncs_total", "counter", "Durable log writes (one fsync each).", s.fsyncs);
+    metrics_one(b, "persist_batches_total", "counter", "Ready batches handed to storage.",
+                n->m.persist_batches);
+    metrics_one(b, "log_bytes_written_total", "counter", "Log bytes written.", s.bytes_written);
+    metrics_printf(b, "# HELP raftfs_fsync_seconds Latency of one group-commit fsync.\n"
+                      "# TYPE raftfs_fsync_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t i = 0; i < STORE_FSYNC_BUCKETS; i++) {
+        cum += s.fsync_hist[i];
+        metrics_printf(b, "raftfs_fsync_seconds_bucket{le=\"%g\"} %llu\n",
+                       store_fsync_bucket_le_us[i] / 1e6, cum);
+    }
+    cum += s.fsync_hist[STORE_FSYNC_BUCKETS];
+    metrics_printf(b, "raftfs_fsync_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    metrics_printf(b, "raftfs_fsync_seconds_sum %g\nraftfs_fsync_seconds_count %llu\n",
+                   s.fsync_us_sum / 1e6, cum);
+}
+
+static void metrics_net(struct node *n, struct metrics_buf *b)
+{
+    struct transport_stats t;
+    transport_stats(n->tr, &t);
+    metrics_one(b, "peer_bytes_in_total", "counter", "Bytes received from peers.", t.bytes_in);
+    metrics_one(b, "peer_bytes_out_total", "counter", "Bytes sent to peers.", t.bytes_out);
+    metrics_one(b, "peer_connections", "gauge", "Connected outbound peer links.",
+                t.connected_peers);
+}
+
+void node_metrics_reply(struct node *n, struct http_req *req)
+{
+    struct metrics_buf b = {0};
+    metrics_raft(n, &b);
+    metrics_store(n, &b);
+    metrics_net(n, &b);
+    if (b.oom || !b.data) {
+        free(b.data);
+        http_reply_error(req, 503, "no_memory", "out of memory");
+        return;
+    }
+    http_reply_text(req, 200, "text/plain; version=0.0.4", b.data, b.len);
+    free(b.data);
+}

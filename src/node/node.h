@@ -1,0 +1,116 @@
+/* node.h — one raftnode: a libev loop wiring the pure Raft core to durable storage (BDB,
+ * written on a storage thread), the peer transport, the file store and the HTTP API.
+ * The loop never waits on the disk: persistence completes through ev_async. */
+#ifndef RAFTFS_NODE_H
+#define RAFTFS_NODE_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "raft.h"
+
+struct store;
+struct store_writer;
+struct fsm;
+struct transport;
+struct http_server;
+struct http_req;
+struct node_op;
+struct node_outq;
+
+/* Counters exported on /metrics. */
+struct node_metrics {
+    uint64_t proposals;         /* entries proposed on this node as leader */
+    uint64_t proposals_failed;  /* refused or lost proposals */
+    uint64_t forwarded;         /* client writes forwarded to the leader */
+    uint64_t applied_entries;
+    uint64_t reads_linearizable;
+    uint64_t reads_stale;
+    uint64_t leader_changes;
+    uint64_t persist_batches;
+};
+
+struct node {
+    struct config cfg;
+    const struct config_node *self; /* borrowed from cfg */
+    raft_id id;
+    char node_dir[4200]; /* data_dir/ID */
+    struct ev_loop *loop;
+
+    struct store *store;
+    struct store_writer *writer;
+    struct fsm *fsm;
+    struct raft *raft;
+    struct transport *tr;
+    struct http_server *http;
+
+    ev_timer tick_timer;
+    ev_timer op_timer;      /* deadlines and retries of client operations */
+    ev_timer ckpt_timer;    /* file store checkpoints */
+    ev_prepare prepare;     /* drains ready batches once per loop iteration */
+    ev_signal sig_term, sig_int;
+
+    struct node_outq *outq_head, *outq_tail; /* after-persist messages by write seq */
+    uint64_t last_submitted_seq;
+    uint64_t last_persisted_seq;
+
+    struct node_op *ops;    /* pending client operations (doubly linked) */
+    uint64_t next_op_id;    /* read ids and forward ids */
+
+    struct raft_configuration peers_conf; /* the configuration the transport follows */
+    bool peers_conf_valid;
+
+    enum raft_role role;
+    raft_id leader;
+    raft_term term;
+    raft_index applied;
+    bool stopping;
+    int exit_code;
+    struct node_metrics m;
+};
+
+/* Opens everything; err receives a message on failure. */
+int node_init(struct node *n, const char *config_path, const char *id, bool bootstrap, char *err,
+              size_t err_len);
+/* Runs the loop until SIGTERM/SIGINT or a fatal error; returns the exit status. */
+int node_run(struct node *n);
+void node_close(struct node *n);
+
+/* Fatal storage or core failure: logs, stops the loop; raftsup restarts the process. */
+void node_fail(struct node *n, const char *why);
+
+/* ready.c */
+void node_ready_drain(struct node *n);
+void node_persist_done_cb(void *ctx, uint64_t seq, int err);
+void node_outq_free_all(struct node *n);
+
+/* members.c: member info bytes <-> names and addresses; transport peers follow membership. */
+int node_member_info(const char *id, const char *raft_addr, const char *http_addr,
+                     struct raft_member *m);
+int node_member_parse(const struct raft_member *m, char *id, size_t id_len, char *raft_addr,
+                      size_t raft_len, char *http_addr, size_t http_len);
+void node_sync_peers(struct node *n);
+/* The http address of a member by raft id (configuration first, then the config file). */
+bool node_member_http(struct node *n, raft_id id, char *name, size_t name_len, char *http,
+                      size_t http_len);
+bool node_accept_peer_cb(void *ctx, raft_id id, const char *name);
+
+/* client.c: the HTTP backend and request forwarding. */
+extern const struct http_backend node_http_backend;
+void node_ops_on_applied(struct node *n, const struct raft_entry *e, const void *result);
+void node_ops_on_read_state(struct node *n, const struct raft_read_state *rs);
+void node_ops_on_leader_change(struct node *n);
+void node_ops_after_apply(struct node *n);
+void node_ops_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void node_ops_fail_all(struct node *n);
+void node_fwd_req_cb(void *ctx, raft_id from, uint64_t fwd_id, uint8_t op,
+                     struct raft_blob *payload);
+void node_fwd_resp_cb(void *ctx, uint64_t fwd_id, int err, raft_index index, raft_term term,
+                      const char *leader_name);
+
+/* metrics.c */
+void node_metrics_reply(struct node *n, struct http_req *req);
+
+#endif
