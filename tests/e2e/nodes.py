@@ -1,0 +1,168 @@
+"""nodes.py — start raftnode processes by hand (no supervisor) for end-to-end tests.
+
+Each cluster lives in its own temp dir with its own free ports; stop() kills every process
+it started, by pid, also when a test fails.
+"""
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BUILD = os.environ.get("RAFTFS_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+
+
+def free_ports(count):
+    """Ports that were free a moment ago, never the demo's 8001-8003/9001-9003."""
+    ports, socks = [], []
+    while len(ports) < count:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        if p not in (8001, 8002, 8003, 9001, 9002, 9003) and p not in ports:
+            ports.append(p)
+        socks.append(s)
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_until(pred, timeout, what, interval=0.05):
+    """Polls pred() until it returns a truthy value or timeout seconds pass."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = pred()
+            if last:
+                return last
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def request(addr, method, path, body=None, headers=None, timeout=5.0):
+    """One HTTP request; returns (status, headers dict (lower-case), body bytes)."""
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def request_json(addr, method, path, body=None, timeout=5.0):
+    st, hd, data = request(addr, method, path, body, timeout=timeout)
+    return st, (json.loads(data) if data else None)
+
+
+class Cluster:
+    def __init__(self, n=3, name="e2e", extra=None):
+        self.dir = tempfile.mkdtemp(prefix="raftfs-e2e-")
+        ports = free_ports(2 * n)
+        self.nodes = []
+        for i in range(n):
+            self.nodes.append({"id": "node%d" % (i + 1),
+                               "raft": "127.0.0.1:%d" % ports[2 * i],
+                               "http": "127.0.0.1:%d" % ports[2 * i + 1]})
+        conf = {"cluster": name, "data_dir": os.path.join(self.dir, "data"), "nodes": self.nodes}
+        conf.update(extra or {})
+        self.config = os.path.join(self.dir, "cluster.json")
+        with open(self.config, "w") as f:
+            json.dump(conf, f)
+        self.procs = {}
+
+    def http(self, i):
+        return self.nodes[i]["http"]
+
+    def node_dir(self, i):
+        return os.path.join(self.dir, "data", self.nodes[i]["id"])
+
+    def start(self, i, bootstrap=False):
+        args = [os.path.join(BUILD, "raftnode"), "--config", self.config, "--id", self.nodes[i]["id"]]
+        if bootstrap:
+            args.append("--bootstrap")
+        os.makedirs(self.node_dir(i), exist_ok=True)
+        log = open(os.path.join(self.node_dir(i), "node.log"), "ab")
+        self.procs[i] = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        wait_until(lambda: self.status(i), 10, "node%d to serve HTTP" % (i + 1))
+
+    def kill(self, i, sig=signal.SIGKILL):
+        p = self.procs.get(i)
+        if p and p.poll() is None:
+            p.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                p.wait(10)
+
+    def status(self, i, timeout=1.0):
+        st, body = request_json(self.http(i), "GET", "/v1/status", timeout=timeout)
+        return body if st == 200 else None
+
+    def leader(self, among=None, timeout=10):
+        """Index of the node every live node agrees is leader."""
+        among = list(range(len(self.nodes))) if among is None else among
+
+        def find():
+            for i in among:
+                s = self.status(i)
+                if s and s["state"] == "leader":
+                    return ("ok", i)
+            return None
+        return wait_until(find, timeout, "a leader")[1]
+
+    def bootstrap_all(self):
+        """node1 bootstraps; the others join through the API, as raftsup would."""
+        self.start(0, bootstrap=True)
+        self.leader([0])
+        for i in range(1, len(self.nodes)):
+            self.start(i)
+            n = self.nodes[i]
+            body = json.dumps({"id": n["id"], "raft": n["raft"], "http": n["http"]})
+
+            def joined():
+                st, _ = request_json(self.http(0), "POST", "/v1/cluster/join", body)
+                return st in (200, 409)
+            wait_until(joined, 15, "join of " + n["id"], interval=0.1)
+        ids = [n["id"] for n in self.nodes]
+
+        def all_voters():
+            s = self.status(0)
+            return s and sorted(m["id"] for m in s["members"] if m["voter"]) == sorted(ids)
+        wait_until(all_voters, 15, "every node a voter")
+
+    def stop(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        if os.environ.get("KEEP_E2E"):
+            print("kept", self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def dump_logs(self):
+        for i in range(len(self.nodes)):
+            path = os.path.join(self.node_dir(i), "node.log")
+            if os.path.exists(path):
+                print("---- %s (tail)" % path)
+                with open(path, errors="replace") as f:
+                    print("".join(f.readlines()[-40:]))
+
+
+def rand_bytes(n, seed=None):
+    r = random.Random(seed)
+    return bytes(r.getrandbits(8) for _ in range(n))
