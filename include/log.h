@@ -14,6 +14,8 @@ void log_set_level(enum log_level lvl);
 /* The term printed on each line (the node updates it on every term change). */
 void log_set_term(uint64_t term);
 int log_enabled(enum log_level lvl);
+/* Also append every line to fd (raftsup: DATA/raftsup.log); -1 turns it off. Not owned. */
+void log_set_tee(int fd);
 void log_write(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG_ERROR(...) log_write(LOG_LVL_ERROR, __VA_ARGS__)

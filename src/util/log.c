@@ -12,6 +12,7 @@
 static char log_name[64] = "-";
 static enum log_level log_level = LOG_LVL_INFO;
 static uint64_t log_term;
+static int log_tee_fd = -1;
 
 static const char *const log_level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
@@ -34,6 +35,11 @@ void log_set_level(enum log_level lvl)
 void log_set_term(uint64_t term)
 {
     log_term = term;
+}
+
+void log_set_tee(int fd)
+{
+    log_tee_fd = fd;
 }
 
 int log_enabled(enum log_level lvl)
@@ -62,5 +68,7 @@ void log_write(enum log_level lvl, const char *fmt, ...)
         n = (int)sizeof line - 2;
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    if (log_tee_fd >= 0)
+        w = write(log_tee_fd, line, (size_t)n);
     (void)w;
 }
