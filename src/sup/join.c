@@ -1,0 +1,292 @@
+/* join.c — raftsup's membership helper: finds the leader through GET /v1/status and sends
+ * POST /v1/cluster/join for config nodes that are not members and have never been part of a
+ * cluster (empty log). One request in flight, on libcurl multi polled from an ev_timer, so
+ * the loop never blocks on HTTP. Never joins a node that has Raft history. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "sup.h"
+
+#define SUP_JOIN_POLL_S 0.01     /* curl_multi_perform period while a request is in flight */
+#define SUP_JOIN_RETRY_S 0.1     /* between probes while no leader is known */
+#define SUP_JOIN_BUSY_S 0.2      /* after a 503 or an unreachable node */
+#define SUP_JOIN_TIMEOUT_MS 1000 /* per request */
+#define SUP_JOIN_BODY_MAX (256 * 1024)
+
+enum sup_join_phase {
+    SUP_JOIN_IDLE,  /* nothing to do until the next kick */
+    SUP_JOIN_PROBE, /* GET /v1/status looking for the leader */
+    SUP_JOIN_CHECK, /* GET /v1/status of a non-member: is its log empty? */
+    SUP_JOIN_SEND,  /* POST /v1/cluster/join to the leader */
+};
+
+struct sup_join {
+    struct sup *sup;
+    CURLM *multi;
+    CURL *easy;              /* the request in flight, or NULL */
+    struct curl_slist *hdrs; /* Content-Type for the POST */
+    ev_timer poll;           /* drives curl while a request is in flight */
+    ev_timer retry;          /* delay before the next step */
+    enum sup_join_phase phase;
+    size_t probe;                 /* next config node to ask for the leader */
+    char leader[CONFIG_ADDR_MAX]; /* leader's http address, "" when unknown */
+    char body[SUP_JOIN_BODY_MAX]; /* the response so far */
+    size_t body_len;
+    char post[512];              /* the join request body */
+    size_t target;               /* config index checked or joined */
+    bool member[RAFT_MAX_NODES]; /* per config node, from the leader's last status */
+    bool skip[RAFT_MAX_NODES];   /* has a log but is not a member: left alone */
+    bool waiting_logged;
+};
+
+static size_t sup_join_write_cb(char *data, size_t size, size_t n, void *ctx)
+{
+    struct sup_join *j = ctx;
+    size_t len = size * n;
+    if (len > sizeof j->body - 1 - j->body_len) return 0; /* too large: curl aborts the transfer */
+    memcpy(j->body + j->body_len, data, len);
+    j->body_len += len;
+    j->body[j->body_len] = '\0';
+    return len;
+}
+
+/* Starts GET (post == NULL) or POST of j->post to http://addr/path. */
+static int sup_join_request(struct sup_join *j, const char *addr, const char *path, bool post)
+{
+    char url[CONFIG_ADDR_MAX + 64];
+    snprintf(url, sizeof url, "http://%s%s", addr, path);
+    j->easy = curl_easy_init();
+    if (!j->easy) return ERR_NOMEM;
+    j->body_len = 0;
+    j->body[0] = '\0';
+    curl_easy_setopt(j->easy, CURLOPT_URL, url);
+    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)SUP_JOIN_TIMEOUT_MS);
+    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)SUP_JOIN_TIMEOUT_MS);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, sup_join_write_cb);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
+    if (post) {
+        curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->post);
+        curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
+    }
+    curl_multi_add_handle(j->multi, j->easy);
+    ev_timer_again(j->sup->loop, &j->poll);
+    return 0;
+}
+
+static void sup_join_after(struct sup_join *j, enum sup_join_phase phase, double delay_s)
+{
+    j->phase = phase;
+    ev_timer_stop(j->sup->loop, &j->retry);
+    ev_timer_set(&j->retry, delay_s, 0.);
+    ev_timer_start(j->sup->loop, &j->retry);
+}
+
+/* Reads the members of a leader's status into j->member; false when the text is not one. */
+static bool sup_join_read_members(struct sup_join *j, json_t *st)
+{
+    json_t *members = json_object_get(st, "members");
+    if (!json_is_array(members)) return false;
+    memset(j->member, 0, sizeof j->member);
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        for (size_t k = 0; id && k < j->sup->cfg.n_nodes; k++)
+            if (strcmp(id, j->sup->cfg.nodes[k].id) == 0) j->member[k] = true;
+    }
+    return true;
+}
+
+/* Decides the next step once the leader's members are known. */
+static void sup_join_next(struct sup_join *j)
+{
+    const struct config *cfg = &j->sup->cfg;
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        if (j->member[i] || j->skip[i]) continue;
+        j->target = i;
+        j->phase = SUP_JOIN_CHECK;
+        if (sup_join_request(j, cfg->nodes[i].http.text, "/v1/status", false))
+            sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_nodes; i++)
+        n += j->member[i];
+    LOG_INFO("membership complete: %zu of %zu config nodes are members (leader %s)", n,
+             cfg->n_nodes, j->leader);
+    j->phase = SUP_JOIN_IDLE;
+}
+
+static void sup_join_probe_done(struct sup_join *j, long code, json_t *st)
+{
+    const char *state = json_string_value(json_object_get(st, "state"));
+    const char *hint = json_string_value(json_object_get(json_object_get(st, "leader"), "http"));
+    if (code == 200 && state && strcmp(state, "leader") == 0 && sup_join_read_members(j, st)) {
+        const char *id = json_string_value(json_object_get(st, "id"));
+        if (!j->leader[0] || strcmp(j->leader, j->sup->cfg.nodes[j->probe].http.text))
+            LOG_INFO("leader is %s (term %lld)", id ? id : "?",
+                     (long long)json_integer_value(json_object_get(st, "term")));
+        snprintf(j->leader, sizeof j->leader, "%s", j->sup->cfg.nodes[j->probe].http.text);
+        sup_join_next(j);
+        return;
+    }
+    /* Follow the leader hint if it names a config node, else try the next node. */
+    size_t next = (j->probe + 1) % j->sup->cfg.n_nodes;
+    for (size_t k = 0; hint && k < j->sup->cfg.n_nodes; k++)
+        if (strcmp(hint, j->sup->cfg.nodes[k].http.text) == 0 && k != j->probe) next = k;
+    bool follow = hint && next != (j->probe + 1) % j->sup->cfg.n_nodes;
+    j->probe = next;
+    j->leader[0] = '\0';
+    if (!j->waiting_logged) {
+        LOG_INFO("waiting for a leader");
+        j->waiting_logged = true;
+    }
+    sup_join_after(j, SUP_JOIN_PROBE, follow ? 0. : SUP_JOIN_RETRY_S);
+}
+
+static void sup_join_check_done(struct sup_join *j, long code, json_t *st)
+{
+    const struct config_node *n = &j->sup->cfg.nodes[j->target];
+    json_t *last = json_object_get(st, "last_log_index");
+    if (code != 200 || !json_is_integer(last)) {
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S); /* not up yet: retry later */
+        return;
+    }
+    if (json_integer_value(last) != 0) {
+        LOG_WARN("%s has Raft history (last_log_index %lld) but is not a member: "
+                 "not joining it (was it removed?)",
+                 n->id, (long long)json_integer_value(last));
+        j->skip[j->target] = true;
+        sup_join_next(j);
+        return;
+    }
+    snprintf(j->post, sizeof j->post, "{\"id\":\"%s\",\"raft\":\"%s\",\"http\":\"%s\"}", n->id,
+             n->raft.text, n->http.text);
+    j->phase = SUP_JOIN_SEND;
+    LOG_INFO("joining %s (raft %s, http %s) through the leader at %s", n->id, n->raft.text,
+             n->http.text, j->leader);
+    if (sup_join_request(j, j->leader, "/v1/cluster/join", true))
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+}
+
+static void sup_join_send_done(struct sup_join *j, long code, json_t *resp)
+{
+    const char *id = j->sup->cfg.nodes[j->target].id;
+    if (code == 200 || code == 201) {
+        LOG_INFO("%s joined as a learner", id);
+        sup_join_after(j, SUP_JOIN_PROBE, 0.);
+    } else if (code == 409) {
+        LOG_INFO("%s is already a member", id);
+        sup_join_after(j, SUP_JOIN_PROBE, 0.);
+    } else {
+        const char *msg = json_string_value(json_object_get(resp, "error"));
+        LOG_INFO("join of %s answered %ld (%s); retrying", id, code, msg ? msg : "no message");
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+    }
+}
+
+/* One completed transfer: dispatch on the phase that started it. */
+static void sup_join_done(struct sup_join *j, CURLcode res)
+{
+    long code = 0;
+    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_multi_remove_handle(j->multi, j->easy);
+    curl_easy_cleanup(j->easy);
+    j->easy = NULL;
+    ev_timer_stop(j->sup->loop, &j->poll);
+    if (res != CURLE_OK) {
+        /* Unreachable: the leader may have died; start over from the next node. */
+        j->leader[0] = '\0';
+        if (j->phase == SUP_JOIN_PROBE) j->probe = (j->probe + 1) % j->sup->cfg.n_nodes;
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_RETRY_S);
+        return;
+    }
+    json_t *doc = json_loadb(j->body, j->body_len, 0, NULL);
+    if (j->phase == SUP_JOIN_PROBE)
+        sup_join_probe_done(j, code, doc);
+    else if (j->phase == SUP_JOIN_CHECK)
+        sup_join_check_done(j, code, doc);
+    else if (j->phase == SUP_JOIN_SEND)
+        sup_join_send_done(j, code, doc);
+    json_decref(doc);
+}
+
+static void sup_join_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sup_join *j = w->data;
+    int running = 0;
+    curl_multi_perform(j->multi, &running);
+    int left = 0;
+    CURLMsg *msg;
+    while ((msg = curl_multi_info_read(j->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == j->easy) {
+            sup_join_done(j, msg->data.result);
+            return; /* j->easy changed; the rest is read on the next poll */
+        }
+    }
+}
+
+static void sup_join_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sup_join *j = w->data;
+    if (j->easy) return;
+    j->phase = SUP_JOIN_PROBE;
+    if (sup_join_request(j, j->sup->cfg.nodes[j->probe].http.text, "/v1/status", false))
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+}
+
+void sup_join_kick(struct sup_join *j)
+{
+    if (j->phase != SUP_JOIN_IDLE) return; /* a pass is running; it will see the new node */
+    memset(j->skip, 0, sizeof j->skip);
+    j->waiting_logged = false;
+    sup_join_after(j, SUP_JOIN_PROBE, 0.);
+}
+
+int sup_join_new(struct sup *s, struct sup_join **out)
+{
+    static bool global_done;
+    if (!global_done && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) return ERR_IO;
+    global_done = true;
+    struct sup_join *j = calloc(1, sizeof *j);
+    if (!j) return ERR_NOMEM;
+    j->sup = s;
+    j->multi = curl_multi_init();
+    j->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!j->multi || !j->hdrs) {
+        sup_join_free(j);
+        return ERR_NOMEM;
+    }
+    ev_init(&j->poll, sup_join_poll_cb);
+    j->poll.repeat = SUP_JOIN_POLL_S;
+    j->poll.data = j;
+    ev_timer_init(&j->retry, sup_join_retry_cb, 0., 0.);
+    j->retry.data = j;
+    *out = j;
+    return 0;
+}
+
+void sup_join_free(struct sup_join *j)
+{
+    if (!j) return;
+    ev_timer_stop(j->sup->loop, &j->poll);
+    ev_timer_stop(j->sup->loop, &j->retry);
+    if (j->easy) {
+        curl_multi_remove_handle(j->multi, j->easy);
+        curl_easy_cleanup(j->easy);
+    }
+    if (j->multi) curl_multi_cleanup(j->multi);
+    curl_slist_free_all(j->hdrs);
+    free(j);
+}
