@@ -24,6 +24,7 @@ BUILD = os.path.abspath(os.environ.get("RAFTFS_BUILD", os.path.join(HERE, "..", 
 RAFTSUP = os.path.join(BUILD, "raftsup")
 RAFTNODE = os.path.join(BUILD, "raftnode")
 FAKE_NODE = os.path.join(HERE, "fake_raftnode.py")
+HOLD_NODE = os.path.join(HERE, "hold_raftnode.sh")
 DEMO_PORTS = {8001, 8002, 8003, 9001, 9002, 9003}
 
 
@@ -133,8 +134,14 @@ class Cluster:
         with open(self.config, "w") as f:
             json.dump(conf, f, indent=1)
         self.env = dict(os.environ)
+        self.hold_dir = os.path.join(self.dir, "hold")
+        os.makedirs(self.hold_dir)
         if fake:
             self.env["RAFTFS_RAFTNODE"] = FAKE_NODE
+        else:
+            # Real nodes run through hold_raftnode.sh so a test can keep one down.
+            self.env.update(RAFTFS_RAFTNODE=HOLD_NODE, RAFTFS_REAL_RAFTNODE=RAFTNODE,
+                            RAFTFS_HOLD_DIR=self.hold_dir)
         self.procs = []
         self.sup = None
 
@@ -191,6 +198,13 @@ class Cluster:
         ids = ids or [n["id"] for n in self.nodes]
         return wait_until(lambda: all(self.live_node_pid(i) for i in ids) and
                           {i: self.live_node_pid(i) for i in ids}, timeout, "node.pid files")
+
+    def hold(self, nid):
+        """Restarts of nid fail (exit 1) until release(nid)."""
+        open(os.path.join(self.hold_dir, nid), "w").close()
+
+    def release(self, nid):
+        os.unlink(os.path.join(self.hold_dir, nid))
 
     def kill_node(self, nid, sig=signal.SIGKILL):
         pid = self.live_node_pid(nid)
