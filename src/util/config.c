@@ -32,24 +32,19 @@ int config_parse_addr(const char *text, struct config_addr *out)
     memset(out, 0, sizeof *out);
     size_t len = strlen(text);
     const char *colon = strrchr(text, ':');
-    if (len == 0 || len >= CONFIG_ADDR_MAX || !colon || colon == text)
-        return ERR_INVALID;
+    if (len == 0 || len >= CONFIG_ADDR_MAX || !colon || colon == text) return ERR_INVALID;
     const char *p = colon + 1;
-    if (*p == '\0' || strlen(p) > 5)
-        return ERR_INVALID;
+    if (*p == '\0' || strlen(p) > 5) return ERR_INVALID;
     unsigned long port = 0;
     for (; *p; p++) {
-        if (!isdigit((unsigned char)*p))
-            return ERR_INVALID;
+        if (!isdigit((unsigned char)*p)) return ERR_INVALID;
         port = port * 10 + (unsigned long)(*p - '0');
     }
-    if (port == 0 || port > 65535)
-        return ERR_INVALID;
+    if (port == 0 || port > 65535) return ERR_INVALID;
     size_t host_len = (size_t)(colon - text);
     for (size_t i = 0; i < host_len; i++) {
         unsigned char c = (unsigned char)text[i];
-        if (!(isalnum(c) || c == '.' || c == '-' || c == '_'))
-            return ERR_INVALID;
+        if (!(isalnum(c) || c == '.' || c == '-' || c == '_')) return ERR_INVALID;
     }
     memcpy(out->host, text, host_len);
     memcpy(out->text, text, len);
@@ -60,12 +55,10 @@ int config_parse_addr(const char *text, struct config_addr *out)
 static int config_valid_id(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n >= CONFIG_ID_MAX)
-        return 0;
+    if (n == 0 || n >= CONFIG_ID_MAX) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)id[i];
-        if (!(isalnum(c) || c == '-' || c == '_'))
-            return 0;
+        if (!(isalnum(c) || c == '-' || c == '_')) return 0;
     }
     return 1;
 }
@@ -85,8 +78,7 @@ static int config_get_string(json_t *obj, const char *key, char *dst, size_t dst
                              const char *where, char *err, size_t err_len)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return config_fail(err, err_len, "%s: missing key \"%s\"", where, key);
+    if (!v) return config_fail(err, err_len, "%s: missing key \"%s\"", where, key);
     if (!json_is_string(v))
         return config_fail(err, err_len, "%s: \"%s\" must be a string", where, key);
     const char *s = json_string_value(v);
@@ -96,8 +88,8 @@ static int config_get_string(json_t *obj, const char *key, char *dst, size_t dst
     return 0;
 }
 
-static int config_get_uint(json_t *v, const char *key, unsigned min, unsigned max,
-                           unsigned *out, char *err, size_t err_len)
+static int config_get_uint(json_t *v, const char *key, unsigned min, unsigned max, unsigned *out,
+                           char *err, size_t err_len)
 {
     if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min ||
         json_integer_value(v) > (json_int_t)max)
@@ -107,26 +99,23 @@ static int config_get_uint(json_t *v, const char *key, unsigned min, unsigned ma
 }
 
 /* A [min, max] pair of integers (milliseconds). */
-static int config_get_range(json_t *v, const char *key, unsigned lo, unsigned hi,
-                            unsigned *min_out, unsigned *max_out, char *err, size_t err_len)
+static int config_get_range(json_t *v, const char *key, unsigned lo, unsigned hi, unsigned *min_out,
+                            unsigned *max_out, char *err, size_t err_len)
 {
     if (!json_is_array(v) || json_array_size(v) != 2)
         return config_fail(err, err_len, "\"%s\" must be [min, max]", key);
     int rv = config_get_uint(json_array_get(v, 0), key, lo, hi, min_out, err, err_len);
-    if (rv == 0)
-        rv = config_get_uint(json_array_get(v, 1), key, lo, hi, max_out, err, err_len);
+    if (rv == 0) rv = config_get_uint(json_array_get(v, 1), key, lo, hi, max_out, err, err_len);
     if (rv == 0 && *min_out > *max_out)
         return config_fail(err, err_len, "\"%s\": min %u > max %u", key, *min_out, *max_out);
     return rv;
 }
 
-static int config_parse_node(json_t *jn, size_t i, struct config_node *n, char *err,
-                             size_t err_len)
+static int config_parse_node(json_t *jn, size_t i, struct config_node *n, char *err, size_t err_len)
 {
     char where[32], raft[CONFIG_ADDR_MAX], http[CONFIG_ADDR_MAX];
     snprintf(where, sizeof where, "nodes[%zu]", i);
-    if (!json_is_object(jn))
-        return config_fail(err, err_len, "%s must be an object", where);
+    if (!json_is_object(jn)) return config_fail(err, err_len, "%s must be an object", where);
     const char *key;
     json_t *v;
     json_object_foreach(jn, key, v)
@@ -138,12 +127,9 @@ static int config_parse_node(json_t *jn, size_t i, struct config_node *n, char *
     if (rv == 0 && !config_valid_id(n->id))
         return config_fail(err, err_len, "%s: id \"%s\" must be 1-63 of [A-Za-z0-9_-]", where,
                            n->id);
-    if (rv == 0)
-        rv = config_get_string(jn, "raft", raft, sizeof raft, where, err, err_len);
-    if (rv == 0)
-        rv = config_get_string(jn, "http", http, sizeof http, where, err, err_len);
-    if (rv)
-        return rv;
+    if (rv == 0) rv = config_get_string(jn, "raft", raft, sizeof raft, where, err, err_len);
+    if (rv == 0) rv = config_get_string(jn, "http", http, sizeof http, where, err, err_len);
+    if (rv) return rv;
     if (config_parse_addr(raft, &n->raft))
         return config_fail(err, err_len, "%s: bad raft address \"%s\" (want host:port)", where,
                            raft);
@@ -171,8 +157,8 @@ static int config_check_unique(const struct config *c, char *err, size_t err_len
             else if (!strcmp(a->http.text, b->http.text) || !strcmp(a->http.text, b->raft.text))
                 dup = a->http.text;
             if (dup)
-                return config_fail(err, err_len, "duplicate address \"%s\" (nodes %s and %s)",
-                                   dup, b->id, a->id);
+                return config_fail(err, err_len, "duplicate address \"%s\" (nodes %s and %s)", dup,
+                                   b->id, a->id);
         }
     }
     return 0;
@@ -200,14 +186,12 @@ static int config_parse_nodes(json_t *nodes, struct config *c, char *err, size_t
     c->n_nodes = json_array_size(nodes);
     for (size_t i = 0; i < c->n_nodes; i++) {
         int rv = config_parse_node(json_array_get(nodes, i), i, &c->nodes[i], err, err_len);
-        if (rv)
-            return rv;
+        if (rv) return rv;
     }
     return config_check_unique(c, err, err_len);
 }
 
-static int config_parse_key(const char *key, json_t *v, struct config *c, char *err,
-                            size_t err_len)
+static int config_parse_key(const char *key, json_t *v, struct config *c, char *err, size_t err_len)
 {
     unsigned u = 0;
     int rv;
@@ -267,15 +251,11 @@ static int config_parse_root(json_t *root, struct config *c, char *err, size_t e
     json_object_foreach(root, key, v)
     {
         int rv = config_parse_key(key, v, c, err, err_len);
-        if (rv)
-            return rv;
+        if (rv) return rv;
     }
-    if (!c->cluster[0])
-        return config_fail(err, err_len, "missing key \"cluster\"");
-    if (!c->data_dir[0])
-        return config_fail(err, err_len, "missing key \"data_dir\"");
-    if (c->n_nodes == 0)
-        return config_fail(err, err_len, "missing key \"nodes\"");
+    if (!c->cluster[0]) return config_fail(err, err_len, "missing key \"cluster\"");
+    if (!c->data_dir[0]) return config_fail(err, err_len, "missing key \"data_dir\"");
+    if (c->n_nodes == 0) return config_fail(err, err_len, "missing key \"nodes\"");
     return config_check_timing(c, err, err_len);
 }
 
@@ -319,28 +299,25 @@ int config_load(const char *path, struct config *out, char *err, size_t err_len)
         }
         size_t n = fread(buf + len, 1, cap - len, f);
         len += n;
-        if (n == 0)
-            break;
+        if (n == 0) break;
     }
-    int io_err = ferror(f);
+    int io_err = ferror(f) ? errno : 0;
     fclose(f);
     if (io_err) {
         free(buf);
-        config_fail(err, err_len, "%s: read error", path);
+        config_fail(err, err_len, "%s: cannot read: %s", path, strerror(io_err));
         return ERR_IO;
     }
     char msg[512] = "";
     int rv = config_parse(buf, len, out, msg, sizeof msg);
     free(buf);
-    if (rv)
-        config_fail(err, err_len, "%s: %s", path, msg);
+    if (rv) config_fail(err, err_len, "%s: %s", path, msg);
     return rv;
 }
 
 const struct config_node *config_find(const struct config *c, const char *id)
 {
     for (size_t i = 0; i < c->n_nodes; i++)
-        if (strcmp(c->nodes[i].id, id) == 0)
-            return &c->nodes[i];
+        if (strcmp(c->nodes[i].id, id) == 0) return &c->nodes[i];
     return NULL;
 }

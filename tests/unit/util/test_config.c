@@ -1,6 +1,9 @@
 /* test_config.c — the config parser: good files load with defaults, each bad shape is
  * refused with a message naming the problem. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../check.h"
 #include "config.h"
@@ -89,6 +92,140 @@ static void test_config_missing_file(void)
     CHECK(strstr(err, "No such file") != NULL);
 }
 
+static void test_config_addr_edges(void)
+{
+    struct config_addr a;
+    CHECK_EQ_U(config_parse_addr("127.0.0.1:1", &a), 0);
+    CHECK_EQ_U(a.port, 1);
+    CHECK_EQ_U(config_parse_addr("localhost:65535", &a), 0);
+    CHECK_EQ_U(a.port, 65535);
+    CHECK(strcmp(a.host, "localhost") == 0);
+    CHECK(strcmp(a.text, "localhost:65535") == 0);
+    static const char *bad[] = {
+        "",        ":80",     "host:",    "host",   "host:65536", "host:123456", "host:+1",
+        "host:-1", "host:8a", "ho st:80", "host:0", "a/b:80",     "[::1]:80",    "host:80 "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rv = config_parse_addr(bad[i], &a);
+        if (rv != ERR_INVALID) fprintf(stderr, "address \"%s\" accepted\n", bad[i]);
+        CHECK(rv == ERR_INVALID);
+    }
+    char longaddr[CONFIG_ADDR_MAX + 8];
+    memset(longaddr, 'a', sizeof longaddr);
+    memcpy(longaddr + sizeof longaddr - 6, ":8001", 6);
+    CHECK(config_parse_addr(longaddr, &a) == ERR_INVALID);
+}
+
+static void test_config_tuning_keys(void)
+{
+    static const char *text =
+        "{\"cluster\":\"t\",\"data_dir\":\"/tmp/x\",\"tick_ms\":5,\"heartbeat_ms\":20,"
+        "\"election_timeout_ms\":[100,200],\"restart_backoff_ms\":[50,400],"
+        "\"restart_reset_ms\":1000,\"max_body_bytes\":1024,\"nodes\":["
+        "{\"id\":\"a\",\"raft\":\"h:1\",\"http\":\"h:2\"}]}";
+    struct config c;
+    char err[256] = "";
+    CHECK_EQ_U(parse(text, &c, err, sizeof err), 0);
+    CHECK_EQ_U(c.tick_ms, 5);
+    CHECK_EQ_U(c.heartbeat_ms, 20);
+    CHECK_EQ_U(c.election_timeout_min_ms, 100);
+    CHECK_EQ_U(c.election_timeout_max_ms, 200);
+    CHECK_EQ_U(c.restart_backoff_min_ms, 50);
+    CHECK_EQ_U(c.restart_backoff_max_ms, 400);
+    CHECK_EQ_U(c.restart_reset_ms, 1000);
+    CHECK_EQ_U(c.max_body_bytes, 1024);
+    CHECK(strcmp(c.data_dir, "/tmp/x") == 0);
+    CHECK_EQ_U(c.restart_backoff_min_ms, 50);
+}
+
+static void test_config_bad_values_refused(void)
+{
+    static const struct bad_case cases[] = {
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"tick_ms\":0,\"nodes\":[]}", "tick_ms"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"tick_ms\":1.5,\"nodes\":[]}", "tick_ms"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"heartbeat_ms\":\"50\",\"nodes\":[]}",
+         "heartbeat_ms"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"election_timeout_ms\":[300],\"nodes\":[]}",
+         "election_timeout_ms"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"election_timeout_ms\":[300,200],\"nodes\":[]}",
+         "min 300 > max 200"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"restart_backoff_ms\":[0,10],\"nodes\":[]}",
+         "restart_backoff_ms"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"restart_reset_ms\":-1,\"nodes\":[]}",
+         "restart_reset_ms"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"max_body_bytes\":0,\"nodes\":[]}",
+         "max_body_bytes"},
+        {"{\"cluster\":\"a b\",\"data_dir\":\"d\",\"nodes\":[]}", "cluster"},
+        {"{\"cluster\":7,\"data_dir\":\"d\",\"nodes\":[]}", "cluster"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"\",\"nodes\":[]}", "data_dir"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\\u0000x\",\"nodes\":[]}", "not allowed"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":{}}", "nodes"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":[7]}", "nodes[0] must be an object"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":[{\"id\":\"a\",\"raft\":\"h:1\"}]}",
+         "missing key \"http\""},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":[{\"id\":\"a\",\"raft\":\"h:1\","
+         "\"http\":\"h:1\"}]}",
+         "are the same"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":[{\"id\":\"a\",\"raft\":\"h:1\","
+         "\"http\":\"h:2\"},{\"id\":\"b\",\"raft\":\"h:3\",\"http\":\"h:1\"}]}",
+         "duplicate address \"h:1\""},
+        {"{\"data_dir\":\"d\",\"nodes\":[{\"id\":\"a\",\"raft\":\"h:1\",\"http\":\"h:2\"}]}",
+         "missing key \"cluster\""},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\"}", "missing key \"nodes\""},
+        {"", "invalid JSON"},
+        {"{\"cluster\":\"t\"} trailing", "invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config c;
+        char err[256] = "";
+        int rv = parse(cases[i].text, &c, err, sizeof err);
+        CHECK(rv == ERR_INVALID);
+        if (!strstr(err, cases[i].expect))
+            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, err, cases[i].expect);
+        CHECK(strstr(err, cases[i].expect) != NULL);
+    }
+}
+
+static void test_config_too_many_nodes(void)
+{
+    char text[4096];
+    int n = snprintf(text, sizeof text, "{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":[");
+    for (int i = 0; i <= RAFT_MAX_NODES; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n,
+                      "%s{\"id\":\"n%d\",\"raft\":\"h:%d\",\"http\":\"h:%d\"}", i ? "," : "", i,
+                      1000 + i, 2000 + i);
+    snprintf(text + n, sizeof text - (size_t)n, "]}");
+    struct config c;
+    char err[256] = "";
+    CHECK(parse(text, &c, err, sizeof err) == ERR_INVALID);
+    CHECK(strstr(err, "at most") != NULL);
+}
+
+/* A file on disk: the message names the file and, for bad JSON, the line and column. */
+static void test_config_load_file_messages(void)
+{
+    char dir[] = "/tmp/raftfs-test-config-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/c.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("{\n  \"cluster\": \"t\",\n  \"data_dir\": \"d\"\n  \"nodes\": []\n}\n", f);
+        fclose(f);
+    }
+    struct config c;
+    char err[512] = "";
+    CHECK_EQ_U(config_load(path, &c, err, sizeof err), ERR_INVALID);
+    CHECK(strstr(err, path) != NULL);
+    CHECK(strstr(err, "line 4, column") != NULL);
+    if (!strstr(err, "line 4, column")) fprintf(stderr, "message: %s\n", err);
+    err[0] = '\0';
+    CHECK_EQ_U(config_load(dir, &c, err, sizeof err), ERR_IO); /* a directory */
+    CHECK(strstr(err, dir) != NULL);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_config_raft_id_stable_and_distinct(void)
 {
     CHECK(config_raft_id("node1") == config_raft_id("node1"));
@@ -101,6 +238,11 @@ int main(void)
     RUN(test_config_good_loads_with_defaults);
     RUN(test_config_bad_inputs_refused);
     RUN(test_config_missing_file);
+    RUN(test_config_addr_edges);
+    RUN(test_config_tuning_keys);
+    RUN(test_config_bad_values_refused);
+    RUN(test_config_too_many_nodes);
+    RUN(test_config_load_file_messages);
     RUN(test_config_raft_id_stable_and_distinct);
     return check_report();
 }
