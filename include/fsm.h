@@ -1,0 +1,151 @@
+/* fsm.h — the replicated file store: applies committed PUT/DELETE commands, in log order, to
+ * data/nodeN/files/ and keeps per-file metadata and request-id dedup in Berkeley DB. It never
+ * writes anything outside node_dir, never fsyncs on the apply path, and never blocks on Raft.
+ *
+ * Layout under node_dir: files/ (the replicated files, nothing else), spare/ (spare inodes and
+ * inodes on their way out; never visible to clients), trash/ (directories being removed).
+ * BDB databases fsm_meta.db, fsm_dedup.db, fsm_dedupidx.db, fsm_state.db, fsm_ckpt.db live in
+ * the caller's transactional environment.
+ *
+ * ---- Crash convergence (why replay from fsm_applied() always ends in the committed state) ----
+ * Two durable indexes exist:
+ *  A (fsm_state.db "applied"): the BDB state (metadata + dedup) is exactly the state after entry
+ *    A. Every NORMAL entry is one BDB transaction (meta, dedup and A together), committed with
+ *    DB_TXN_NOSYNC: BDB may lose a suffix of those transactions, never a part of one.
+ *  C (fsm_ckpt.db "checkpoint"): fsm_checkpoint() reads the applied index i, syncfs()es the
+ *    file system, and only then writes C = i with a synchronous commit. So every file content
+ *    produced by entries <= C is durable, and since the BDB log is sequential, A >= C.
+ * fsm_open() returns fsm_applied() = min(C, A) as the replay start; the node feeds every
+ * committed entry after it. Entries <= A are "redone" (files only; BDB already holds their
+ * effect): a PUT rewrites its path only when A's metadata says that entry wrote the path's
+ * current content; a DELETE removes its path only when A's metadata says the path is absent.
+ * Entries > A are applied normally; every outcome (created, ERR_NOTFOUND, duplicate) is
+ * computed from BDB metadata — never from what happens to be in files/ — so it is the same on
+ * every node and on every replay. Files touched after C are rewritten by the replay; files not
+ * touched after C were made durable by C's syncfs. A write lands in files/ through
+ * renameat2() of a fully written spare, so a reader sees the old or the new file, never a mix.
+ * The log must keep every entry after fsm_checkpointed() (compaction must not pass it).
+ *
+ * ---- Inodes (TESTBED.md: creating one costs ~0.8 ms here) ----
+ * An overwrite writes into a pooled spare inode and swaps it with the target
+ * (RENAME_EXCHANGE); the old inode becomes a spare. DELETE moves the inode into the pool too.
+ * An inode that may be open elsewhere (a reader's fd from fsm_open_read, or any other process)
+ * is never recycled: before reuse we take a write lease (F_SETLEASE), which the kernel refuses
+ * while any other open file description of the inode exists; such an inode is unlinked and
+ * lives on, unchanged, until its readers close it.
+ *
+ * Threads: everything runs on one thread (the node's loop), except fsm_checkpoint(), which
+ * may run on another thread concurrently with the rest (not with fsm_open/fsm_close). */
+#ifndef RAFTFS_FSM_H
+#define RAFTFS_FSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <db.h>
+
+#include "raft.h"
+
+#define FSM_REQ_ID_LEN 16
+#define FSM_SHA256_LEN 32
+#define FSM_DEDUP_WINDOW 100000 /* a request id is remembered for this many log entries */
+#define FSM_SPARES_MAX 64       /* spare inodes kept ready */
+
+/* ---- Commands (payload of RAFT_ENTRY_NORMAL entries) ----------------------------------------
+ * Encoding, version 1, all integers big-endian:
+ *   u8 version (=1) | u8 op (1 PUT, 2 DELETE) | u8 req_id[16] | u16 path_len | path bytes
+ *   PUT only:       | u64 body_len | body bytes
+ * The total must match the payload length exactly; the path must pass fspath_validate(). */
+enum fsm_cmd_op { FSM_CMD_PUT = 1, FSM_CMD_DELETE = 2 };
+
+#define FSM_CMD_VERSION 1
+#define FSM_CMD_HDR_LEN (1 + 1 + FSM_REQ_ID_LEN + 2)
+
+struct fsm_cmd {
+    uint8_t op; /* enum fsm_cmd_op */
+    uint8_t req_id[FSM_REQ_ID_LEN];
+    const char *path; /* borrowed from the decoded bytes; NOT NUL-terminated */
+    size_t path_len;
+    const uint8_t *body; /* PUT: borrowed from the decoded bytes */
+    uint64_t body_len;
+};
+
+/* A PUT command whose body the caller writes in place (no second copy of the body): on success
+ * *out is a new blob (caller owns one reference) and *body_out points at its body_len
+ * uninitialised body bytes. ERR_INVALID (bad path), ERR_TOOBIG (does not fit a blob), ERR_NOMEM. */
+int fsm_cmd_put_alloc(const uint8_t req_id[FSM_REQ_ID_LEN], const char *path, size_t path_len,
+                      uint64_t body_len, struct raft_blob **out, uint8_t **body_out);
+/* A DELETE command; *out as above. ERR_INVALID (bad path), ERR_NOMEM. */
+int fsm_cmd_delete(const uint8_t req_id[FSM_REQ_ID_LEN], const char *path, size_t path_len,
+                   struct raft_blob **out);
+/* Parses untrusted bytes; out borrows from data. ERR_CORRUPT for anything malformed. */
+int fsm_cmd_decode(const uint8_t *data, size_t len, struct fsm_cmd *out);
+
+/* ---- The store ------------------------------------------------------------------------------ */
+struct fsm_meta {
+    uint64_t size;
+    uint8_t sha256[FSM_SHA256_LEN];
+    raft_index index; /* the entry that wrote this content */
+};
+
+struct fsm_result {
+    /* 0; ERR_NOTFOUND (DELETE of an absent path); ERR_EXISTS (PUT where a path component is a
+     * file, or the path is a directory of other files: HTTP 409). Every node computes the
+     * same status for the same entry. */
+    int status;
+    bool created;   /* PUT: the path did not exist (HTTP 201 rather than 200) */
+    bool duplicate; /* the request id was applied before, at `index`: nothing was done now */
+    uint64_t size;
+    uint8_t sha256[FSM_SHA256_LEN];
+    raft_index index; /* the entry that took effect (the original one for a duplicate) */
+};
+
+struct fsm_stats {
+    uint64_t inodes_created;  /* spare inodes created (the expensive operation) */
+    uint64_t inodes_recycled; /* old inodes taken back into the spare pool */
+    uint64_t inodes_pinned;   /* old inodes not recycled because they were open elsewhere */
+    uint64_t spares;          /* spares in the pool now */
+};
+
+struct fsm; /* opaque */
+
+/* Opens (creating when absent) the store of node_dir with its DBs in env (a transactional
+ * environment opened with DB_THREAD by the caller, who keeps it open until fsm_close). Cleans
+ * spare/ and trash/ left by a crash. ERR_IO with a message in err. */
+int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len);
+/* Closes the DBs and fds. Does not checkpoint (call fsm_checkpoint first for a fast restart). */
+void fsm_close(struct fsm *f);
+
+/* Applies committed entry e (entries must come in index order, starting after fsm_applied()).
+ * NOOP/CONFIG only advance the applied index. Returns 0 with *res filled (res->status tells
+ * the outcome), ERR_CORRUPT for an undecodable NORMAL payload (a bug or corruption: the node
+ * must stop), ERR_IO/ERR_NOSPACE when the disk or BDB fails (the entry may be half-applied on
+ * disk; restarting replays it). Entries at or below the BDB-applied index are redone
+ * idempotently (see the header comment) and report their original outcome. */
+int fsm_apply(struct fsm *f, const struct raft_entry *e, struct fsm_result *res);
+
+/* The last applied index (after fsm_open: where replay starts). */
+raft_index fsm_applied(struct fsm *f);
+/* The last durable checkpoint. */
+raft_index fsm_checkpointed(struct fsm *f);
+/* Makes the files of every applied entry durable (syncfs), then durably records the applied
+ * index as the replay start. May block for a while: call from a timer, off the loop, or at
+ * shutdown. Thread-safe against the other calls (see above). ERR_IO. */
+int fsm_checkpoint(struct fsm *f);
+
+/* Metadata of path (NUL-terminated). ERR_NOTFOUND, ERR_INVALID (bad path), ERR_IO. */
+int fsm_stat(struct fsm *f, const char *path, struct fsm_meta *out);
+/* An O_RDONLY fd (owned by the caller, who closes it) on the current content of path, and its
+ * metadata. The fd's content never changes afterwards, whatever is applied later.
+ * ERR_NOTFOUND, ERR_INVALID, ERR_BUSY (files/ is ahead of the metadata during crash replay:
+ * retry once replay is done), ERR_IO. */
+int fsm_open_read(struct fsm *f, const char *path, int *fd_out, struct fsm_meta *meta);
+/* Calls cb for every file whose path starts with prefix (bytes; NULL or "" for all), in
+ * bytewise path order. A non-zero return from cb stops the walk and is returned. ERR_IO. */
+int fsm_list(struct fsm *f, const char *prefix,
+             int (*cb)(void *ctx, const char *path, const struct fsm_meta *m), void *ctx);
+
+void fsm_get_stats(struct fsm *f, struct fsm_stats *out);
+
+#endif

@@ -1,0 +1,100 @@
+/* cmd.c — encoding and decoding of file-store commands (the NORMAL entry payload). Decoding
+ * treats its input as hostile (it comes from disk and the network) and never reads past it. */
+#include <string.h>
+
+#include "err.h"
+#include "fsm.h"
+#include "fspath.h"
+#include "rassert.h"
+
+static void cmd_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void cmd_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t cmd_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Allocates a blob of hdr + path + extra bytes and fills the common header. */
+static int cmd_new(uint8_t op, const uint8_t req_id[FSM_REQ_ID_LEN], const char *path,
+                   size_t path_len, uint64_t extra, struct raft_blob **out)
+{
+    ASSERT(req_id);
+    ASSERT(out);
+    *out = NULL;
+    if (!path || fspath_validate(path, path_len, NULL, 0)) return ERR_INVALID;
+    uint64_t fixed = FSM_CMD_HDR_LEN + path_len;
+    if (extra > UINT32_MAX - fixed) return ERR_TOOBIG;
+    struct raft_blob *b = raft_blob_new((uint32_t)(fixed + extra));
+    if (!b) return ERR_NOMEM;
+    b->data[0] = FSM_CMD_VERSION;
+    b->data[1] = op;
+    memcpy(b->data + 2, req_id, FSM_REQ_ID_LEN);
+    cmd_put_u16(b->data + 2 + FSM_REQ_ID_LEN, (uint16_t)path_len);
+    memcpy(b->data + FSM_CMD_HDR_LEN, path, path_len);
+    *out = b;
+    return 0;
+}
+
+int fsm_cmd_put_alloc(const uint8_t req_id[FSM_REQ_ID_LEN], const char *path, size_t path_len,
+                      uint64_t body_len, struct raft_blob **out, uint8_t **body_out)
+{
+    ASSERT(body_out);
+    *body_out = NULL;
+    if (body_len > UINT32_MAX) {
+        *out = NULL;
+        return ERR_TOOBIG;
+    }
+    int rv = cmd_new(FSM_CMD_PUT, req_id, path, path_len, 8 + body_len, out);
+    if (rv) return rv;
+    uint8_t *p = (*out)->data + FSM_CMD_HDR_LEN + path_len;
+    cmd_put_u64(p, body_len);
+    *body_out = p + 8;
+    return 0;
+}
+
+int fsm_cmd_delete(const uint8_t req_id[FSM_REQ_ID_LEN], const char *path, size_t path_len,
+                   struct raft_blob **out)
+{
+    return cmd_new(FSM_CMD_DELETE, req_id, path, path_len, 0, out);
+}
+
+int fsm_cmd_decode(const uint8_t *data, size_t len, struct fsm_cmd *out)
+{
+    ASSERT(out);
+    memset(out, 0, sizeof *out);
+    if (!data || len < FSM_CMD_HDR_LEN || data[0] != FSM_CMD_VERSION) return ERR_CORRUPT;
+    uint8_t op = data[1];
+    if (op != FSM_CMD_PUT && op != FSM_CMD_DELETE) return ERR_CORRUPT;
+    size_t path_len = ((size_t)data[2 + FSM_REQ_ID_LEN] << 8) | data[3 + FSM_REQ_ID_LEN];
+    size_t rest = len - FSM_CMD_HDR_LEN;
+    if (path_len > rest) return ERR_CORRUPT;
+    const char *path = (const char *)data + FSM_CMD_HDR_LEN;
+    if (fspath_validate(path, path_len, NULL, 0)) return ERR_CORRUPT;
+    rest -= path_len;
+    const uint8_t *p = data + FSM_CMD_HDR_LEN + path_len;
+    if (op == FSM_CMD_DELETE) {
+        if (rest != 0) return ERR_CORRUPT;
+    } else {
+        if (rest < 8 || cmd_get_u64(p) != rest - 8) return ERR_CORRUPT;
+        out->body = p + 8;
+        out->body_len = rest - 8;
+    }
+    out->op = op;
+    memcpy(out->req_id, data + 2, FSM_REQ_ID_LEN);
+    out->path = path;
+    out->path_len = path_len;
+    return 0;
+}

@@ -1,0 +1,284 @@
+/* fsm.c — the replicated file store: applies committed entries in log order (BDB metadata +
+ * files/), serves reads, and checkpoints. Outcomes come from BDB state only, never from what
+ * is in files/, so every node and every replay computes the same ones (see fsm.h). */
+#include "fsm.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "err.h"
+#include "fsm_db.h"
+#include "fsm_files.h"
+#include "fspath.h"
+#include "log.h"
+#include "rassert.h"
+
+struct fsm {
+    struct fsm_db db;
+    struct fsm_files ff;
+    _Atomic raft_index applied;      /* last entry applied (files and, when normal, BDB) */
+    _Atomic raft_index checkpointed; /* C: durable replay start */
+    raft_index bdb_applied;          /* A: BDB holds the effect of every entry <= this */
+    pthread_mutex_t ckpt_lock;       /* one checkpoint at a time */
+};
+
+int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len)
+{
+    ASSERT(env && node_dir && out && err && err_len > 0);
+    err[0] = '\0';
+    *out = NULL;
+    struct fsm *f = calloc(1, sizeof *f);
+    if (!f) {
+        snprintf(err, err_len, "out of memory");
+        return ERR_NOMEM;
+    }
+    pthread_mutex_init(&f->ckpt_lock, NULL);
+    raft_index a = 0, c = 0;
+    int rv = fsm_db_open(&f->db, env, err, err_len);
+    if (rv == 0) rv = fsm_db_get_index(f->db.state, NULL, "applied", &a);
+    if (rv == 0) rv = fsm_db_get_index(f->db.ckpt, NULL, "checkpoint", &c);
+    if (rv == 0 && !err[0])
+        rv = fsm_files_open(&f->ff, node_dir, err, err_len);
+    else if (rv && !err[0])
+        snprintf(err, err_len, "reading the file store's state: %s", err_str(rv));
+    if (rv) {
+        fsm_db_close(&f->db);
+        pthread_mutex_destroy(&f->ckpt_lock);
+        free(f);
+        return rv;
+    }
+    /* C <= A always holds (the WAL is sequential); min() is the safe side if it did not. */
+    raft_index start = c < a ? c : a;
+    f->bdb_applied = a;
+    atomic_store(&f->applied, start);
+    atomic_store(&f->checkpointed, start);
+    LOG_INFO("file store: metadata at index %llu, checkpoint %llu: replay from %llu",
+             (unsigned long long)a, (unsigned long long)c, (unsigned long long)start + 1);
+    *out = f;
+    return 0;
+}
+
+void fsm_close(struct fsm *f)
+{
+    if (!f) return;
+    fsm_files_close(&f->ff);
+    fsm_db_close(&f->db);
+    pthread_mutex_destroy(&f->ckpt_lock);
+    free(f);
+}
+
+raft_index fsm_applied(struct fsm *f)
+{
+    return atomic_load(&f->applied);
+}
+
+raft_index fsm_checkpointed(struct fsm *f)
+{
+    return atomic_load(&f->checkpointed);
+}
+
+int fsm_checkpoint(struct fsm *f)
+{
+    pthread_mutex_lock(&f->ckpt_lock);
+    /* Read before syncfs: every file write of entries <= i finished before applied became i. */
+    raft_index i = atomic_load(&f->applied);
+    int rv = 0;
+    if (i != atomic_load(&f->checkpointed)) {
+        rv = fsm_files_sync(&f->ff);
+        DB_TXN *txn = NULL;
+        if (rv == 0) rv = fsm_db_begin(&f->db, &txn);
+        if (rv == 0) {
+            rv = fsm_db_put_index(f->db.ckpt, txn, "checkpoint", i);
+            if (rv == 0)
+                rv = fsm_db_commit(txn, true);
+            else
+                fsm_db_abort(txn);
+        }
+        if (rv == 0) atomic_store(&f->checkpointed, i);
+    }
+    pthread_mutex_unlock(&f->ckpt_lock);
+    return rv;
+}
+
+static void fsm_sha256(const uint8_t *data, uint64_t len, uint8_t out[FSM_SHA256_LEN])
+{
+    unsigned int n = 0;
+    int ok = EVP_Digest(data, (size_t)len, out, &n, EVP_sha256(), NULL);
+    ASSERT(ok == 1 && n == FSM_SHA256_LEN);
+}
+
+/* PUT at index i inside txn: outcome from metadata, then the file, then metadata. */
+static int fsm_apply_put(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
+                         const char *path, struct fsm_result *res)
+{
+    res->index = i;
+    int rv = fsm_db_meta_conflict(&f->db, txn, path, c->path_len);
+    if (rv == ERR_EXISTS) {
+        res->status = ERR_EXISTS;
+        return 0;
+    }
+    struct fsm_meta m;
+    if (rv == 0) rv = fsm_db_meta_get(&f->db, txn, path, c->path_len, &m);
+    if (rv && rv != ERR_NOTFOUND) return rv;
+    res->created = rv == ERR_NOTFOUND;
+    m.size = c->body_len;
+    m.index = i;
+    fsm_sha256(c->body, c->body_len, m.sha256);
+    rv = fsm_files_put(&f->ff, path, c->path_len, c->body, c->body_len);
+    if (rv == 0) rv = fsm_db_meta_put(&f->db, txn, path, c->path_len, &m);
+    res->size = m.size;
+    memcpy(res->sha256, m.sha256, FSM_SHA256_LEN);
+    return rv;
+}
+
+static int fsm_apply_delete(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
+                            const char *path, struct fsm_result *res)
+{
+    res->index = i;
+    struct fsm_meta m;
+    int rv = fsm_db_meta_get(&f->db, txn, path, c->path_len, &m);
+    if (rv == ERR_NOTFOUND) {
+        res->status = ERR_NOTFOUND;
+        return 0; /* files/path may exist only ahead of BDB after a crash: replay fixes it */
+    }
+    if (rv == 0) rv = fsm_files_remove(&f->ff, path, c->path_len);
+    if (rv == 0) rv = fsm_db_meta_del(&f->db, txn, path, c->path_len);
+    return rv;
+}
+
+/* An id recorded at an earlier index inside the window is a duplicate: decided from BDB state
+ * and the index alone, so pruning lag changes nothing. */
+static bool fsm_is_duplicate(const struct fsm_result *rec, raft_index i)
+{
+    return rec->index < i && rec->index + FSM_DEDUP_WINDOW >= i;
+}
+
+/* A NORMAL entry beyond A: one BDB transaction holding meta, dedup and applied = i. */
+static int fsm_apply_normal(struct fsm *f, raft_index i, const struct fsm_cmd *c, const char *path,
+                            struct fsm_result *res)
+{
+    DB_TXN *txn = NULL;
+    int rv = fsm_db_begin(&f->db, &txn);
+    if (rv) return rv;
+    rv = fsm_db_dedup_get(&f->db, txn, c->req_id, res);
+    if (rv == 0 && fsm_is_duplicate(res, i)) {
+        res->duplicate = true;
+    } else if (rv == 0 || rv == ERR_NOTFOUND) {
+        memset(res, 0, sizeof *res);
+        rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
+                                  : fsm_apply_delete(f, txn, i, c, path, res);
+        if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res);
+    }
+    if (rv == 0) rv = fsm_db_put_index(f->db.state, txn, "applied", i);
+    if (rv) {
+        fsm_db_abort(txn);
+        return rv;
+    }
+    rv = fsm_db_commit(txn, false);
+    if (rv == 0) f->bdb_applied = i;
+    return rv;
+}
+
+/* A NORMAL entry at or below A: BDB already holds its effect; only files/ may lag. Redo the
+ * file side so it matches A's metadata, which later entries then carry forward. */
+static int fsm_apply_redo(struct fsm *f, raft_index i, const struct fsm_cmd *c, const char *path,
+                          struct fsm_result *res)
+{
+    int rv = fsm_db_dedup_get(&f->db, NULL, c->req_id, res);
+    if (rv == 0)
+        res->duplicate = res->index != i;
+    else if (rv == ERR_NOTFOUND)
+        res->index = i; /* pruned: nobody can be waiting for an outcome this old */
+    else
+        return rv;
+    struct fsm_meta m;
+    rv = fsm_db_meta_get(&f->db, NULL, path, c->path_len, &m);
+    if (rv && rv != ERR_NOTFOUND) return rv;
+    if (c->op == FSM_CMD_PUT && rv == 0 && m.index == i)
+        return fsm_files_put(&f->ff, path, c->path_len, c->body, c->body_len);
+    if (c->op == FSM_CMD_DELETE && rv == ERR_NOTFOUND)
+        return fsm_files_remove(&f->ff, path, c->path_len);
+    return 0;
+}
+
+int fsm_apply(struct fsm *f, const struct raft_entry *e, struct fsm_result *res)
+{
+    ASSERT(f && e && res);
+    ASSERT(e->index > 0);
+    memset(res, 0, sizeof *res);
+    res->index = e->index;
+    int rv = 0;
+    if (e->type == RAFT_ENTRY_NORMAL) {
+        struct fsm_cmd c;
+        const struct raft_blob *b = e->data;
+        rv = b ? fsm_cmd_decode(b->data, b->len, &c) : ERR_CORRUPT;
+        if (rv) {
+            LOG_ERROR("fsm: entry %llu: undecodable command", (unsigned long long)e->index);
+            return rv;
+        }
+        char path[FSPATH_MAX + 1];
+        memcpy(path, c.path, c.path_len);
+        path[c.path_len] = '\0';
+        rv = e->index <= f->bdb_applied ? fsm_apply_redo(f, e->index, &c, path, res)
+                                        : fsm_apply_normal(f, e->index, &c, path, res);
+    }
+    if (rv == 0 && e->index > atomic_load(&f->applied)) atomic_store(&f->applied, e->index);
+    return rv;
+}
+
+static int fsm_path_check(const char *path, size_t *len)
+{
+    if (!path) return ERR_INVALID;
+    *len = strnlen(path, FSPATH_MAX + 1);
+    return fspath_validate(path, *len, NULL, 0);
+}
+
+int fsm_stat(struct fsm *f, const char *path, struct fsm_meta *out)
+{
+    size_t len;
+    int rv = fsm_path_check(path, &len);
+    return rv ? rv : fsm_db_meta_get(&f->db, NULL, path, len, out);
+}
+
+int fsm_open_read(struct fsm *f, const char *path, int *fd_out, struct fsm_meta *meta)
+{
+    size_t len;
+    int rv = fsm_path_check(path, &len);
+    if (rv == 0) rv = fsm_db_meta_get(&f->db, NULL, path, len, meta);
+    int fd = -1;
+    bool have_meta = rv == 0;
+    if (rv == 0) rv = fsm_files_open_read(&f->ff, path, len, &fd);
+    if (rv == ERR_NOTFOUND && have_meta)
+        rv = ERR_BUSY; /* metadata without its file: a crash replay is still running */
+    if (rv) return rv;
+    /* Same thread as apply, so files/path matches its metadata, except while a crash replay
+     * still runs (files/ ahead of BDB): the size tells. */
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size < 0 || (uint64_t)size != meta->size || lseek(fd, 0, SEEK_SET) != 0) {
+        close(fd);
+        return ERR_BUSY;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int fsm_list(struct fsm *f, const char *prefix,
+             int (*cb)(void *ctx, const char *path, const struct fsm_meta *m), void *ctx)
+{
+    ASSERT(f && cb);
+    return fsm_db_meta_list(&f->db, prefix, cb, ctx);
+}
+
+void fsm_get_stats(struct fsm *f, struct fsm_stats *out)
+{
+    out->inodes_created = f->ff.created;
+    out->inodes_recycled = f->ff.recycled;
+    out->inodes_pinned = f->ff.pinned;
+    out->spares = f->ff.n_pool;
+}

@@ -1,0 +1,304 @@
+/* fsm_db.c — the file store's BDB tables: per-path metadata, the bounded request-id dedup
+ * table and the applied/checkpoint indexes. Translates BDB codes to ERR_*; never touches
+ * files/ and never commits synchronously except when asked (the checkpoint). */
+#include "fsm_db.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "fspath.h"
+#include "log.h"
+#include "rassert.h"
+
+#define FSM_META_LEN (8 + FSM_SHA256_LEN + 8)
+#define FSM_DEDUP_LEN (8 + 1 + 1 + 8 + FSM_SHA256_LEN)
+#define FSM_PRUNE_MAX 8 /* old ids dropped per apply: > 1 so pruning always catches up */
+
+static int db_rc(int ret, const char *what)
+{
+    if (ret == 0) return 0;
+    if (ret == DB_NOTFOUND || ret == DB_KEYEMPTY) return ERR_NOTFOUND;
+    LOG_ERROR("fsm: BDB %s: %s", what, db_strerror(ret));
+    if (ret == ENOSPC) return ERR_NOSPACE;
+    return ret == DB_RUNRECOVERY ? ERR_CORRUPT : ERR_IO;
+}
+
+static void db_u64_put(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t db_u64_get(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void db_dbt(DBT *t, const void *p, size_t len)
+{
+    memset(t, 0, sizeof *t);
+    t->data = (void *)p;
+    t->size = (u_int32_t)len;
+}
+
+/* A get into a caller buffer of exactly len bytes (DB_THREAD needs USERMEM). */
+static int db_get(DB *db, DB_TXN *txn, const void *k, size_t klen, void *v, size_t len)
+{
+    DBT key, val;
+    db_dbt(&key, k, klen);
+    db_dbt(&val, v, 0);
+    val.ulen = (u_int32_t)len;
+    val.flags = DB_DBT_USERMEM;
+    int ret = db->get(db, txn, &key, &val, 0);
+    if (ret == DB_BUFFER_SMALL || (ret == 0 && val.size != len)) {
+        LOG_ERROR("fsm: BDB record of unexpected size %u", val.size);
+        return ERR_CORRUPT;
+    }
+    return db_rc(ret, "get");
+}
+
+static int db_put(DB *db, DB_TXN *txn, const void *k, size_t klen, const void *v, size_t len)
+{
+    DBT key, val;
+    db_dbt(&key, k, klen);
+    db_dbt(&val, v, len);
+    return db_rc(db->put(db, txn, &key, &val, 0), "put");
+}
+
+static int db_del(DB *db, DB_TXN *txn, const void *k, size_t klen)
+{
+    DBT key;
+    db_dbt(&key, k, klen);
+    int rv = db_rc(db->del(db, txn, &key, 0), "del");
+    return rv == ERR_NOTFOUND ? 0 : rv;
+}
+
+static int db_open_one(DB_ENV *env, const char *file, DB **out, char *err, size_t err_len)
+{
+    DB *db = NULL;
+    int ret = db_create(&db, env, 0);
+    if (ret == 0)
+        ret =
+            db->open(db, NULL, file, NULL, DB_BTREE, DB_CREATE | DB_THREAD | DB_AUTO_COMMIT, 0644);
+    if (ret) {
+        snprintf(err, err_len, "opening %s: %s", file, db_strerror(ret));
+        if (db) db->close(db, 0);
+        return ret == ENOSPC ? ERR_NOSPACE : ERR_IO;
+    }
+    *out = db;
+    return 0;
+}
+
+int fsm_db_open(struct fsm_db *d, DB_ENV *env, char *err, size_t err_len)
+{
+    memset(d, 0, sizeof *d);
+    d->env = env;
+    int rv = db_open_one(env, "fsm_meta.db", &d->meta, err, err_len);
+    if (rv == 0) rv = db_open_one(env, "fsm_dedup.db", &d->dedup, err, err_len);
+    if (rv == 0) rv = db_open_one(env, "fsm_dedupidx.db", &d->dedupidx, err, err_len);
+    if (rv == 0) rv = db_open_one(env, "fsm_state.db", &d->state, err, err_len);
+    if (rv == 0) rv = db_open_one(env, "fsm_ckpt.db", &d->ckpt, err, err_len);
+    if (rv) fsm_db_close(d);
+    return rv;
+}
+
+void fsm_db_close(struct fsm_db *d)
+{
+    DB **dbs[] = {&d->meta, &d->dedup, &d->dedupidx, &d->state, &d->ckpt};
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+        if (*dbs[i]) (*dbs[i])->close(*dbs[i], 0);
+        *dbs[i] = NULL;
+    }
+}
+
+int fsm_db_begin(struct fsm_db *d, DB_TXN **txn)
+{
+    return db_rc(d->env->txn_begin(d->env, NULL, txn, 0), "txn_begin");
+}
+
+int fsm_db_commit(DB_TXN *txn, bool sync)
+{
+    return db_rc(txn->commit(txn, sync ? DB_TXN_SYNC : DB_TXN_NOSYNC), "commit");
+}
+
+void fsm_db_abort(DB_TXN *txn)
+{
+    int ret = txn->abort(txn);
+    if (ret) LOG_ERROR("fsm: BDB abort: %s", db_strerror(ret));
+}
+
+int fsm_db_get_index(DB *db, DB_TXN *txn, const char *key, raft_index *out)
+{
+    uint8_t v[8];
+    int rv = db_get(db, txn, key, strlen(key), v, sizeof v);
+    *out = rv == 0 ? db_u64_get(v) : 0;
+    return rv == ERR_NOTFOUND ? 0 : rv;
+}
+
+int fsm_db_put_index(DB *db, DB_TXN *txn, const char *key, raft_index v)
+{
+    uint8_t b[8];
+    db_u64_put(b, v);
+    return db_put(db, txn, key, strlen(key), b, sizeof b);
+}
+
+static void db_meta_decode(const uint8_t *v, struct fsm_meta *m)
+{
+    m->size = db_u64_get(v);
+    memcpy(m->sha256, v + 8, FSM_SHA256_LEN);
+    m->index = db_u64_get(v + 8 + FSM_SHA256_LEN);
+}
+
+int fsm_db_meta_get(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
+                    struct fsm_meta *out)
+{
+    uint8_t v[FSM_META_LEN];
+    int rv = db_get(d->meta, txn, path, len, v, sizeof v);
+    if (rv == 0) db_meta_decode(v, out);
+    return rv;
+}
+
+int fsm_db_meta_put(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
+                    const struct fsm_meta *m)
+{
+    uint8_t v[FSM_META_LEN];
+    db_u64_put(v, m->size);
+    memcpy(v + 8, m->sha256, FSM_SHA256_LEN);
+    db_u64_put(v + 8 + FSM_SHA256_LEN, m->index);
+    return db_put(d->meta, txn, path, len, v, sizeof v);
+}
+
+int fsm_db_meta_del(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len)
+{
+    return db_del(d->meta, txn, path, len);
+}
+
+/* A cursor get into caller buffers; val may be NULL (data not read). */
+static int db_cursor_get(DBC *c, void *kbuf, size_t *klen, size_t kcap, void *vbuf, size_t vcap,
+                         u_int32_t flag)
+{
+    DBT key, val;
+    db_dbt(&key, kbuf, *klen);
+    key.ulen = (u_int32_t)kcap;
+    key.flags = DB_DBT_USERMEM;
+    db_dbt(&val, vbuf, 0);
+    val.ulen = (u_int32_t)vcap;
+    val.flags = DB_DBT_USERMEM | (vbuf ? 0 : DB_DBT_PARTIAL);
+    int ret = c->get(c, &key, &val, flag);
+    if (ret == DB_BUFFER_SMALL || (ret == 0 && vbuf && val.size != vcap)) return ERR_CORRUPT;
+    *klen = key.size;
+    return db_rc(ret, "cursor get");
+}
+
+int fsm_db_meta_conflict(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len)
+{
+    struct fsm_meta m;
+    for (size_t i = 0; i < len; i++) {
+        if (path[i] != '/') continue;
+        int rv = fsm_db_meta_get(d, txn, path, i, &m);
+        if (rv != ERR_NOTFOUND) return rv == 0 ? ERR_EXISTS : rv;
+    }
+    char kbuf[FSPATH_MAX + 2];
+    ASSERT(len <= FSPATH_MAX);
+    memcpy(kbuf, path, len);
+    kbuf[len] = '/';
+    size_t klen = len + 1;
+    DBC *c = NULL;
+    int rv = db_rc(d->meta->cursor(d->meta, txn, &c, 0), "cursor");
+    if (rv) return rv;
+    rv = db_cursor_get(c, kbuf, &klen, sizeof kbuf, NULL, 0, DB_SET_RANGE);
+    if (rv == 0 && klen > len && memcmp(kbuf, path, len) == 0 && kbuf[len] == '/')
+        rv = ERR_EXISTS;
+    else if (rv == 0 || rv == ERR_NOTFOUND)
+        rv = 0;
+    c->close(c);
+    return rv;
+}
+
+int fsm_db_meta_list(struct fsm_db *d, const char *prefix,
+                     int (*cb)(void *ctx, const char *path, const struct fsm_meta *m), void *ctx)
+{
+    size_t plen = prefix ? strlen(prefix) : 0;
+    if (plen > FSPATH_MAX) return 0; /* no path is that long */
+    DBC *c = NULL;
+    int rv = db_rc(d->meta->cursor(d->meta, NULL, &c, 0), "cursor");
+    if (rv) return rv;
+    char kbuf[FSPATH_MAX + 1];
+    uint8_t v[FSM_META_LEN];
+    if (plen) memcpy(kbuf, prefix, plen);
+    u_int32_t flag = plen ? DB_SET_RANGE : DB_FIRST;
+    for (;;) {
+        size_t klen = plen;
+        rv = db_cursor_get(c, kbuf, &klen, FSPATH_MAX, v, sizeof v, flag);
+        flag = DB_NEXT;
+        if (rv || klen < plen || (plen && memcmp(kbuf, prefix, plen) != 0)) break;
+        kbuf[klen] = '\0';
+        struct fsm_meta m;
+        db_meta_decode(v, &m);
+        rv = cb(ctx, kbuf, &m);
+        if (rv) break;
+    }
+    c->close(c);
+    return rv == ERR_NOTFOUND ? 0 : rv;
+}
+
+int fsm_db_dedup_get(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id, struct fsm_result *res)
+{
+    uint8_t v[FSM_DEDUP_LEN];
+    int rv = db_get(d->dedup, txn, req_id, FSM_REQ_ID_LEN, v, sizeof v);
+    if (rv) return rv;
+    memset(res, 0, sizeof *res);
+    res->index = db_u64_get(v);
+    res->status = v[8];
+    res->created = v[9] != 0;
+    res->size = db_u64_get(v + 10);
+    memcpy(res->sha256, v + 18, FSM_SHA256_LEN);
+    return 0;
+}
+
+/* Forgets ids applied before index - FSM_DEDUP_WINDOW, a few per call, oldest first. */
+static int db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index)
+{
+    if (index <= FSM_DEDUP_WINDOW) return 0;
+    raft_index floor = index - FSM_DEDUP_WINDOW;
+    DBC *c = NULL;
+    int rv = db_rc(d->dedupidx->cursor(d->dedupidx, txn, &c, 0), "cursor");
+    u_int32_t flag = DB_FIRST;
+    for (int n = 0; rv == 0 && n < FSM_PRUNE_MAX; n++, flag = DB_NEXT) {
+        uint8_t k[8], rid[FSM_REQ_ID_LEN];
+        size_t klen = 0;
+        rv = db_cursor_get(c, k, &klen, sizeof k, rid, sizeof rid, flag);
+        if (rv || klen != 8 || db_u64_get(k) >= floor) break;
+        struct fsm_result old;
+        rv = fsm_db_dedup_get(d, txn, rid, &old);
+        if (rv == 0 && old.index == db_u64_get(k))
+            rv = db_del(d->dedup, txn, rid, FSM_REQ_ID_LEN);
+        else if (rv == ERR_NOTFOUND)
+            rv = 0;
+        if (rv == 0) rv = db_rc(c->del(c, 0), "cursor del");
+    }
+    if (c) c->close(c);
+    return rv == ERR_NOTFOUND ? 0 : rv;
+}
+
+int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
+                     const struct fsm_result *res)
+{
+    uint8_t v[FSM_DEDUP_LEN], k[8];
+    ASSERT(res->status >= 0 && res->status < 256);
+    db_u64_put(v, res->index);
+    v[8] = (uint8_t)res->status;
+    v[9] = res->created ? 1 : 0;
+    db_u64_put(v + 10, res->size);
+    memcpy(v + 18, res->sha256, FSM_SHA256_LEN);
+    int rv = db_put(d->dedup, txn, req_id, FSM_REQ_ID_LEN, v, sizeof v);
+    db_u64_put(k, res->index);
+    if (rv == 0) rv = db_put(d->dedupidx, txn, k, sizeof k, req_id, FSM_REQ_ID_LEN);
+    if (rv == 0) rv = db_dedup_prune(d, txn, res->index);
+    return rv;
+}

@@ -1,0 +1,425 @@
+/* fsm_files.c — lands file contents in files/ with renameat2() of pooled spare inodes, so an
+ * overwrite or delete creates no inode. Never writes outside node_dir, never recycles an inode
+ * that some other open file description may still read. */
+#include "fsm_files.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "rassert.h"
+
+#define FSM_FILES_NAME_TRIES 1000
+
+static int files_errno(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? ERR_NOSPACE : ERR_IO;
+}
+
+static void files_fresh_name(struct fsm_files *ff, char name[24])
+{
+    snprintf(name, 24, "s%llu", (unsigned long long)ff->next_id++);
+}
+
+/* Resolves path for a *at() call. PATH_MAX counts the NUL, so a 4096-byte path cannot go to
+ * the kernel in one piece: then its parent directory is opened first (*tmp_fd, closed by the
+ * caller). Returns 0 or an errno. */
+static int files_at(struct fsm_files *ff, const char *path, size_t len, int *dirfd,
+                    const char **leaf, int *tmp_fd)
+{
+    *tmp_fd = -1;
+    *dirfd = ff->files_fd;
+    *leaf = path;
+    if (len < PATH_MAX) return 0;
+    const char *slash = memrchr(path, '/', len);
+    ASSERT(slash); /* a validated path this long has several components */
+    char dir[PATH_MAX];
+    size_t dlen = (size_t)(slash - path);
+    ASSERT(dlen < sizeof dir);
+    memcpy(dir, path, dlen);
+    dir[dlen] = '\0';
+    int fd = openat(ff->files_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno;
+    *tmp_fd = *dirfd = fd;
+    *leaf = slash + 1;
+    return 0;
+}
+
+static int files_nftw_rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(p) != 0) LOG_WARN("fsm: cannot remove %s: %s", p, strerror(errno));
+    return 0;
+}
+
+/* Moves name (relative to dirfd) into trash/ and removes the tree; failures are logged and
+ * retried at the next open. */
+static void files_trash(struct fsm_files *ff, int dirfd, const char *name)
+{
+    char tname[24], full[PATH_MAX + 32];
+    files_fresh_name(ff, tname);
+    if (renameat(dirfd, name, ff->trash_fd, tname) != 0) {
+        LOG_WARN("fsm: cannot move %s to trash: %s", name, strerror(errno));
+        return;
+    }
+    snprintf(full, sizeof full, "%s/%s", ff->trash_path, tname);
+    nftw(full, files_nftw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* True when no open file description other than fd (ours, O_RDWR) references fd's inode: the
+ * kernel grants a write lease only then. Any failure counts as "shared" (the safe answer). */
+static bool files_unshared(int fd)
+{
+    if (fcntl(fd, F_SETLEASE, F_WRLCK) != 0) return false;
+    fcntl(fd, F_SETLEASE, F_UNLCK);
+    return true;
+}
+
+/* spare/name holds an inode nobody in files/ uses any more: keep it as a spare when the pool
+ * has room and no reader can see it, otherwise unlink it (readers keep their content). */
+static void files_recycle(struct fsm_files *ff, const char *name)
+{
+    int fd = openat(ff->spare_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        if (errno == EISDIR)
+            files_trash(ff, ff->spare_fd, name);
+        else
+            unlinkat(ff->spare_fd, name, 0);
+        return;
+    }
+    struct stat st;
+    bool keep = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ff->n_pool < FSM_SPARES_MAX;
+    if (keep && !files_unshared(fd)) {
+        keep = false;
+        ff->pinned++;
+    }
+    uint64_t size = keep ? (uint64_t)st.st_size : 0;
+    if (keep && size > FSM_SPARE_KEEP_BYTES) {
+        keep = ftruncate(fd, 0) == 0;
+        size = 0;
+    }
+    if (!keep) {
+        unlinkat(ff->spare_fd, name, 0);
+        close(fd);
+        return;
+    }
+    struct fsm_spare *s = &ff->pool[ff->n_pool++];
+    s->fd = fd;
+    s->size = size;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    ff->recycled++;
+}
+
+/* Pops a spare, creating one (the expensive path) when the pool is empty. */
+static int files_spare_take(struct fsm_files *ff, struct fsm_spare *out)
+{
+    if (ff->n_pool > 0) {
+        *out = ff->pool[--ff->n_pool];
+        return 0;
+    }
+    for (int i = 0; i < FSM_FILES_NAME_TRIES; i++) {
+        files_fresh_name(ff, out->name);
+        out->fd = openat(ff->spare_fd, out->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (out->fd >= 0) {
+            out->size = 0;
+            ff->created++;
+            return 0;
+        }
+        if (errno != EEXIST) break;
+    }
+    LOG_ERROR("fsm: cannot create a spare inode: %s", strerror(errno));
+    return files_errno(errno);
+}
+
+/* Back into the pool (or gone when full) after a failed put; the spare is still in spare/. */
+static void files_spare_return(struct fsm_files *ff, struct fsm_spare *s)
+{
+    if (ff->n_pool < FSM_SPARES_MAX) {
+        ff->pool[ff->n_pool++] = *s;
+        return;
+    }
+    unlinkat(ff->spare_fd, s->name, 0);
+    close(s->fd);
+}
+
+static int files_write(struct fsm_spare *s, const uint8_t *body, uint64_t len)
+{
+    uint64_t off = 0;
+    while (off < len) {
+        size_t chunk = len - off > (1u << 30) ? (1u << 30) : (size_t)(len - off);
+        ssize_t n = pwrite(s->fd, body + off, chunk, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return files_errno(n < 0 ? errno : ENOSPC);
+        off += (uint64_t)n;
+    }
+    if (off > s->size) s->size = off;
+    if (s->size > len) {
+        if (ftruncate(s->fd, (off_t)len) != 0) return files_errno(errno);
+        s->size = len;
+    }
+    return 0;
+}
+
+/* mkdir -p of path's parents; a non-directory in the way is replaced (crash leftovers). */
+static int files_mkparents(struct fsm_files *ff, const char *path, size_t len)
+{
+    char buf[PATH_MAX];
+    for (size_t i = 0; i < len && i < sizeof buf; i++) {
+        if (path[i] != '/') continue;
+        memcpy(buf, path, i);
+        buf[i] = '\0';
+        if (mkdirat(ff->files_fd, buf, 0755) == 0 || errno != EEXIST) continue;
+        struct stat st;
+        if (fstatat(ff->files_fd, buf, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+            unlinkat(ff->files_fd, buf, 0);
+            if (mkdirat(ff->files_fd, buf, 0755) != 0) return files_errno(errno);
+        }
+    }
+    return 0;
+}
+
+/* rename spare/s.name onto files/path: EXCHANGE when path exists (the old inode comes back
+ * to spare/ under s.name), else a plain move. Returns an errno; on success *exchanged. */
+static int files_install(struct fsm_files *ff, const char *path, size_t len,
+                         const struct fsm_spare *s, bool *exchanged)
+{
+    int dirfd, tmp_fd, e = 0;
+    const char *leaf;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        e = files_at(ff, path, len, &dirfd, &leaf, &tmp_fd);
+        if (e == 0) {
+            *exchanged = true;
+            if (renameat2(ff->spare_fd, s->name, dirfd, leaf, RENAME_EXCHANGE) == 0) break;
+            *exchanged = false;
+            if (renameat2(ff->spare_fd, s->name, dirfd, leaf, RENAME_NOREPLACE) == 0) break;
+            e = errno;
+        }
+        if (tmp_fd >= 0) close(tmp_fd);
+        tmp_fd = -1;
+        if ((e != ENOENT && e != ENOTDIR) || attempt > 0) return e;
+        int rv = files_mkparents(ff, path, len);
+        if (rv) return rv == ERR_NOSPACE ? ENOSPC : EIO;
+    }
+    if (tmp_fd >= 0) close(tmp_fd);
+    return 0;
+}
+
+int fsm_files_put(struct fsm_files *ff, const char *path, size_t len, const uint8_t *body,
+                  uint64_t body_len)
+{
+    struct fsm_spare s;
+    int rv = files_spare_take(ff, &s);
+    if (rv) return rv;
+    rv = files_write(&s, body, body_len);
+    if (rv) {
+        files_spare_return(ff, &s);
+        return rv;
+    }
+    bool exchanged = false;
+    int e = files_install(ff, path, len, &s, &exchanged);
+    if (e) {
+        LOG_ERROR("fsm: cannot install %s: %s", path, strerror(e));
+        files_spare_return(ff, &s);
+        return files_errno(e);
+    }
+    close(s.fd); /* its inode now lives at files/path */
+    if (exchanged) files_recycle(ff, s.name);
+    return 0;
+}
+
+/* rmdir of path's parents, deepest first, until one is not empty. */
+static void files_rmparents(struct fsm_files *ff, const char *path, size_t len)
+{
+    char buf[PATH_MAX];
+    if (len >= sizeof buf) return; /* such deep paths keep their directories */
+    memcpy(buf, path, len);
+    buf[len] = '\0';
+    for (char *slash = strrchr(buf, '/'); slash; slash = strrchr(buf, '/')) {
+        *slash = '\0';
+        if (unlinkat(ff->files_fd, buf, AT_REMOVEDIR) != 0) break;
+    }
+}
+
+int fsm_files_remove(struct fsm_files *ff, const char *path, size_t len)
+{
+    int dirfd, tmp_fd;
+    const char *leaf;
+    int e = files_at(ff, path, len, &dirfd, &leaf, &tmp_fd);
+    if (e == ENOENT || e == ENOTDIR) return 0;
+    if (e) return files_errno(e);
+    struct stat st;
+    if (fstatat(dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode)) {
+        /* Absent, or a directory holding other files (never ours to remove). */
+        if (tmp_fd >= 0) close(tmp_fd);
+        return 0;
+    }
+    char name[24];
+    files_fresh_name(ff, name);
+    /* Into spare/ rather than unlink: the inode may be recycled, sparing a create later. */
+    if (renameat2(dirfd, leaf, ff->spare_fd, name, RENAME_NOREPLACE) == 0)
+        files_recycle(ff, name);
+    else if (errno != ENOENT && errno != ENOTDIR)
+        e = errno;
+    if (tmp_fd >= 0) close(tmp_fd);
+    if (e) {
+        LOG_ERROR("fsm: cannot remove %s: %s", path, strerror(e));
+        return files_errno(e);
+    }
+    files_rmparents(ff, path, len);
+    return 0;
+}
+
+static int files_openat_beneath(int dirfd, const char *leaf)
+{
+    struct open_how how = {
+        .flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = (int)syscall(SYS_openat2, dirfd, leaf, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS) /* kernels before 5.6: O_NOFOLLOW still guards the leaf */
+        fd = openat(dirfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    return fd;
+}
+
+int fsm_files_open_read(struct fsm_files *ff, const char *path, size_t len, int *fd_out)
+{
+    int dirfd, tmp_fd;
+    const char *leaf;
+    int e = files_at(ff, path, len, &dirfd, &leaf, &tmp_fd);
+    int fd = e ? -1 : files_openat_beneath(dirfd, leaf);
+    if (fd < 0 && !e) e = errno;
+    if (tmp_fd >= 0) close(tmp_fd);
+    if (fd < 0) return e == ENOENT || e == ENOTDIR ? ERR_NOTFOUND : e == ELOOP ? ERR_BUSY : ERR_IO;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ERR_BUSY;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int fsm_files_sync(struct fsm_files *ff)
+{
+    if (syncfs(ff->files_fd) != 0) {
+        LOG_ERROR("fsm: syncfs: %s", strerror(errno));
+        return ERR_IO;
+    }
+    return 0;
+}
+
+static int files_opendir(const char *dir, const char *sub, int *fd_out, char *err, size_t err_len)
+{
+    char p[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s%s%s", dir, sub ? "/" : "", sub ? sub : "") >= sizeof p) {
+        snprintf(err, err_len, "node dir path too long: %s", dir);
+        return ERR_INVALID;
+    }
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, err_len, "mkdir %s: %s", p, strerror(errno));
+        return ERR_IO;
+    }
+    *fd_out = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd_out < 0) {
+        snprintf(err, err_len, "open %s: %s", p, strerror(errno));
+        return ERR_IO;
+    }
+    return 0;
+}
+
+/* Calls fn for every entry of dirfd (a crash leftover), bounded by the directory's size. */
+static int files_scan(struct fsm_files *ff, int dirfd,
+                      void (*fn)(struct fsm_files *ff, const char *name))
+{
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return ERR_IO;
+    }
+    char(*names)[256] = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    int rv = 0;
+    /* Names first, then act: changing a directory while reading it may skip entries. */
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            void *p = realloc(names, cap * sizeof *names);
+            if (!p) {
+                rv = ERR_NOMEM;
+                break;
+            }
+            names = p;
+        }
+        snprintf(names[n++], sizeof names[0], "%s", de->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n && rv == 0; i++)
+        fn(ff, names[i]);
+    free(names);
+    return rv;
+}
+
+static void files_scan_spare_cb(struct fsm_files *ff, const char *name)
+{
+    unsigned long long id;
+    if (sscanf(name, "s%llu", &id) == 1 && id >= ff->next_id) ff->next_id = id + 1;
+    files_recycle(ff, name);
+}
+
+static void files_scan_trash_cb(struct fsm_files *ff, const char *name)
+{
+    unsigned long long id;
+    if (sscanf(name, "s%llu", &id) == 1 && id >= ff->next_id)
+        ff->next_id = id + 1; /* a tree we fail to remove keeps its name taken */
+    char full[PATH_MAX + 300];
+    snprintf(full, sizeof full, "%s/%s", ff->trash_path, name);
+    nftw(full, files_nftw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int fsm_files_open(struct fsm_files *ff, const char *node_dir, char *err, size_t err_len)
+{
+    memset(ff, 0, sizeof *ff);
+    if (err_len > 0) err[0] = '\0';
+    ff->files_fd = ff->spare_fd = ff->trash_fd = -1;
+    snprintf(ff->trash_path, sizeof ff->trash_path, "%s/trash", node_dir);
+    int rv = files_opendir(node_dir, NULL, &ff->files_fd, err, err_len);
+    if (rv == 0) {
+        close(ff->files_fd);
+        ff->files_fd = -1;
+        rv = files_opendir(node_dir, "files", &ff->files_fd, err, err_len);
+    }
+    if (rv == 0) rv = files_opendir(node_dir, "spare", &ff->spare_fd, err, err_len);
+    if (rv == 0) rv = files_opendir(node_dir, "trash", &ff->trash_fd, err, err_len);
+    if (rv == 0) rv = files_scan(ff, ff->trash_fd, files_scan_trash_cb);
+    if (rv == 0) rv = files_scan(ff, ff->spare_fd, files_scan_spare_cb);
+    if (rv && !err[0]) snprintf(err, err_len, "cleaning %s: %s", node_dir, err_str(rv));
+    if (rv) fsm_files_close(ff);
+    return rv;
+}
+
+void fsm_files_close(struct fsm_files *ff)
+{
+    for (size_t i = 0; i < ff->n_pool; i++)
+        close(ff->pool[i].fd);
+    ff->n_pool = 0;
+    int *fds[] = {&ff->files_fd, &ff->spare_fd, &ff->trash_fd};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0) close(*fds[i]);
+        *fds[i] = -1;
+    }
+}

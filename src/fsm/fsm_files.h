@@ -1,0 +1,52 @@
+/* fsm_files.h — internal: the file side of the store (files/, the spare-inode pool, trash/).
+ * Knows nothing of BDB, commands or outcomes; every operation is idempotent. */
+#ifndef RAFTFS_FSM_FILES_H
+#define RAFTFS_FSM_FILES_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fsm.h"
+
+/* Spares at most this big keep their blocks when recycled (a same-size overwrite then needs
+ * no truncate); bigger ones are truncated so the pool never pins much disk. */
+#define FSM_SPARE_KEEP_BYTES (64u * 1024u)
+
+struct fsm_spare {
+    int fd;        /* O_RDWR, ours alone */
+    uint64_t size; /* current length of the inode's content */
+    char name[24]; /* its name in spare/ */
+};
+
+struct fsm_files {
+    int files_fd; /* node_dir/files: the replicated files */
+    int spare_fd; /* node_dir/spare: pooled spare inodes, inodes on their way out */
+    int trash_fd; /* node_dir/trash: directories being removed */
+    char trash_path[PATH_MAX];
+    struct fsm_spare pool[FSM_SPARES_MAX];
+    size_t n_pool;
+    uint64_t next_id; /* next fresh name in spare/ or trash/ */
+    uint64_t created, recycled, pinned;
+};
+
+/* Creates the directories when absent, removes leftovers of a crash, fills the pool from
+ * spare/. ERR_IO with a message. */
+int fsm_files_open(struct fsm_files *ff, const char *node_dir, char *err, size_t err_len);
+void fsm_files_close(struct fsm_files *ff);
+
+/* files/path := body, atomically for readers (path: validated, NUL-terminated, len bytes).
+ * Creates parent directories; replaces a non-directory in the way of one, or a directory at
+ * path (states only a crash replay can meet). ERR_IO, ERR_NOSPACE. */
+int fsm_files_put(struct fsm_files *ff, const char *path, size_t len, const uint8_t *body,
+                  uint64_t body_len);
+/* files/path is absent afterwards (already absent is fine); empty parent directories are
+ * removed. ERR_IO. */
+int fsm_files_remove(struct fsm_files *ff, const char *path, size_t len);
+/* O_RDONLY fd on files/path, never following a symlink or leaving files/. ERR_NOTFOUND,
+ * ERR_BUSY (not a regular file), ERR_IO. */
+int fsm_files_open_read(struct fsm_files *ff, const char *path, size_t len, int *fd_out);
+/* syncfs() of the file system holding files/. ERR_IO. */
+int fsm_files_sync(struct fsm_files *ff);
+
+#endif

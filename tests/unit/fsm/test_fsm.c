@@ -1,0 +1,662 @@
+/* test_fsm.c — the file store on a real BDB environment and a real directory (mkdtemp): apply
+ * outcomes, inode reuse, dedup, reopen, crash replay convergence, leftovers, reads, listing. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "../../check.h"
+#include "err.h"
+#include "fsm.h"
+
+struct tenv {
+    char dir[64];      /* node dir (mkdtemp) */
+    char env_dir[128]; /* dir/raft: the BDB environment */
+    DB_ENV *env;
+    struct fsm *f;
+};
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static DB_ENV *env_open(const char *dir)
+{
+    DB_ENV *env = NULL;
+    mkdir(dir, 0755);
+    if (db_env_create(&env, 0) != 0) return NULL;
+    u_int32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_MPOOL | DB_INIT_LOCK |
+                      DB_THREAD | DB_RECOVER;
+    if (env->open(env, dir, flags, 0644) != 0) {
+        env->close(env, 0);
+        return NULL;
+    }
+    return env;
+}
+
+static void t_open(struct tenv *t)
+{
+    char err[256];
+    t->env = env_open(t->env_dir);
+    CHECK(t->env != NULL);
+    int rv = fsm_open(t->env, t->dir, &t->f, err, sizeof err);
+    if (rv) fprintf(stderr, "fsm_open: %s\n", err);
+    CHECK_EQ_U(rv, 0);
+}
+
+static void t_close(struct tenv *t)
+{
+    fsm_close(t->f);
+    t->f = NULL;
+    if (t->env) t->env->close(t->env, 0);
+    t->env = NULL;
+}
+
+static void t_init(struct tenv *t)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->dir, sizeof t->dir, "/tmp/fsm-test-XXXXXX");
+    CHECK(mkdtemp(t->dir) != NULL);
+    snprintf(t->env_dir, sizeof t->env_dir, "%s/raft", t->dir);
+    t_open(t);
+}
+
+static void t_fini(struct tenv *t)
+{
+    t_close(t);
+    nftw(t->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void rid_of(unsigned n, uint8_t rid[FSM_REQ_ID_LEN])
+{
+    memset(rid, 0, FSM_REQ_ID_LEN);
+    memcpy(rid, &n, sizeof n);
+    rid[15] = 0xaa;
+}
+
+static int apply_blob(struct fsm *f, raft_index i, struct raft_blob *b, struct fsm_result *res)
+{
+    struct raft_entry e = {.term = 1, .index = i, .type = RAFT_ENTRY_NORMAL, .data = b};
+    int rv = fsm_apply(f, &e, res);
+    raft_blob_unref(b);
+    return rv;
+}
+
+static int put(struct fsm *f, raft_index i, unsigned rn, const char *path, const char *body,
+               struct fsm_result *res)
+{
+    uint8_t rid[FSM_REQ_ID_LEN], *p;
+    struct raft_blob *b;
+    rid_of(rn, rid);
+    int rv = fsm_cmd_put_alloc(rid, path, strlen(path), strlen(body), &b, &p);
+    if (rv) return rv;
+    memcpy(p, body, strlen(body));
+    return apply_blob(f, i, b, res);
+}
+
+static int del(struct fsm *f, raft_index i, unsigned rn, const char *path, struct fsm_result *res)
+{
+    uint8_t rid[FSM_REQ_ID_LEN];
+    struct raft_blob *b;
+    rid_of(rn, rid);
+    int rv = fsm_cmd_delete(rid, path, strlen(path), &b);
+    return rv ? rv : apply_blob(f, i, b, res);
+}
+
+/* Contents of dir/files/path into buf (NUL-terminated); -1 when absent. */
+static ssize_t read_file(const struct tenv *t, const char *path, char *buf, size_t cap)
+{
+    char full[8300];
+    snprintf(full, sizeof full, "%s/files/%s", t->dir, path);
+    int fd = open(full, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    buf[n < 0 ? 0 : n] = '\0';
+    return n;
+}
+
+static bool file_is(const struct tenv *t, const char *path, const char *want)
+{
+    char buf[4096];
+    ssize_t n = read_file(t, path, buf, sizeof buf);
+    return n >= 0 && strcmp(buf, want) == 0;
+}
+
+static bool exists(const struct tenv *t, const char *rel)
+{
+    char full[8300];
+    struct stat st;
+    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
+    return lstat(full, &st) == 0;
+}
+
+static size_t count_dir(const struct tenv *t, const char *rel)
+{
+    char full[300];
+    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
+    DIR *d = opendir(full);
+    size_t n = 0;
+    for (struct dirent *de; d && (de = readdir(d));)
+        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_fsm_put_new_replace_delete(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "dir/sub/a.txt", "hello", &r), 0);
+    CHECK_EQ_U(r.status, 0);
+    CHECK(r.created && !r.duplicate);
+    CHECK_EQ_U(r.size, 5);
+    CHECK_EQ_U(r.index, 1);
+    uint8_t sha[32];
+    unsigned n;
+    EVP_Digest("hello", 5, sha, &n, EVP_sha256(), NULL);
+    CHECK(memcmp(r.sha256, sha, 32) == 0);
+    CHECK(file_is(&t, "dir/sub/a.txt", "hello"));
+    struct fsm_meta m;
+    CHECK_EQ_U(fsm_stat(t.f, "dir/sub/a.txt", &m), 0);
+    CHECK_EQ_U(m.size, 5);
+    CHECK_EQ_U(m.index, 1);
+    CHECK(memcmp(m.sha256, sha, 32) == 0);
+    CHECK_EQ_U(fsm_applied(t.f), 1);
+
+    CHECK_EQ_U(put(t.f, 2, 2, "dir/sub/a.txt", "hi", &r), 0);
+    CHECK(!r.created && r.status == 0);
+    CHECK_EQ_U(r.size, 2);
+    CHECK(file_is(&t, "dir/sub/a.txt", "hi"));
+
+    CHECK_EQ_U(del(t.f, 3, 3, "dir/sub/a.txt", &r), 0);
+    CHECK_EQ_U(r.status, 0);
+    CHECK(!exists(&t, "files/dir/sub/a.txt"));
+    CHECK(!exists(&t, "files/dir")); /* empty parents removed */
+    CHECK_EQ_U(fsm_stat(t.f, "dir/sub/a.txt", &m), ERR_NOTFOUND);
+    CHECK_EQ_U(del(t.f, 4, 4, "dir/sub/a.txt", &r), 0);
+    CHECK_EQ_U(r.status, ERR_NOTFOUND);
+    CHECK_EQ_U(fsm_applied(t.f), 4);
+    t_fini(&t);
+}
+
+static void test_fsm_overwrite_creates_no_inode(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    char body[64];
+    CHECK_EQ_U(put(t.f, 1, 1, "f", "v0", &r), 0);
+    CHECK_EQ_U(put(t.f, 2, 2, "f", "v1", &r), 0); /* pool was empty: one more inode */
+    struct fsm_stats before, after;
+    fsm_get_stats(t.f, &before);
+    for (unsigned i = 3; i < 50; i++) {
+        snprintf(body, sizeof body, "version %u", i);
+        CHECK_EQ_U(put(t.f, i, i, "f", body, &r), 0);
+        CHECK(!r.created);
+    }
+    fsm_get_stats(t.f, &after);
+    CHECK_EQ_U(after.inodes_created, before.inodes_created);
+    CHECK(after.inodes_recycled >= before.inodes_recycled + 47);
+    CHECK(file_is(&t, "f", "version 49"));
+    /* A delete gives its inode to the pool; the next new path reuses it. */
+    CHECK_EQ_U(del(t.f, 50, 50, "f", &r), 0);
+    CHECK_EQ_U(put(t.f, 51, 51, "g", "new", &r), 0);
+    CHECK_EQ_U(put(t.f, 52, 52, "h", "new", &r), 0);
+    fsm_get_stats(t.f, &after);
+    CHECK_EQ_U(after.inodes_created, before.inodes_created);
+    CHECK(r.created);
+    t_fini(&t);
+}
+
+static void test_fsm_duplicate_request_id(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 5, 77, "p", "first", &r), 0);
+    CHECK_EQ_U(put(t.f, 6, 78, "p", "second", &r), 0);
+    CHECK_EQ_U(put(t.f, 7, 77, "p", "first", &r), 0); /* a retry of 77 */
+    CHECK(r.duplicate && r.created);
+    CHECK_EQ_U(r.index, 5);
+    CHECK_EQ_U(r.size, 5);
+    CHECK(file_is(&t, "p", "second"));
+    CHECK_EQ_U(del(t.f, 8, 90, "nope", &r), 0);
+    CHECK_EQ_U(del(t.f, 9, 90, "nope", &r), 0);
+    CHECK(r.duplicate && r.status == ERR_NOTFOUND);
+    CHECK_EQ_U(r.index, 8);
+    CHECK_EQ_U(fsm_applied(t.f), 9);
+    t_fini(&t);
+}
+
+static void test_fsm_dedup_window(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "w", "a", &r), 0);
+    CHECK_EQ_U(put(t.f, 1 + FSM_DEDUP_WINDOW, 1, "w", "a", &r), 0);
+    CHECK(r.duplicate);                                             /* the window is inclusive */
+    CHECK_EQ_U(put(t.f, 2 + FSM_DEDUP_WINDOW, 2, "w", "b", &r), 0); /* prunes id 1 */
+    CHECK_EQ_U(put(t.f, 3 + FSM_DEDUP_WINDOW, 1, "w", "c", &r), 0);
+    CHECK(!r.duplicate && !r.created);
+    CHECK(file_is(&t, "w", "c"));
+    t_fini(&t);
+}
+
+static void test_fsm_conflicting_paths(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "a", "file", &r), 0);
+    CHECK_EQ_U(put(t.f, 2, 2, "a/b", "x", &r), 0);
+    CHECK_EQ_U(r.status, ERR_EXISTS);
+    CHECK_EQ_U(put(t.f, 3, 3, "d/e/f", "x", &r), 0);
+    CHECK_EQ_U(put(t.f, 4, 4, "d", "x", &r), 0);
+    CHECK_EQ_U(r.status, ERR_EXISTS);
+    CHECK_EQ_U(put(t.f, 5, 5, "d/e", "x", &r), 0);
+    CHECK_EQ_U(r.status, ERR_EXISTS);
+    CHECK_EQ_U(put(t.f, 6, 6, "d.e", "x", &r), 0); /* a sibling sorting next to "d/" */
+    CHECK_EQ_U(r.status, 0);
+    CHECK(file_is(&t, "a", "file"));
+    CHECK(file_is(&t, "d/e/f", "x"));
+    t_fini(&t);
+}
+
+static void test_fsm_noop_config_and_corrupt(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    struct raft_entry e = {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP};
+    CHECK_EQ_U(fsm_apply(t.f, &e, &r), 0);
+    e.index = 2;
+    e.type = RAFT_ENTRY_CONFIG;
+    CHECK_EQ_U(fsm_apply(t.f, &e, &r), 0);
+    CHECK_EQ_U(fsm_applied(t.f), 2);
+    struct raft_blob *b = raft_blob_new(3);
+    memcpy(b->data, "bad", 3);
+    CHECK_EQ_U(apply_blob(t.f, 3, b, &r), ERR_CORRUPT);
+    e.index = 3;
+    e.type = RAFT_ENTRY_NORMAL;
+    e.data = NULL;
+    CHECK_EQ_U(fsm_apply(t.f, &e, &r), ERR_CORRUPT);
+    CHECK_EQ_U(fsm_applied(t.f), 2);
+    t_fini(&t);
+}
+
+static void test_fsm_bad_paths_for_reads(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_meta m;
+    int fd = -1;
+    CHECK_EQ_U(fsm_stat(t.f, "../x", &m), ERR_INVALID);
+    CHECK_EQ_U(fsm_stat(t.f, "/etc/passwd", &m), ERR_INVALID);
+    CHECK_EQ_U(fsm_open_read(t.f, "a/../../x", &fd, &m), ERR_INVALID);
+    CHECK_EQ_U(fsm_open_read(t.f, "", &fd, &m), ERR_INVALID);
+    CHECK_EQ_U(fsm_open_read(t.f, NULL, &fd, &m), ERR_INVALID);
+    CHECK_EQ_U(fsm_open_read(t.f, "absent", &fd, &m), ERR_NOTFOUND);
+    CHECK(fd == -1);
+    t_fini(&t);
+}
+
+static void test_fsm_read_fd_stable_across_overwrite(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "r", "original content", &r), 0);
+    CHECK_EQ_U(put(t.f, 2, 2, "other", "x", &r), 0);
+    int fd = -1;
+    struct fsm_meta m;
+    CHECK_EQ_U(fsm_open_read(t.f, "r", &fd, &m), 0);
+    CHECK_EQ_U(m.size, 16);
+    struct fsm_stats s0, s1;
+    fsm_get_stats(t.f, &s0);
+    char body[32];
+    for (unsigned i = 3; i < 20; i++) {
+        snprintf(body, sizeof body, "overwrite %u", i);
+        CHECK_EQ_U(put(t.f, i, i, "r", body, &r), 0);
+        CHECK_EQ_U(put(t.f, 100 + i, 100 + i, "other", body, &r), 0);
+    }
+    CHECK_EQ_U(del(t.f, 200, 200, "r", &r), 0);
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.inodes_pinned, s0.inodes_pinned + 1);
+    char buf[64] = "";
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    CHECK_EQ_U(n, 16);
+    CHECK(memcmp(buf, "original content", 16) == 0);
+    close(fd);
+    t_fini(&t);
+}
+
+struct list_ctx {
+    char seen[16][64];
+    size_t n;
+    size_t stop_after;
+};
+
+static int list_cb(void *ctx, const char *path, const struct fsm_meta *m)
+{
+    struct list_ctx *l = ctx;
+    (void)m;
+    if (l->n < 16) snprintf(l->seen[l->n], sizeof l->seen[0], "%s", path);
+    l->n++;
+    return l->stop_after && l->n >= l->stop_after ? 42 : 0;
+}
+
+static void test_fsm_list_prefix(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    const char *paths[] = {"b/2", "a", "b/1", "c", "b0", "b/3/x"};
+    for (unsigned i = 0; i < 6; i++)
+        CHECK_EQ_U(put(t.f, i + 1, i + 1, paths[i], "x", &r), 0);
+    struct list_ctx l = {0};
+    CHECK_EQ_U(fsm_list(t.f, NULL, list_cb, &l), 0);
+    CHECK_EQ_U(l.n, 6);
+    CHECK(!strcmp(l.seen[0], "a") && !strcmp(l.seen[1], "b/1") && !strcmp(l.seen[3], "b/3/x"));
+    CHECK(!strcmp(l.seen[4], "b0") && !strcmp(l.seen[5], "c"));
+    memset(&l, 0, sizeof l);
+    CHECK_EQ_U(fsm_list(t.f, "b/", list_cb, &l), 0);
+    CHECK_EQ_U(l.n, 3);
+    memset(&l, 0, sizeof l);
+    CHECK_EQ_U(fsm_list(t.f, "zz", list_cb, &l), 0);
+    CHECK_EQ_U(l.n, 0);
+    memset(&l, 0, sizeof l);
+    l.stop_after = 2;
+    CHECK_EQ_U(fsm_list(t.f, "", list_cb, &l), 42);
+    CHECK_EQ_U(l.n, 2);
+    t_fini(&t);
+}
+
+static void test_fsm_longest_path(void)
+{
+    struct tenv t;
+    t_init(&t);
+    char path[4097];
+    for (size_t i = 0; i < 4096; i++)
+        path[i] = (i % 201 == 200) ? '/' : 'q';
+    path[4096] = '\0';
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, path, "deep", &r), 0);
+    CHECK_EQ_U(r.status, 0);
+    CHECK_EQ_U(put(t.f, 2, 2, path, "deeper", &r), 0);
+    CHECK(!r.created);
+    int fd = -1;
+    struct fsm_meta m;
+    CHECK_EQ_U(fsm_open_read(t.f, path, &fd, &m), 0);
+    char buf[16] = "";
+    CHECK_EQ_U(pread(fd, buf, sizeof buf, 0), 6);
+    CHECK(memcmp(buf, "deeper", 6) == 0);
+    if (fd >= 0) close(fd);
+    CHECK_EQ_U(del(t.f, 3, 3, path, &r), 0);
+    CHECK_EQ_U(r.status, 0);
+    CHECK_EQ_U(fsm_open_read(t.f, path, &fd, &m), ERR_NOTFOUND);
+    t_fini(&t);
+}
+
+static void test_fsm_leftovers_cleaned_on_open(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "keep", "k", &r), 0);
+    t_close(&t);
+    char p[300];
+    for (int i = 0; i < 80; i++) {
+        snprintf(p, sizeof p, "%s/spare/junk%d", t.dir, i);
+        FILE *fp = fopen(p, "w");
+        if (fp) fputs("half-written", fp), fclose(fp);
+    }
+    snprintf(p, sizeof p, "%s/spare/dir", t.dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/spare/dir/inner", t.dir);
+    fclose(fopen(p, "w"));
+    snprintf(p, sizeof p, "%s/trash/s9/a/b", t.dir);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && touch %s/f", p, p);
+    CHECK_EQ_U(system(cmd), 0);
+    t_open(&t);
+    struct fsm_stats s;
+    fsm_get_stats(t.f, &s);
+    CHECK_EQ_U(s.spares, FSM_SPARES_MAX);
+    CHECK_EQ_U(count_dir(&t, "spare"), FSM_SPARES_MAX);
+    CHECK(!exists(&t, "spare/dir"));
+    CHECK_EQ_U(count_dir(&t, "trash"), 0);
+    CHECK(file_is(&t, "keep", "k"));
+    CHECK_EQ_U(count_dir(&t, "files"), 1);
+    t_fini(&t);
+}
+
+/* ---- Crash replay ------------------------------------------------------------------------- */
+
+/* A workload touching every case: new, overwrite, nested, delete, re-create, duplicate id,
+ * conflict, delete of absent, NOOPs. Entry i of the log is ops[i - 1]. */
+struct op {
+    char kind; /* 'P' put, 'D' delete, 'N' noop */
+    unsigned rid;
+    const char *path;
+    const char *body;
+};
+
+static const struct op ops[] = {
+    {'N', 0, NULL, NULL},
+    {'P', 1, "a", "a1"},
+    {'P', 2, "d/x", "x1"},
+    {'P', 3, "d/y", "y1"},
+    {'P', 4, "a", "a2"},
+    {'D', 5, "d/x", NULL},
+    {'P', 6, "d/x/z", "z1"},
+    {'P', 7, "e/f/g", "g1"},
+    {'P', 1, "a", "a1"},
+    {'D', 8, "nope", NULL},
+    {'N', 0, NULL, NULL},
+    {'P', 9, "a", "a3"},
+    {'D', 10, "e/f/g", NULL},
+    {'P', 11, "e", "e-file"},
+    {'P', 12, "d", "conflict"},
+    {'P', 13, "d/y", "y2"},
+    {'D', 14, "a", NULL},
+    {'P', 15, "a", "a4"},
+    {'P', 16, "big/one", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+    {'P', 17, "big/one", "b"},
+};
+#define N_OPS (sizeof ops / sizeof ops[0])
+
+static int apply_op(struct fsm *f, raft_index i, struct fsm_result *r)
+{
+    const struct op *o = &ops[i - 1];
+    if (o->kind == 'P') return put(f, i, o->rid, o->path, o->body, r);
+    if (o->kind == 'D') return del(f, i, o->rid, o->path, r);
+    struct raft_entry e = {.term = 1, .index = i, .type = RAFT_ENTRY_NOOP};
+    return fsm_apply(f, &e, r);
+}
+
+static int dump_cb(void *ctx, const char *path, const struct fsm_meta *m)
+{
+    char *out = ctx;
+    size_t len = strlen(out);
+    snprintf(out + len, 4096 - len, "%s:%llu:%llu:%02x;", path, (unsigned long long)m->size,
+             (unsigned long long)m->index, m->sha256[0]);
+    return 0;
+}
+
+/* The whole observable state: metadata, and every regular file under files/ with content. */
+static void dump_state(struct tenv *t, char *out)
+{
+    out[0] = '\0';
+    fsm_list(t->f, NULL, dump_cb, out);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd,
+             "cd %s/files && find . -type f | sort | while read f; do echo \"$f=$(cat $f)\"; "
+             "done",
+             t->dir);
+    FILE *p = popen(cmd, "r");
+    size_t len = strlen(out);
+    while (p && len < 8000 && fgets(out + len, (int)(8192 - len), p))
+        len = strlen(out);
+    if (p) pclose(p);
+}
+
+static void reference_run(char *state, struct fsm_result *results)
+{
+    struct tenv t;
+    t_init(&t);
+    for (raft_index i = 1; i <= N_OPS; i++)
+        CHECK_EQ_U(apply_op(t.f, i, &results[i - 1]), 0);
+    dump_state(&t, state);
+    t_fini(&t);
+}
+
+static bool same_result(const struct fsm_result *a, const struct fsm_result *b)
+{
+    return a->status == b->status && a->created == b->created && a->duplicate == b->duplicate &&
+           a->size == b->size && a->index == b->index && memcmp(a->sha256, b->sha256, 32) == 0;
+}
+
+/* Replays from fsm_applied() to the end and compares with the reference. */
+static void replay_and_compare(struct tenv *t, const char *ref_state,
+                               const struct fsm_result *ref_res)
+{
+    static char state[8192];
+    for (raft_index i = fsm_applied(t->f) + 1; i <= N_OPS; i++) {
+        struct fsm_result r;
+        CHECK_EQ_U(apply_op(t->f, i, &r), 0);
+        if (!same_result(&r, &ref_res[i - 1]))
+            fprintf(stderr, "entry %llu: outcome differs\n", (unsigned long long)i);
+        CHECK(same_result(&r, &ref_res[i - 1]));
+    }
+    dump_state(t, state);
+    if (strcmp(state, ref_state) != 0)
+        fprintf(stderr, "state differs:\n%s\n--- want:\n%s\n", state, ref_state);
+    CHECK(strcmp(state, ref_state) == 0);
+}
+
+struct junk_ctx {
+    struct tenv *t;
+    raft_index after;
+};
+
+/* Power loss after a checkpoint: a file written after it may hold anything. */
+static int junk_cb(void *ctx, const char *path, const struct fsm_meta *m)
+{
+    struct junk_ctx *j = ctx;
+    if (m->index <= j->after) return 0;
+    char full[8300];
+    snprintf(full, sizeof full, "%s/files/%s", j->t->dir, path);
+    FILE *fp = fopen(full, "w");
+    CHECK(fp != NULL);
+    if (fp) fputs("junk", fp), fclose(fp);
+    return 0;
+}
+
+/* Checkpoint at k, apply everything, lose what was written after k, reopen: entries k+1.. are
+ * redone from BDB's metadata. */
+static void test_fsm_replay_after_checkpoint(void)
+{
+    static char ref[8192];
+    struct fsm_result ref_res[N_OPS];
+    reference_run(ref, ref_res);
+    for (raft_index k = 0; k <= N_OPS; k += 3) {
+        struct tenv t;
+        t_init(&t);
+        for (raft_index i = 1; i <= N_OPS; i++) {
+            CHECK_EQ_U(apply_op(t.f, i, &(struct fsm_result){0}), 0);
+            if (i == k) CHECK_EQ_U(fsm_checkpoint(t.f), 0);
+        }
+        struct junk_ctx j = {&t, k};
+        CHECK_EQ_U(fsm_list(t.f, NULL, junk_cb, &j), 0);
+        t_close(&t);
+        t_open(&t);
+        CHECK_EQ_U(fsm_applied(t.f), k);
+        replay_and_compare(&t, ref, ref_res);
+        t_fini(&t);
+    }
+}
+
+/* BDB lost its last transactions (process crash with NOSYNC commits) while files/ kept the
+ * effects of later entries: replay re-applies them normally and must converge. */
+static void test_fsm_replay_bdb_behind_files(void)
+{
+    static char ref[8192];
+    struct fsm_result ref_res[N_OPS];
+    reference_run(ref, ref_res);
+    for (raft_index k = 0; k < N_OPS; k += 2) {
+        struct tenv t;
+        t_init(&t);
+        for (raft_index i = 1; i <= k; i++)
+            CHECK_EQ_U(apply_op(t.f, i, &(struct fsm_result){0}), 0);
+        CHECK_EQ_U(fsm_checkpoint(t.f), 0);
+        t_close(&t);
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "cp -a %s %s.bak", t.env_dir, t.env_dir);
+        CHECK_EQ_U(system(cmd), 0);
+        t_open(&t);
+        for (raft_index i = k + 1; i <= N_OPS; i++)
+            CHECK_EQ_U(apply_op(t.f, i, &(struct fsm_result){0}), 0);
+        t_close(&t);
+        snprintf(cmd, sizeof cmd, "rm -rf %s && mv %s.bak %s", t.env_dir, t.env_dir, t.env_dir);
+        CHECK_EQ_U(system(cmd), 0);
+        t_open(&t);
+        CHECK_EQ_U(fsm_applied(t.f), k);
+        replay_and_compare(&t, ref, ref_res);
+        t_fini(&t);
+    }
+}
+
+/* Reopen keeps metadata, the checkpointed index and the dedup table. */
+static void test_fsm_reopen_keeps_state(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "k/v", "value", &r), 0);
+    CHECK_EQ_U(put(t.f, 2, 2, "k/w", "w", &r), 0);
+    CHECK_EQ_U(fsm_checkpoint(t.f), 0);
+    CHECK_EQ_U(fsm_checkpointed(t.f), 2);
+    t_close(&t);
+    t_open(&t);
+    CHECK_EQ_U(fsm_applied(t.f), 2);
+    struct fsm_meta m;
+    CHECK_EQ_U(fsm_stat(t.f, "k/v", &m), 0);
+    CHECK_EQ_U(m.size, 5);
+    CHECK_EQ_U(m.index, 1);
+    CHECK_EQ_U(put(t.f, 3, 1, "k/v", "value", &r), 0);
+    CHECK(r.duplicate && r.created);
+    CHECK_EQ_U(r.index, 1);
+    t_fini(&t);
+}
+
+int main(void)
+{
+    RUN(test_fsm_put_new_replace_delete);
+    RUN(test_fsm_overwrite_creates_no_inode);
+    RUN(test_fsm_duplicate_request_id);
+    RUN(test_fsm_dedup_window);
+    RUN(test_fsm_conflicting_paths);
+    RUN(test_fsm_noop_config_and_corrupt);
+    RUN(test_fsm_bad_paths_for_reads);
+    RUN(test_fsm_read_fd_stable_across_overwrite);
+    RUN(test_fsm_list_prefix);
+    RUN(test_fsm_longest_path);
+    RUN(test_fsm_leftovers_cleaned_on_open);
+    RUN(test_fsm_reopen_keeps_state);
+    RUN(test_fsm_replay_after_checkpoint);
+    RUN(test_fsm_replay_bdb_behind_files);
+    return check_report();
+}
