@@ -1,0 +1,265 @@
+/* main.c — raft_sim's command line: runs seeds, replays one, proves planted bugs are caught,
+ * checks determinism. On a failure prints the seed, the property and the trace tail.
+ * It never uses wall-clock time inside a run (only to report how long the seeds took). */
+#include "sim.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SIM_DEFAULT_STEPS 1000
+
+struct sim_cli {
+    struct sim_opts o;
+    uint64_t first, count;
+    bool expect_fail, determinism;
+    const char *regressions;
+};
+
+static const struct {
+    const char *name;
+    uint32_t bit;
+} sim_bugs[] = {
+    {"commit_old_term", RAFT_BUG_COMMIT_OLD_TERM},
+    {"double_vote", RAFT_BUG_DOUBLE_VOTE},
+    {"vote_not_persisted", RAFT_BUG_VOTE_NOT_PERSISTED},
+    {"read_no_confirm", RAFT_BUG_READ_NO_CONFIRM},
+    {"config_before_noop", RAFT_BUG_CONFIG_BEFORE_NOOP},
+};
+
+static void sim_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: raft_sim [--seeds N] [--first F] [--seed S] [--steps K] [--nodes 3|5]\n"
+            "                [--bug NAME] [--expect-fail] [--no-rules] [--determinism]\n"
+            "                [--regressions FILE] [-v]\n"
+            "  --seeds N        run seeds F..F+N-1 (default F=1, N=100)\n"
+            "  --seed S         run one seed (also: env SIM_SEED=S)\n"
+            "  --steps K        virtual steps (base ticks) per run (default %d)\n"
+            "  --nodes 3|5      cluster size (default: 3 for odd seeds, 5 for even)\n"
+            "  --bug NAME       plant a bug: commit_old_term, double_vote,\n"
+            "                   vote_not_persisted, read_no_confirm, config_before_noop\n"
+            "  --expect-fail    succeed only if some seed fails (prints the first)\n"
+            "  --no-rules       check only the safety properties, not the protocol rules\n"
+            "  --determinism    run each seed twice and compare the trace hashes\n"
+            "  --regressions F  also run every seed listed in F (one per line, # comments)\n"
+            "  -v               print the whole trace\n",
+            SIM_DEFAULT_STEPS);
+}
+
+static bool sim_parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') return false;
+    *out = v;
+    return true;
+}
+
+static int sim_parse_bug(const char *name, uint32_t *bits)
+{
+    for (size_t i = 0; i < sizeof sim_bugs / sizeof sim_bugs[0]; i++)
+        if (strcmp(name, sim_bugs[i].name) == 0) {
+            *bits |= sim_bugs[i].bit;
+            return 0;
+        }
+    return -1;
+}
+
+static int sim_parse_args(int argc, char **argv, struct sim_cli *c)
+{
+    uint64_t v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        bool num = val && sim_parse_u64(val, &v);
+        if (strcmp(a, "-v") == 0) {
+            c->o.verbose = c->o.tracing = true;
+        } else if (strcmp(a, "--expect-fail") == 0) {
+            c->expect_fail = true;
+        } else if (strcmp(a, "--no-rules") == 0) {
+            c->o.no_rules = true;
+        } else if (strcmp(a, "--determinism") == 0) {
+            c->determinism = true;
+        } else if (strcmp(a, "--regressions") == 0 && val) {
+            c->regressions = val;
+            i++;
+        } else if (strcmp(a, "--bug") == 0 && val) {
+            if (sim_parse_bug(val, &c->o.bugs) != 0) return -1;
+            i++;
+        } else if (!num) {
+            return -1;
+        } else if (strcmp(a, "--seeds") == 0) {
+            c->count = v, i++;
+        } else if (strcmp(a, "--first") == 0) {
+            c->first = v, i++;
+        } else if (strcmp(a, "--seed") == 0) {
+            c->first = v, c->count = 1, i++;
+        } else if (strcmp(a, "--steps") == 0 && v >= 50 && v <= 10000000) {
+            c->o.steps = (unsigned)v, i++;
+        } else if (strcmp(a, "--nodes") == 0 && (v == 3 || v == 5)) {
+            c->o.nodes = (unsigned)v, i++;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A failed ASSERT (in the core's raft_check_invariants or elsewhere) aborts: say which seed. */
+static void sim_abort_handler(int sig)
+{
+    (void)sig;
+    struct sim *s = sim_current;
+    if (s) {
+        char buf[160];
+        int k = snprintf(buf, sizeof buf,
+                         "\nraft_sim: aborted in seed %llu (replay: raft_sim --seed %llu -v)\n",
+                         (unsigned long long)s->o.seed, (unsigned long long)s->o.seed);
+        ssize_t w = write(2, buf, (size_t)k);
+        (void)w;
+        sim_trace_dump(s, 2, 200);
+    }
+    signal(SIGABRT, SIG_DFL);
+    raise(SIGABRT);
+}
+
+static void sim_print_failure(const struct sim_opts *o, const struct sim_result *r)
+{
+    printf("FAIL seed %llu (%u nodes, %s): %s: %s\n", (unsigned long long)o->seed, r->p.n_target,
+           r->p.membership ? "membership" : "static", r->prop, r->msg);
+    printf("replay: raft_sim --seed %llu%s%s -v\n", (unsigned long long)o->seed,
+           o->nodes == 3   ? " --nodes 3"
+           : o->nodes == 5 ? " --nodes 5"
+                           : "",
+           o->no_rules ? " --no-rules" : "");
+}
+
+/* Runs one seed; on failure prints the trace tail (re-running with tracing: runs are
+ * deterministic, so the replay is the same run). Returns true when it passed. */
+static bool sim_one(const struct sim_cli *c, uint64_t seed, bool quiet, struct sim_stats *tot)
+{
+    struct sim_opts o = c->o;
+    o.seed = seed;
+    struct sim_result r;
+    if (sim_run(&o, &r) != 0) {
+        fprintf(stderr, "raft_sim: out of memory\n");
+        exit(2);
+    }
+    tot->events += r.st.events, tot->elections += r.st.elections;
+    tot->committed += r.st.committed, tot->reads_served += r.st.reads_served;
+    tot->crashes += r.st.crashes, tot->membership_done += r.st.membership_done;
+    tot->msgs_sent += r.st.msgs_sent, tot->msgs_dropped += r.st.msgs_dropped;
+    if (!r.failed) return true;
+    if (quiet) return false;
+    if (!o.tracing) {
+        printf("--- trace of seed %llu (last 200 events) ---\n", (unsigned long long)seed);
+        fflush(stdout);
+        o.tracing = true;
+        struct sim_result r2;
+        sim_run(&o, &r2);
+        if (!r2.failed || strcmp(r2.prop, r.prop) != 0)
+            printf("WARNING: the traced replay did not reproduce the failure (%s)\n",
+                   r2.failed ? r2.prop : "passed");
+    }
+    sim_print_failure(&o, &r);
+    return false;
+}
+
+static int sim_determinism(const struct sim_cli *c)
+{
+    for (uint64_t seed = c->first; seed < c->first + c->count; seed++) {
+        struct sim_opts o = c->o;
+        o.seed = seed;
+        o.tracing = true;
+        o.verbose = false;
+        struct sim_result a, b;
+        sim_run(&o, &a);
+        sim_run(&o, &b);
+        if (memcmp(a.hash, b.hash, sizeof a.hash) != 0) {
+            printf("FAIL seed %llu: two runs of the same seed differ\n", (unsigned long long)seed);
+            return 1;
+        }
+        printf("seed %llu: trace hash %02x%02x%02x%02x%02x%02x%02x%02x (%s)\n",
+               (unsigned long long)seed, a.hash[0], a.hash[1], a.hash[2], a.hash[3], a.hash[4],
+               a.hash[5], a.hash[6], a.hash[7], a.failed ? "failed" : "passed");
+    }
+    printf("determinism: %llu seeds, identical traces\n", (unsigned long long)c->count);
+    return 0;
+}
+
+/* Every "SEED [--nodes N] [--steps K]" line of the file; '#' starts a comment. */
+static int sim_regressions(const struct sim_cli *c, struct sim_stats *tot, unsigned *n_out)
+{
+    FILE *f = fopen(c->regressions, "r");
+    if (!f) {
+        fprintf(stderr, "raft_sim: %s: %s\n", c->regressions, strerror(errno));
+        return 2;
+    }
+    char line[512];
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *argv[16] = {"raft_sim"};
+        int argc = 1;
+        for (char *t = strtok(line, " \t\r\n"); t && argc < 15; t = strtok(NULL, " \t\r\n"))
+            argv[argc++] = t;
+        if (argc == 1) continue;
+        struct sim_cli one = *c;
+        uint64_t seed;
+        if (!sim_parse_u64(argv[1], &seed) || sim_parse_args(argc - 1, argv + 1, &one) != 0) {
+            fprintf(stderr, "raft_sim: %s: bad line\n", c->regressions);
+            rc = 2;
+            break;
+        }
+        (*n_out)++;
+        if (!sim_one(&one, seed, false, tot)) rc = 1;
+    }
+    fclose(f);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct sim_cli c = {.o = {.steps = SIM_DEFAULT_STEPS}, .first = 1, .count = 100};
+    if (sim_parse_args(argc, argv, &c) != 0) {
+        sim_usage(stderr);
+        return 2;
+    }
+    const char *env = getenv("SIM_SEED");
+    uint64_t v;
+    if (env && *env && sim_parse_u64(env, &v)) c.first = v, c.count = 1;
+    signal(SIGABRT, sim_abort_handler);
+    if (c.determinism) return sim_determinism(&c);
+    struct sim_stats tot = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned ran = 0;
+    int rc = c.regressions ? sim_regressions(&c, &tot, &ran) : 0;
+    for (uint64_t seed = c.first; rc == 0 && seed < c.first + c.count; seed++, ran++) {
+        if (!sim_one(&c, seed, false, &tot)) {
+            rc = 1;
+            if (c.expect_fail)
+                printf("caught: the planted bug fails seed %llu\n", (unsigned long long)seed);
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%s: %u seeds in %.1f s: %llu events, %llu elections, %llu commits, %llu reads, "
+           "%llu crashes, %llu membership changes, %llu/%llu msgs dropped\n",
+           rc == 0 ? "ok" : "FAILED", ran, secs, (unsigned long long)tot.events,
+           (unsigned long long)tot.elections, (unsigned long long)tot.committed,
+           (unsigned long long)tot.reads_served, (unsigned long long)tot.crashes,
+           (unsigned long long)tot.membership_done, (unsigned long long)tot.msgs_dropped,
+           (unsigned long long)tot.msgs_sent);
+    if (c.expect_fail) {
+        if (rc == 0) printf("NOT CAUGHT: no seed failed with the planted bug\n");
+        return rc == 1 ? 0 : 1;
+    }
+    return rc;
+}

@@ -1,0 +1,277 @@
+/* sim.h — internals of raft_sim: a deterministic, single-threaded discrete-event model of
+ * raft cores, their disks and the network between them, plus the safety checker. It never
+ * reads a real clock, never uses rand() or threads: a run is a pure function of its seed. */
+#ifndef RAFTFS_SIM_H
+#define RAFTFS_SIM_H
+
+#include "raft.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIM_MAX_NODES 12 /* node slots of one run; node id == slot + 1 */
+#define SIM_TICK 10      /* virtual time units per base tick (one driver step) */
+#define SIM_TRACE_LINES 256
+#define SIM_TRACE_LEN 224
+
+/* ---- PRNG (xoshiro256**, seeded through splitmix64) ---------------------------------------- */
+struct sim_rng {
+    uint64_t s[4];
+};
+uint64_t sim_mix(uint64_t x);
+void sim_rng_seed(struct sim_rng *g, uint64_t seed);
+uint64_t sim_rng_next(struct sim_rng *g);
+uint64_t sim_rng_below(struct sim_rng *g, uint64_t n);               /* [0, n); n > 0 */
+uint64_t sim_rng_range(struct sim_rng *g, uint64_t lo, uint64_t hi); /* [lo, hi] */
+bool sim_rng_chance(struct sim_rng *g, uint32_t permille);
+
+/* ---- Options of one run ------------------------------------------------------------------- */
+struct sim_opts {
+    uint64_t seed;
+    unsigned steps; /* driver steps (base ticks) of the run */
+    unsigned nodes; /* 3 or 5; 0: chosen by seed */
+    uint32_t bugs;  /* enum raft_bug bits planted in every core */
+    bool tracing;   /* keep the trace ring and hash */
+    bool verbose;   /* print every trace line */
+    bool no_rules;  /* check only the safety properties, not the protocol rules */
+};
+
+/* Per-run parameters, all drawn from the seed. */
+struct sim_params {
+    unsigned n_target; /* cluster size */
+    bool membership;   /* starts from one bootstrapped node and changes membership */
+    bool prevote, check_quorum;
+    unsigned heartbeat, election_min, election_max;
+    uint32_t max_append_entries, max_append_bytes, max_inflight;
+    uint64_t cache_bytes_max;
+    bool lazy_boot;                       /* restart with NORMAL payloads left to cfg.fetch */
+    uint32_t loss_pm, dup_pm, reorder_pm; /* per-message chances, per mille */
+    unsigned delay_min, delay_max;        /* network latency, time units */
+    uint32_t partition_pm, crash_pm;      /* per-step chance of starting one */
+    unsigned disk_max;                    /* storage write latency bound, time units */
+    uint32_t propose_pm, read_pm;
+    unsigned heal_step, member_stop_step, end_step;
+};
+
+/* ---- Events ------------------------------------------------------------------------------- */
+enum sim_event_kind { SIM_EV_DRIVER = 1, SIM_EV_TICK, SIM_EV_PERSIST, SIM_EV_DELIVER };
+
+struct sim_event {
+    uint64_t time;
+    uint64_t seq; /* tie-break: insertion order, so runs are deterministic */
+    uint8_t kind;
+    uint8_t slot;
+    uint32_t incarnation; /* TICK/PERSIST: ignored when the node restarted since */
+    struct raft_msg *msg; /* DELIVER: an owned deep copy */
+};
+
+/* ---- Nodes -------------------------------------------------------------------------------- */
+struct sim_write {
+    uint64_t seq;
+    bool hardstate_changed;
+    raft_term term;
+    raft_id vote;
+    raft_index commit;
+    raft_index truncate_from;
+    struct raft_entry *entries; /* owned array, one blob reference each */
+    size_t n_entries;
+    struct raft_msg *msgs; /* msgs_after_persist: owned deep copies */
+    size_t n_msgs;
+};
+
+/* The simulator's mirror of a core's log, rebuilt from the ready batches. */
+struct sim_mentry {
+    raft_term term;
+    uint8_t type;
+    uint64_t content; /* NORMAL: payload id; CONFIG: digest; NOOP: 0 */
+    uint64_t chain;   /* digest of the whole prefix 1..index */
+};
+
+struct sim_pending_read {
+    uint64_t id;
+    raft_index index;
+};
+
+struct sim_node {
+    raft_id id;
+    bool started; /* ever booted */
+    bool up;
+    bool retired; /* removed from the cluster and stopped for good */
+    uint32_t incarnation;
+    unsigned tick_interval;
+    unsigned restart_step; /* when down: the driver step that restarts it */
+    struct raft *r;
+    struct sim *sim;
+    /* Durable state: what survives a crash. */
+    raft_term d_term;
+    raft_id d_vote;
+    raft_index d_commit;
+    struct raft_entry *d_log; /* index i at d_log[i - 1]; one blob reference each */
+    size_t d_n, d_cap;
+    /* Storage writes handed out and not yet durable, FIFO. */
+    struct sim_write *w;
+    size_t w_head, w_n, w_cap;
+    uint64_t w_done_at; /* completion time of the last queued write */
+    uint64_t last_persist_seq;
+    /* Volatile state of this incarnation. */
+    struct sim_mentry *log;
+    size_t log_n, log_cap;
+    raft_index applied;
+    struct sim_pending_read *reads;
+    size_t n_reads, reads_cap;
+    struct raft_status obs; /* status after the last input */
+    /* History over all incarnations: the candidate this node voted for, by term. */
+    raft_id *votes;
+    size_t votes_cap;
+};
+
+/* ---- Checker state ------------------------------------------------------------------------ */
+struct sim_committed {
+    raft_term term;
+    uint64_t chain;
+};
+
+struct sim_itslot {
+    raft_index index; /* 0: empty */
+    raft_term term;
+    uint64_t chain;
+};
+
+struct sim_read_rec {
+    uint8_t slot;
+    raft_index min_index; /* every write applied anywhere when the read was issued */
+};
+
+struct sim_probe {
+    raft_index index;
+    raft_term term;
+    unsigned step;
+    bool done;
+};
+
+enum sim_mop_kind { SIM_MOP_ADD = 1, SIM_MOP_REMOVE, SIM_MOP_REMOVE_LEADER };
+
+struct sim_mop {
+    uint8_t kind;
+    raft_id id; /* ADD: the new node; REMOVE*: 0 until resolved */
+};
+
+struct sim_stats {
+    uint64_t events, msgs_sent, msgs_dropped, elections, committed, reads_served, crashes;
+    uint64_t proposals, membership_done;
+};
+
+struct sim {
+    struct sim_opts o;
+    struct sim_params p;
+    struct sim_rng rng;
+    uint64_t now;
+    unsigned step;
+    struct sim_event *heap;
+    size_t heap_n, heap_cap;
+    uint64_t ev_seq;
+    struct sim_node nodes[SIM_MAX_NODES];
+    unsigned n_slots; /* slots that may ever be used in this run */
+    /* network faults */
+    bool blocked[SIM_MAX_NODES][SIM_MAX_NODES]; /* [from][to] */
+    unsigned partition_end;
+    bool healed;
+    /* safety checker */
+    raft_id *leaders; /* leader of each term, over all history */
+    size_t leaders_cap;
+    struct sim_itslot *it; /* (index, term) -> prefix digest, over all history */
+    size_t it_cap, it_n;
+    struct sim_committed *committed; /* 1..gcommit: applied somewhere */
+    raft_index gcommit;
+    size_t committed_cap;
+    struct raft_configuration gconf; /* latest committed configuration */
+    /* workload */
+    uint64_t next_payload;
+    raft_index *payload_at; /* by payload id: the index it committed at */
+    size_t payload_cap;
+    struct sim_read_rec *rr;
+    size_t rr_n, rr_cap;
+    struct sim_mop mops[24];
+    unsigned mop_n, mop_i;
+    bool mop_submitted;
+    unsigned mop_step, mop_next_try;
+    unsigned next_fresh_id;
+    /* liveness */
+    unsigned leader_step; /* step a stable leader was seen after healing (0: not yet) */
+    struct sim_probe probes[64];
+    unsigned n_probes;
+    /* failure */
+    bool failed;
+    char fail_prop[64];
+    char fail_msg[512];
+    /* trace */
+    char (*ring)[SIM_TRACE_LEN];
+    uint64_t ring_n;
+    void *hash_ctx; /* EVP_MD_CTX */
+    struct sim_stats st;
+};
+
+struct sim_result {
+    bool failed;
+    char prop[64];
+    char msg[512];
+    uint8_t hash[32];
+    struct sim_stats st;
+    struct sim_params p;
+};
+
+/* run.c */
+/* Grows p (cap elements of elem bytes, zero-filled) to hold need elements; aborts on OOM. */
+void *sim_grow(void *p, size_t *cap, size_t need, size_t elem);
+int sim_run(const struct sim_opts *o, struct sim_result *res);
+void sim_trace(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sim_fail(struct sim *s, const char *prop, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sim_schedule(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot, uint32_t inc,
+                  struct raft_msg *msg);
+void sim_trace_dump(const struct sim *s, int fd, unsigned last);
+/* The run in progress (for the abort handler); NULL between runs. */
+extern struct sim *sim_current;
+
+/* net.c */
+void sim_net_send(struct sim *s, const struct raft_msg *m);
+void sim_net_deliver(struct sim *s, struct raft_msg *m);
+struct raft_msg *sim_msg_copy(const struct raft_msg *m, struct raft_msg *into);
+void sim_msg_release(struct raft_msg *m);
+void sim_msg_describe(const struct raft_msg *m, char *buf, size_t len);
+const char *sim_msg_type_str(uint8_t type);
+
+/* node.c */
+void sim_node_boot(struct sim *s, struct sim_node *n);
+void sim_node_crash(struct sim *s, struct sim_node *n);
+void sim_node_drain(struct sim *s, struct sim_node *n);
+void sim_node_tick(struct sim *s, struct sim_node *n);
+void sim_node_persist_done(struct sim *s, struct sim_node *n);
+void sim_node_free(struct sim_node *n);
+
+/* check.c */
+uint64_t sim_config_digest(const struct raft_blob *b);
+void sim_check_log_batch(struct sim *s, struct sim_node *n, const struct raft_ready *rd,
+                         const struct raft_status *st);
+void sim_check_mirror_push(struct sim *s, struct sim_node *n, const struct raft_entry *e);
+void sim_check_send(struct sim *s, struct sim_node *n, const struct raft_msg *m);
+void sim_check_apply(struct sim *s, struct sim_node *n, const struct raft_entry *e);
+void sim_check_node(struct sim *s, struct sim_node *n);
+void sim_check_boot(struct sim *s, struct sim_node *n);
+void sim_check_read(struct sim *s, struct sim_node *n, const struct sim_pending_read *pr);
+void sim_check_free(struct sim *s);
+
+/* driver.c */
+void sim_driver_init(struct sim *s);
+void sim_driver_step(struct sim *s);
+void sim_driver_committed(struct sim *s, raft_index index, const struct raft_entry *e);
+struct sim_node *sim_driver_leader(struct sim *s);
+void sim_driver_member(struct raft_member *m, raft_id id, bool voter);
+int sim_driver_propose_to(struct sim *s, struct sim_node *n, raft_index *idx, raft_term *term);
+
+/* member.c */
+void sim_driver_membership(struct sim *s);
+void sim_driver_liveness(struct sim *s);
+
+#endif
