@@ -1,0 +1,130 @@
+/* storage.h — raftfs's durable Raft state on Berkeley DB 5.3: the log, term/vote/commit, and a
+ * group-commit writer thread. Never blocks the loop thread on the disk: only the writer
+ * thread (or store_write_sync, before the writer starts) commits with a log fsync.
+ *
+ * Layout, in one transactional environment in DIR (data/nodeN/raft/):
+ *   log.db      btree: big-endian u64 index -> 24-byte header (term, payload length, type,
+ *               payload CRC-32, header CRC-32 over the header and the index).
+ *   payload.db  btree: big-endian u64 index -> the payload bytes (absent when empty). Kept
+ *               apart so a 64 MiB payload goes to BDB straight from its blob (no copy) and a
+ *               boot scan reads only headers.
+ *   meta.db     btree: "hardstate" -> term, vote, commit + CRC-32.
+ * Every DB has BDB page checksums (DB_CHKSUM); every read of a header, payload or hardstate
+ * verifies its own CRC-32 (zlib) and answers ERR_CORRUPT on a mismatch.
+ *
+ * Threads and lock order. The environment is opened DB_THREAD, with the deadlock detector
+ * on every conflict (DB_LOCK_DEFAULT). The writer thread's transactions touch only log.db,
+ * payload.db and meta.db; other users of store_env() (the file store) must keep their own
+ * DBs and never touch these three, so no transaction ever holds locks in both sets and no
+ * cycle can form. store_fetch() reads with DB_READ_UNCOMMITTED (no read locks; the writer
+ * downgrades its page locks to "was written" after each put), so it never waits for the
+ * writer's fsync. Other users should commit with DB_TXN_NOSYNC on the loop thread: their
+ * records reach the disk with the writer's next synchronous commit or checkpoint.
+ * Never call into the store while holding a transaction of your own on these DBs.
+ */
+#ifndef RAFTFS_STORAGE_H
+#define RAFTFS_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <db.h>
+#include <ev.h>
+
+#include "raft.h"
+
+struct store; /* opaque */
+
+/* Opens (creating DIR and the DBs if missing, running recovery) the environment in dir.
+ * err gets a human-readable reason with BDB's db_strerror text. ERR_IO, ERR_CORRUPT (recovery
+ * impossible), ERR_NOSPACE, ERR_NOMEM. */
+int store_open(const char *dir, struct store **out, char *err, size_t err_len);
+/* Closes the DBs and the environment. The writer must be stopped first. NULL-safe. */
+void store_close(struct store *s);
+/* Borrowed; valid until store_close(). For other modules' own DBs (see lock order above). */
+DB_ENV *store_env(struct store *s);
+/* The reason for the last error of a call made on the loop thread (borrowed). */
+const char *store_errmsg(const struct store *s);
+
+/* Loads hardstate and the whole log in index order into *boot. NORMAL entries come with
+ * data == NULL (fetch them with store_fetch); NOOP/CONFIG entries carry their payload (NULL
+ * when empty). boot's memory belongs to the store until store_boot_free(boot). ERR_CORRUPT
+ * on a bad checksum, a gap or a first index other than 1; ERR_IO, ERR_NOMEM. Call before
+ * store_writer_start. */
+int store_load(struct store *s, struct raft_boot *boot);
+/* Frees what store_load put in boot and zeroes it. */
+void store_boot_free(struct raft_boot *boot);
+
+/* The verified payload of entry index: *out is a new blob reference owned by the caller
+ * (len 0 for an empty payload). ERR_NOTFOUND, ERR_CORRUPT, ERR_NOMEM, ERR_IO. Safe on the
+ * loop thread while the writer commits; reads uncommitted data, so only fetch entries known
+ * to be durable and never truncated (committed ones). */
+int store_fetch(struct store *s, raft_index index, struct raft_blob **out);
+
+/* One ready batch to make durable. Entries must be contiguous, follow the log (after the
+ * truncation, if any) without a gap or overlap, and have non-decreasing terms: violations
+ * are programmer errors (ASSERT). */
+struct store_write {
+    uint64_t seq;
+    bool hardstate_changed;
+    raft_term term;
+    raft_id vote;
+    raft_index commit;
+    raft_index truncate_from; /* 0 = none; else delete entries >= this first */
+    /* Owned by the job: the array is malloc'd by the caller with one blob reference per
+     * entry; the store frees both (also on error). */
+    struct raft_entry *entries;
+    size_t n_entries;
+};
+
+/* Writes w in one transaction, durable on return. Takes ownership of w's entries (w itself
+ * is borrowed). Not while a writer is running. ERR_IO, ERR_NOSPACE, ERR_CORRUPT, ERR_NOMEM. */
+int store_write_sync(struct store *s, struct store_write *w);
+
+/* Asynchronous group-commit writer: a storage thread takes every queued job (at most
+ * STORE_BATCH_JOBS_MAX jobs or ~STORE_BATCH_BYTES_MAX payload bytes), writes them all in ONE
+ * transaction with ONE log fsync, then reports each job's seq in submission order on the
+ * loop thread (ev_async) through done_cb(ctx, seq, err). On a write error err != 0 for that
+ * job and every later one (sticky failure). The thread also takes BDB checkpoints. */
+#define STORE_BATCH_JOBS_MAX 1024
+#define STORE_BATCH_BYTES_MAX (64u << 20)
+struct store_writer;
+/* loop: the loop thread's libev loop (borrowed; must outlive the writer). ERR_NOMEM, ERR_IO. */
+int store_writer_start(struct store *s, struct ev_loop *loop,
+                       void (*done_cb)(void *ctx, uint64_t seq, int err), void *ctx,
+                       struct store_writer **out);
+/* Loop thread only. Takes ownership of job's contents (also on error; *job is borrowed and
+ * may be reused). Never blocks on the disk. ERR_NOMEM, ERR_SHUTDOWN after stop began. */
+int store_writer_submit(struct store_writer *w, struct store_write *job);
+/* Loop thread only. Makes every queued job durable, joins the thread and frees w.
+ * Completions not yet reported through done_cb are dropped (the loop is stopping).
+ * NULL-safe. */
+void store_writer_stop(struct store_writer *w);
+
+/* Testing only: fn(ctx) runs on the writing thread inside each batch's transaction, after
+ * its puts and before its commit; a non-zero return (an errno or BDB code) fails the batch as
+ * if BDB had returned it. NULL to clear. Set while no writer runs. */
+void store_set_commit_hook(struct store *s, int (*fn)(void *ctx), void *ctx);
+
+/* Fixed fsync latency buckets (upper bounds, µs) for a Prometheus histogram. */
+#define STORE_FSYNC_BUCKETS 14
+extern const double store_fsync_bucket_le_us[STORE_FSYNC_BUCKETS];
+
+struct store_stats {
+    uint64_t fsyncs;          /* synchronous commits (one log fsync each) */
+    uint64_t batches;         /* transactions written (== fsyncs unless one failed) */
+    uint64_t jobs_written;    /* store_write jobs made durable */
+    uint64_t entries_written; /* log entries made durable */
+    uint64_t bytes_written;   /* payload bytes made durable */
+    uint64_t checkpoints;     /* BDB checkpoints taken */
+    /* fsync_hist[i]: commits that took <= store_fsync_bucket_le_us[i] (and more than the
+     * previous bound); fsync_hist[STORE_FSYNC_BUCKETS]: slower than every bound. */
+    uint64_t fsync_hist[STORE_FSYNC_BUCKETS + 1];
+    double fsync_us_sum; /* total commit time, µs */
+    uint64_t fsync_us_max;
+};
+/* Any thread; a consistent snapshot. */
+void store_stats(struct store *s, struct store_stats *out);
+
+#endif

@@ -1,0 +1,236 @@
+/* store.c — the BDB environment behind raftfs's Raft state: open/recover, close, error
+ * translation, hardstate and stats. Never commits synchronously on behalf of other modules. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "err.h"
+#include "log.h"
+#include "rassert.h"
+#include "store_int.h"
+
+/* Memory is the budget that matters (a node idles at <= 10 MiB): a small cache is enough
+ * because the log is written once, read back rarely and scanned only at boot. */
+#define STORE_CACHE_BYTES (4u << 20)
+#define STORE_LOG_BUF_BYTES (512u << 10)
+/* BDB wants log files >= 4x the buffer. A 64 MiB payload is logged page by page (overflow
+ * pages), so no single log record comes near this size. */
+#define STORE_LOG_FILE_BYTES (16u << 20)
+#define STORE_LOCKS_MAX 20000
+#define STORE_PAYLOAD_PAGE_BYTES 16384 /* 1-4 KiB payloads stay on leaf pages */
+
+const double store_fsync_bucket_le_us[STORE_FSYNC_BUCKETS] = {
+    50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 500000, 1000000};
+
+int store_bdb_err(int ret, const char *what, char *msg, size_t msg_len)
+{
+    ASSERT(ret != 0);
+    int code;
+    switch (ret) {
+    case DB_NOTFOUND:
+    case DB_KEYEMPTY:
+        code = ERR_NOTFOUND;
+        break;
+    case DB_RUNRECOVERY:
+    case DB_VERIFY_BAD:
+        code = ERR_CORRUPT;
+        break;
+    case ENOSPC:
+        code = ERR_NOSPACE;
+        break;
+    case ENOMEM:
+        code = ERR_NOMEM;
+        break;
+    default:
+        code = ERR_IO;
+    }
+    if (code != ERR_NOTFOUND) LOG_ERROR("storage: %s: %s (%d)", what, db_strerror(ret), ret);
+    if (msg && msg_len) snprintf(msg, msg_len, "%s: %s", what, db_strerror(ret));
+    return code;
+}
+
+uint32_t store_crc(const void *data, size_t len)
+{
+    /* zlib takes uInt lengths: feed large buffers in pieces. */
+    uLong crc = crc32(0L, Z_NULL, 0);
+    const Bytef *p = data;
+    while (len > 0) {
+        uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
+        crc = crc32(crc, p, n);
+        p += n;
+        len -= n;
+    }
+    return (uint32_t)crc;
+}
+
+static void store_errcall_cb(const DB_ENV *env, const char *pfx, const char *msg)
+{
+    (void)env;
+    (void)pfx;
+    LOG_WARN("storage: bdb: %s", msg);
+}
+
+static int store_env_config(DB_ENV *e)
+{
+    e->set_errcall(e, store_errcall_cb);
+    int ret = e->set_cachesize(e, 0, STORE_CACHE_BYTES, 1);
+    if (ret == 0) ret = e->set_lg_bsize(e, STORE_LOG_BUF_BYTES);
+    if (ret == 0) ret = e->set_lg_max(e, STORE_LOG_FILE_BYTES);
+    /* Run the detector on every conflict: a deadlock returns DB_LOCK_DEADLOCK to one
+     * transaction (the writer retries) instead of hanging a thread. */
+    if (ret == 0) ret = e->set_lk_detect(e, DB_LOCK_DEFAULT);
+    if (ret == 0) ret = e->set_lk_max_locks(e, STORE_LOCKS_MAX);
+    if (ret == 0) ret = e->set_lk_max_objects(e, STORE_LOCKS_MAX);
+    if (ret == 0) ret = e->log_set_config(e, DB_LOG_AUTO_REMOVE, 1);
+    return ret;
+}
+
+static int store_env_open(struct store *s, const char *dir, char *err, size_t err_len)
+{
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, err_len, "mkdir %s: %s", dir, strerror(errno));
+        return errno == ENOSPC ? ERR_NOSPACE : ERR_IO;
+    }
+    int ret = db_env_create(&s->env, 0);
+    if (ret) return store_bdb_err(ret, "db_env_create", err, err_len);
+    ret = store_env_config(s->env);
+    if (ret) return store_bdb_err(ret, "configuring the environment", err, err_len);
+    /* DB_PRIVATE: one process uses the environment, so its regions live in our heap (no
+     * __db.* files to keep in sync) and recovery runs on every open. */
+    uint32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK | DB_INIT_MPOOL |
+                     DB_THREAD | DB_RECOVER | DB_PRIVATE;
+    ret = s->env->open(s->env, dir, flags, 0600);
+    if (ret) {
+        char what[128];
+        snprintf(what, sizeof what, "opening the environment in %.80s", dir);
+        return store_bdb_err(ret, what, err, err_len);
+    }
+    s->env_open = true;
+    return 0;
+}
+
+static int store_db_open(struct store *s, const char *file, uint32_t page_bytes, DB **out,
+                         char *err, size_t err_len)
+{
+    DB *db = NULL;
+    int ret = db_create(&db, s->env, 0);
+    if (ret == 0) ret = db->set_flags(db, DB_CHKSUM);
+    if (ret == 0 && page_bytes) ret = db->set_pagesize(db, page_bytes);
+    /* DB_READ_UNCOMMITTED lets store_fetch read past the writer's page locks. */
+    if (ret == 0)
+        ret = db->open(db, NULL, file, NULL, DB_BTREE,
+                       DB_CREATE | DB_AUTO_COMMIT | DB_THREAD | DB_READ_UNCOMMITTED, 0600);
+    if (ret) {
+        if (db) db->close(db, 0);
+        char what[64];
+        snprintf(what, sizeof what, "opening %s", file);
+        return store_bdb_err(ret, what, err, err_len);
+    }
+    *out = db;
+    return 0;
+}
+
+/* The durable end of the log, so the first write can be checked against it. */
+static int store_find_last(struct store *s, char *err, size_t err_len)
+{
+    DBC *c = NULL;
+    int ret = s->log->cursor(s->log, NULL, &c, 0);
+    if (ret) return store_bdb_err(ret, "log cursor", err, err_len);
+    uint8_t k[8];
+    DBT key = {.data = k, .ulen = sizeof k, .flags = DB_DBT_USERMEM};
+    DBT val = {.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL};
+    ret = c->get(c, &key, &val, DB_LAST);
+    c->close(c);
+    s->last_index = 0;
+    if (ret == DB_NOTFOUND) return 0;
+    if (ret) return store_bdb_err(ret, "reading the last log key", err, err_len);
+    if (key.size != sizeof k) {
+        snprintf(err, err_len, "log.db: key of %u bytes", key.size);
+        return ERR_CORRUPT;
+    }
+    s->last_index = store_key_index(k);
+    return 0;
+}
+
+int store_open(const char *dir, struct store **out, char *err, size_t err_len)
+{
+    ASSERT(dir && out && err);
+    *out = NULL;
+    struct store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return ERR_NOMEM;
+    }
+    pthread_mutex_init(&s->stats_mu, NULL);
+    int rv = store_env_open(s, dir, err, err_len);
+    if (rv == 0) rv = store_db_open(s, "log.db", 0, &s->log, err, err_len);
+    if (rv == 0)
+        rv = store_db_open(s, "payload.db", STORE_PAYLOAD_PAGE_BYTES, &s->payload, err, err_len);
+    if (rv == 0) rv = store_db_open(s, "meta.db", 0, &s->meta, err, err_len);
+    if (rv == 0) rv = store_find_last(s, err, err_len);
+    if (rv) {
+        store_close(s);
+        return rv;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_close(struct store *s)
+{
+    if (!s) return;
+    ASSERT(!s->writer_running);
+    DB **dbs[] = {&s->log, &s->payload, &s->meta};
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+        if (*dbs[i]) (*dbs[i])->close(*dbs[i], 0);
+        *dbs[i] = NULL;
+    }
+    if (s->env) {
+        /* A checkpoint on the way out keeps the next start's recovery short. */
+        if (s->env_open && s->env->txn_checkpoint(s->env, 0, 0, 0) != 0)
+            LOG_WARN("storage: final checkpoint failed");
+        s->env->close(s->env, 0);
+    }
+    pthread_mutex_destroy(&s->stats_mu);
+    free(s);
+}
+
+DB_ENV *store_env(struct store *s)
+{
+    ASSERT(s && s->env);
+    return s->env;
+}
+
+const char *store_errmsg(const struct store *s)
+{
+    return s->errmsg;
+}
+
+void store_set_commit_hook(struct store *s, int (*fn)(void *ctx), void *ctx)
+{
+    ASSERT(!s->writer_running);
+    s->commit_hook = fn;
+    s->commit_hook_ctx = ctx;
+}
+
+void store_stats(struct store *s, struct store_stats *out)
+{
+    pthread_mutex_lock(&s->stats_mu);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->stats_mu);
+}
+
+void store_checkpoint(struct store *s, uint32_t min_kbytes)
+{
+    int ret = s->env->txn_checkpoint(s->env, min_kbytes, 0, 0);
+    if (ret) {
+        store_bdb_err(ret, "txn_checkpoint", NULL, 0);
+        return;
+    }
+    pthread_mutex_lock(&s->stats_mu);
+    s->stats.checkpoints++;
+    pthread_mutex_unlock(&s->stats_mu);
+}

@@ -1,0 +1,445 @@
+/* store_log.c — the Raft log and hardstate records in BDB: codecs with CRC-32, boot load,
+ * lazy payload fetch, and one batch transaction. Never returns unverified bytes. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+#include "rassert.h"
+#include "store_int.h"
+
+#define STORE_DEADLOCK_RETRIES 8
+static const char store_hs_key[] = "hardstate";
+
+static void store_put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t store_get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+void store_key(raft_index index, uint8_t key[8])
+{
+    for (int i = 0; i < 8; i++)
+        key[i] = (uint8_t)(index >> (56 - 8 * i));
+}
+
+raft_index store_key_index(const uint8_t key[8])
+{
+    raft_index v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | key[i];
+    return v;
+}
+
+/* The header CRC also covers the index, so a record under the wrong key is caught. */
+static uint32_t store_hdr_crc(raft_index index, const uint8_t *hdr20)
+{
+    uint8_t buf[28];
+    memcpy(buf, hdr20, 20);
+    store_put_le(buf + 20, index, 8);
+    return store_crc(buf, sizeof buf);
+}
+
+/* Layout: term u64 | len u32 | type u8 | version u8 | 0 u16 | payload crc u32 | hdr crc u32 */
+void store_hdr_encode(raft_index index, const struct store_hdr *h, uint8_t out[STORE_HDR_BYTES])
+{
+    memset(out, 0, STORE_HDR_BYTES);
+    store_put_le(out, h->term, 8);
+    store_put_le(out + 8, h->len, 4);
+    out[12] = h->type;
+    out[13] = STORE_REC_VERSION;
+    store_put_le(out + 16, h->payload_crc, 4);
+    store_put_le(out + 20, store_hdr_crc(index, out), 4);
+}
+
+int store_hdr_decode(raft_index index, const uint8_t in[STORE_HDR_BYTES], struct store_hdr *h)
+{
+    if (store_get_le(in + 20, 4) != store_hdr_crc(index, in)) return ERR_CORRUPT;
+    if (in[13] != STORE_REC_VERSION || in[14] || in[15]) return ERR_CORRUPT;
+    h->term = store_get_le(in, 8);
+    h->len = (uint32_t)store_get_le(in + 8, 4);
+    h->type = in[12];
+    h->payload_crc = (uint32_t)store_get_le(in + 16, 4);
+    if (h->type < RAFT_ENTRY_NOOP || h->type > RAFT_ENTRY_CONFIG || h->term == 0)
+        return ERR_CORRUPT;
+    return 0;
+}
+
+int store_hdr_get(struct store *s, raft_index index, uint32_t get_flags, struct store_hdr *h)
+{
+    uint8_t k[8], v[STORE_HDR_BYTES];
+    store_key(index, k);
+    DBT key = {.data = k, .size = sizeof k};
+    DBT val = {.data = v, .ulen = sizeof v, .flags = DB_DBT_USERMEM};
+    int ret = s->log->get(s->log, NULL, &key, &val, get_flags);
+    if (ret == DB_BUFFER_SMALL || (ret == 0 && val.size != sizeof v)) {
+        snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: bad header size",
+                 (unsigned long long)index);
+        return ERR_CORRUPT;
+    }
+    if (ret) return store_bdb_err(ret, "log.db get", s->errmsg, sizeof s->errmsg);
+    int rv = store_hdr_decode(index, v, h);
+    if (rv)
+        snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: header checksum mismatch",
+                 (unsigned long long)index);
+    return rv;
+}
+
+static int store_payload_read(struct store *s, raft_index index, uint32_t get_flags,
+                              struct raft_blob *b)
+{
+    uint8_t k[8];
+    store_key(index, k);
+    DBT key = {.data = k, .size = sizeof k};
+    DBT val = {.data = b->data, .ulen = b->len, .flags = DB_DBT_USERMEM};
+    int ret = s->payload->get(s->payload, NULL, &key, &val, get_flags);
+    if (ret == DB_BUFFER_SMALL || ret == DB_NOTFOUND || (ret == 0 && val.size != b->len)) {
+        snprintf(s->errmsg, sizeof s->errmsg, "payload.db idx %llu: missing or wrong size",
+                 (unsigned long long)index);
+        return ERR_CORRUPT;
+    }
+    return ret ? store_bdb_err(ret, "payload.db get", s->errmsg, sizeof s->errmsg) : 0;
+}
+
+int store_payload_get(struct store *s, raft_index index, const struct store_hdr *h,
+                      uint32_t get_flags, bool want_empty_blob, struct raft_blob **out)
+{
+    *out = NULL;
+    if (h->len == 0 && !want_empty_blob)
+        return h->payload_crc == store_crc(NULL, 0) ? 0 : ERR_CORRUPT;
+    struct raft_blob *b = raft_blob_new(h->len);
+    if (!b) return ERR_NOMEM;
+    int rv = h->len ? store_payload_read(s, index, get_flags, b) : 0;
+    if (rv == 0 && store_crc(b->data, b->len) != h->payload_crc) {
+        snprintf(s->errmsg, sizeof s->errmsg, "payload.db idx %llu: checksum mismatch",
+                 (unsigned long long)index);
+        rv = ERR_CORRUPT;
+    }
+    if (rv) {
+        raft_blob_unref(b);
+        return rv;
+    }
+    *out = b;
+    return 0;
+}
+
+int store_fetch(struct store *s, raft_index index, struct raft_blob **out)
+{
+    ASSERT(s && out);
+    *out = NULL;
+    if (index == 0) return ERR_NOTFOUND;
+    struct store_hdr h;
+    int rv = store_hdr_get(s, index, DB_READ_UNCOMMITTED, &h);
+    if (rv == 0) rv = store_payload_get(s, index, &h, DB_READ_UNCOMMITTED, true, out);
+    return rv;
+}
+
+/* ---- hardstate ---- */
+
+static int store_hs_load(struct store *s, struct raft_boot *boot)
+{
+    uint8_t v[STORE_HS_BYTES];
+    DBT key = {.data = (void *)store_hs_key, .size = sizeof store_hs_key - 1};
+    DBT val = {.data = v, .ulen = sizeof v, .flags = DB_DBT_USERMEM};
+    int ret = s->meta->get(s->meta, NULL, &key, &val, 0);
+    if (ret == DB_NOTFOUND) return 0;
+    if (ret == DB_BUFFER_SMALL || (ret == 0 && val.size != sizeof v) ||
+        (ret == 0 && store_get_le(v + 24, 4) != store_crc(v, 24))) {
+        snprintf(s->errmsg, sizeof s->errmsg, "meta.db hardstate: bad size or checksum");
+        return ERR_CORRUPT;
+    }
+    if (ret) return store_bdb_err(ret, "meta.db get", s->errmsg, sizeof s->errmsg);
+    boot->term = store_get_le(v, 8);
+    boot->vote = store_get_le(v + 8, 8);
+    boot->commit = store_get_le(v + 16, 8);
+    return 0;
+}
+
+static int store_hs_put(struct store *s, DB_TXN *txn, const struct store_write *w)
+{
+    uint8_t v[STORE_HS_BYTES];
+    store_put_le(v, w->term, 8);
+    store_put_le(v + 8, w->vote, 8);
+    store_put_le(v + 16, w->commit, 8);
+    store_put_le(v + 24, store_crc(v, 24), 4);
+    DBT key = {.data = (void *)store_hs_key, .size = sizeof store_hs_key - 1};
+    DBT val = {.data = v, .size = sizeof v};
+    return s->meta->put(s->meta, txn, &key, &val, 0);
+}
+
+/* ---- boot load ---- */
+
+static int store_boot_push(struct raft_entry **arr, size_t *n, size_t *cap,
+                           const struct raft_entry *e)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 256;
+        struct raft_entry *na = realloc(*arr, ncap * sizeof *na);
+        if (!na) return ERR_NOMEM;
+        *arr = na;
+        *cap = ncap;
+    }
+    (*arr)[(*n)++] = *e;
+    return 0;
+}
+
+/* One log.db record at cursor position: checks order and checksum, loads small payloads. */
+static int store_load_one(struct store *s, const uint8_t *k, const DBT *key, const uint8_t *v,
+                          const DBT *val, struct raft_entry *e, raft_index expect)
+{
+    if (key->size != 8 || val->size != STORE_HDR_BYTES) {
+        snprintf(s->errmsg, sizeof s->errmsg, "log.db: record of bad size after idx %llu",
+                 (unsigned long long)(expect - 1));
+        return ERR_CORRUPT;
+    }
+    raft_index index = store_key_index(k);
+    if (index != expect) {
+        snprintf(s->errmsg, sizeof s->errmsg, "log.db: gap, idx %llu where %llu was expected",
+                 (unsigned long long)index, (unsigned long long)expect);
+        return ERR_CORRUPT;
+    }
+    struct store_hdr h;
+    if (store_hdr_decode(index, v, &h)) {
+        snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: header checksum mismatch",
+                 (unsigned long long)index);
+        return ERR_CORRUPT;
+    }
+    memset(e, 0, sizeof *e);
+    e->index = index;
+    e->term = h.term;
+    e->type = h.type;
+    if (h.type == RAFT_ENTRY_NORMAL) return 0;
+    return store_payload_get(s, index, &h, 0, false, &e->data);
+}
+
+static int store_load_log(struct store *s, struct raft_entry **arr, size_t *n)
+{
+    size_t cap = 0;
+    DBC *c = NULL;
+    int ret = s->log->cursor(s->log, NULL, &c, 0);
+    if (ret) return store_bdb_err(ret, "log.db cursor", s->errmsg, sizeof s->errmsg);
+    uint8_t k[8], v[STORE_HDR_BYTES];
+    DBT key = {.data = k, .ulen = sizeof k, .flags = DB_DBT_USERMEM};
+    DBT val = {.data = v, .ulen = sizeof v, .flags = DB_DBT_USERMEM};
+    int rv = 0;
+    raft_term prev_term = 0;
+    while (rv == 0 && (ret = c->get(c, &key, &val, DB_NEXT)) == 0) {
+        struct raft_entry e;
+        rv = store_load_one(s, k, &key, v, &val, &e, *n + 1);
+        if (rv == 0 && e.term < prev_term) {
+            snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: term goes backwards",
+                     (unsigned long long)e.index);
+            rv = ERR_CORRUPT;
+        }
+        if (rv == 0 && (rv = store_boot_push(arr, n, &cap, &e)) != 0) raft_blob_unref(e.data);
+        prev_term = e.term;
+    }
+    c->close(c);
+    if (rv == 0 && ret == DB_BUFFER_SMALL) {
+        snprintf(s->errmsg, sizeof s->errmsg, "log.db: oversized record");
+        rv = ERR_CORRUPT;
+    } else if (rv == 0 && ret != DB_NOTFOUND) {
+        rv = store_bdb_err(ret, "log.db scan", s->errmsg, sizeof s->errmsg);
+    }
+    return rv;
+}
+
+int store_load(struct store *s, struct raft_boot *boot)
+{
+    ASSERT(s && boot);
+    ASSERT(!s->writer_running);
+    memset(boot, 0, sizeof *boot);
+    int rv = store_hs_load(s, boot);
+    struct raft_entry *arr = NULL;
+    size_t n = 0;
+    if (rv == 0) rv = store_load_log(s, &arr, &n);
+    boot->entries = arr;
+    boot->n_entries = n;
+    if (rv) {
+        store_boot_free(boot);
+        return rv;
+    }
+    s->last_index = n ? arr[n - 1].index : 0;
+    return 0;
+}
+
+void store_boot_free(struct raft_boot *boot)
+{
+    struct raft_entry *arr = (struct raft_entry *)boot->entries;
+    for (size_t i = 0; i < boot->n_entries; i++)
+        raft_blob_unref(arr[i].data);
+    free(arr);
+    memset(boot, 0, sizeof *boot);
+}
+
+/* ---- one batch transaction ---- */
+
+/* Deletes every key >= from in db. */
+static int store_truncate_db(DB *db, DB_TXN *txn, raft_index from)
+{
+    DBC *c = NULL;
+    int ret = db->cursor(db, txn, &c, 0);
+    if (ret) return ret;
+    uint8_t k[8];
+    store_key(from, k);
+    DBT key = {.data = k, .size = sizeof k, .ulen = sizeof k, .flags = DB_DBT_USERMEM};
+    DBT val = {.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL}; /* keys only */
+    ret = c->get(c, &key, &val, DB_SET_RANGE);
+    while (ret == 0) {
+        ret = c->del(c, 0);
+        if (ret == 0) ret = c->get(c, &key, &val, DB_NEXT);
+    }
+    int cret = c->close(c);
+    if (ret == DB_NOTFOUND) ret = 0;
+    return ret ? ret : cret;
+}
+
+static int store_put_entry(struct store *s, DB_TXN *txn, const struct raft_entry *e)
+{
+    uint8_t k[8], v[STORE_HDR_BYTES];
+    store_key(e->index, k);
+    struct store_hdr h = {.term = e->term, .type = e->type};
+    h.len = e->data ? e->data->len : 0;
+    h.payload_crc = store_crc(e->data ? e->data->data : NULL, h.len);
+    store_hdr_encode(e->index, &h, v);
+    DBT key = {.data = k, .size = sizeof k};
+    int ret = 0;
+    if (h.len) {
+        DBT pval = {.data = e->data->data, .size = h.len};
+        ret = s->payload->put(s->payload, txn, &key, &pval, 0);
+    }
+    if (ret == 0) {
+        DBT val = {.data = v, .size = sizeof v};
+        ret = s->log->put(s->log, txn, &key, &val, 0);
+    }
+    return ret;
+}
+
+/* Truncation (explicit, or implied by an entry overwriting the log) then the entries. */
+static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_write *w,
+                           raft_index *last)
+{
+    raft_index from = w->truncate_from;
+    if (w->n_entries && w->entries[0].index <= *last && (!from || w->entries[0].index < from))
+        from = w->entries[0].index; /* an append at i replaces the log from i on */
+    int ret = 0;
+    if (from && from <= *last) {
+        ret = store_truncate_db(s->log, txn, from);
+        if (ret == 0) ret = store_truncate_db(s->payload, txn, from);
+        *last = from - 1;
+    }
+    for (size_t i = 0; ret == 0 && i < w->n_entries; i++) {
+        const struct raft_entry *e = &w->entries[i];
+        ASSERT(e->index == *last + 1); /* no gap: the log stays contiguous */
+        ASSERT(e->term > 0);
+        ASSERT(e->type >= RAFT_ENTRY_NOOP && e->type <= RAFT_ENTRY_CONFIG);
+        ASSERT(i == 0 || e->term >= w->entries[i - 1].term);
+        ret = store_put_entry(s, txn, e);
+        if (ret == 0) *last = e->index;
+    }
+    return ret;
+}
+
+static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, raft_index *last)
+{
+    const struct store_write *hs = NULL;
+    int ret = 0;
+    for (struct store_job *j = jobs; j && ret == 0; j = j->next) {
+        ret = store_apply_job(s, txn, &j->w, last);
+        if (j->w.hardstate_changed) hs = &j->w;
+    }
+    if (ret == 0 && hs)
+        ret = store_hs_put(s, txn, hs); /* only the newest hardstate of the group matters */
+    if (ret == 0 && s->commit_hook) ret = s->commit_hook(s->commit_hook_ctx);
+    return ret;
+}
+
+static uint64_t store_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void store_stats_add(struct store *s, struct store_job *jobs, uint64_t us)
+{
+    uint64_t nj = 0, ne = 0, nb = 0;
+    for (struct store_job *j = jobs; j; j = j->next) {
+        nj++;
+        ne += j->w.n_entries;
+        for (size_t i = 0; i < j->w.n_entries; i++)
+            nb += j->w.entries[i].data ? j->w.entries[i].data->len : 0;
+    }
+    size_t b = 0;
+    while (b < STORE_FSYNC_BUCKETS && (double)us > store_fsync_bucket_le_us[b])
+        b++;
+    pthread_mutex_lock(&s->stats_mu);
+    struct store_stats *st = &s->stats;
+    st->fsyncs++;
+    st->batches++;
+    st->jobs_written += nj;
+    st->entries_written += ne;
+    st->bytes_written += nb;
+    st->fsync_hist[b]++;
+    st->fsync_us_sum += (double)us;
+    if (us > st->fsync_us_max) st->fsync_us_max = us;
+    pthread_mutex_unlock(&s->stats_mu);
+}
+
+static bool store_retryable(int ret)
+{
+    return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED;
+}
+
+int store_commit_batch(struct store *s, struct store_job *jobs)
+{
+    ASSERT(jobs);
+    int ret = 0;
+    for (int attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
+        raft_index last = s->last_index;
+        DB_TXN *txn = NULL;
+        ret = s->env->txn_begin(s->env, NULL, &txn, 0);
+        if (ret) break;
+        ret = store_txn_fill(s, txn, jobs, &last);
+        if (ret) {
+            txn->abort(txn);
+            if (store_retryable(ret)) continue;
+            break;
+        }
+        uint64_t t0 = store_now_us();
+        ret = txn->commit(txn, DB_TXN_SYNC); /* the group's one log flush + fsync */
+        if (ret) break;
+        store_stats_add(s, jobs, store_now_us() - t0);
+        s->last_index = last;
+        return 0;
+    }
+    return store_bdb_err(ret, "writing a log batch", NULL, 0);
+}
+
+void store_write_release(struct store_write *w)
+{
+    for (size_t i = 0; i < w->n_entries; i++)
+        raft_blob_unref(w->entries[i].data);
+    free(w->entries);
+    w->entries = NULL;
+    w->n_entries = 0;
+}
+
+int store_write_sync(struct store *s, struct store_write *w)
+{
+    ASSERT(s && w);
+    ASSERT(!s->writer_running);
+    struct store_job job = {.w = *w};
+    int rv = store_commit_batch(s, &job);
+    store_write_release(w);
+    return rv;
+}

@@ -1,0 +1,233 @@
+/* writer.c — the group-commit storage thread: the loop queues jobs, the thread writes every
+ * queued job in one transaction with one fsync and reports completions through ev_async.
+ * The loop thread must never wait here for the disk; the writer never calls done_cb itself. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+#include "rassert.h"
+#include "store_int.h"
+
+#define WRITER_CKPT_BYTES (8u << 20) /* checkpoint after this much payload... */
+#define WRITER_CKPT_IDLE_S 10        /* ...or this long after a write, so logs get removed */
+#define WRITER_WAKE_S 1              /* idle wake-up to consider a checkpoint */
+
+struct store_writer {
+    struct store *s;
+    struct ev_loop *loop;
+    ev_async async; /* the thread pokes the loop when completions are ready */
+    void (*done_cb)(void *ctx, uint64_t seq, int err);
+    void *ctx;
+    pthread_t thread;
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;
+    struct store_job *q_head, *q_tail; /* submitted, not yet taken by the thread */
+    struct store_job *d_head, *d_tail; /* written (or failed), not yet reported */
+    bool stop;
+    /* Thread-private: */
+    int failed;                /* sticky first error */
+    uint64_t bytes_since_ckpt; /* payload bytes since the last checkpoint */
+    time_t last_write, last_ckpt;
+};
+
+/* Takes up to STORE_BATCH_JOBS_MAX jobs or about STORE_BATCH_BYTES_MAX payload bytes (at
+ * least one job) off the queue. Called with mu held. */
+static struct store_job *writer_take(struct store_writer *w, uint64_t *bytes)
+{
+    struct store_job *head = w->q_head, *last = NULL;
+    size_t n = 0;
+    *bytes = 0;
+    for (struct store_job *j = head; j; j = j->next) {
+        uint64_t jb = 0;
+        for (size_t i = 0; i < j->w.n_entries; i++)
+            jb += j->w.entries[i].data ? j->w.entries[i].data->len : 0;
+        if (n > 0 && (n >= STORE_BATCH_JOBS_MAX || *bytes + jb > STORE_BATCH_BYTES_MAX)) break;
+        *bytes += jb;
+        last = j;
+        n++;
+    }
+    ASSERT(last);
+    w->q_head = last->next;
+    if (!w->q_head) w->q_tail = NULL;
+    last->next = NULL;
+    return head;
+}
+
+static time_t writer_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+static void writer_maybe_checkpoint(struct store_writer *w, bool force)
+{
+    time_t now = writer_now_s();
+    bool wrote_since = w->last_write >= w->last_ckpt && w->bytes_since_ckpt > 0;
+    if (!force && w->bytes_since_ckpt < WRITER_CKPT_BYTES &&
+        !(wrote_since && now - w->last_ckpt >= WRITER_CKPT_IDLE_S))
+        return;
+    if (w->failed) return;
+    store_checkpoint(w->s, 0);
+    w->bytes_since_ckpt = 0;
+    w->last_ckpt = now;
+}
+
+/* Writes one batch (or reports the sticky failure) and queues the completions. */
+static void writer_run_batch(struct store_writer *w, struct store_job *batch, uint64_t bytes)
+{
+    int rv = w->failed ? w->failed : store_commit_batch(w->s, batch);
+    if (rv && !w->failed) {
+        LOG_ERROR("storage: batch from seq %llu failed (%s); failing every later write",
+                  (unsigned long long)batch->w.seq, err_str(rv));
+        w->failed = rv;
+    }
+    struct store_job *tail = batch;
+    for (struct store_job *j = batch; j; j = j->next) {
+        j->err = rv;
+        store_write_release(&j->w); /* drop the blob refs on this thread */
+        tail = j;
+    }
+    w->bytes_since_ckpt += bytes;
+    w->last_write = writer_now_s();
+    pthread_mutex_lock(&w->mu);
+    if (w->d_tail)
+        w->d_tail->next = batch;
+    else
+        w->d_head = batch;
+    w->d_tail = tail;
+    pthread_mutex_unlock(&w->mu);
+    ev_async_send(w->loop, &w->async);
+}
+
+static void *writer_thread(void *arg)
+{
+    struct store_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->q_head && !w->stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += WRITER_WAKE_S;
+            if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT) {
+                pthread_mutex_unlock(&w->mu);
+                writer_maybe_checkpoint(w, false);
+                pthread_mutex_lock(&w->mu);
+            }
+        }
+        if (!w->q_head) break; /* stopping and drained */
+        uint64_t bytes;
+        struct store_job *batch = writer_take(w, &bytes);
+        pthread_mutex_unlock(&w->mu);
+        writer_run_batch(w, batch, bytes);
+        writer_maybe_checkpoint(w, false);
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    writer_maybe_checkpoint(w, true);
+    return NULL;
+}
+
+/* Loop thread: reports finished jobs in order. done_cb may submit more jobs. */
+static void writer_async_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct store_writer *w = a->data;
+    pthread_mutex_lock(&w->mu);
+    struct store_job *j = w->d_head;
+    w->d_head = w->d_tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+    while (j) {
+        struct store_job *next = j->next;
+        w->done_cb(w->ctx, j->w.seq, j->err);
+        free(j);
+        j = next;
+    }
+}
+
+int store_writer_start(struct store *s, struct ev_loop *loop,
+                       void (*done_cb)(void *ctx, uint64_t seq, int err), void *ctx,
+                       struct store_writer **out)
+{
+    ASSERT(s && loop && done_cb && out);
+    ASSERT(!s->writer_running);
+    struct store_writer *w = calloc(1, sizeof *w);
+    if (!w) return ERR_NOMEM;
+    w->s = s;
+    w->loop = loop;
+    w->done_cb = done_cb;
+    w->ctx = ctx;
+    w->last_ckpt = writer_now_s();
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    ev_async_init(&w->async, writer_async_cb);
+    w->async.data = w;
+    ev_async_start(loop, &w->async);
+    s->writer_running = true;
+    int e = pthread_create(&w->thread, NULL, writer_thread, w);
+    if (e) {
+        LOG_ERROR("storage: pthread_create: %s", strerror(e));
+        s->writer_running = false;
+        ev_async_stop(loop, &w->async);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return ERR_IO;
+    }
+    *out = w;
+    return 0;
+}
+
+int store_writer_submit(struct store_writer *w, struct store_write *job)
+{
+    ASSERT(w && job);
+    struct store_job *j = malloc(sizeof *j);
+    if (!j) {
+        store_write_release(job);
+        return ERR_NOMEM;
+    }
+    j->next = NULL;
+    j->w = *job;
+    j->err = 0;
+    job->entries = NULL; /* ownership moved to the queue */
+    job->n_entries = 0;
+    pthread_mutex_lock(&w->mu);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->mu);
+        store_write_release(&j->w);
+        free(j);
+        return ERR_SHUTDOWN;
+    }
+    if (w->q_tail)
+        w->q_tail->next = j;
+    else
+        w->q_head = j;
+    w->q_tail = j;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+void store_writer_stop(struct store_writer *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    ev_async_stop(w->loop, &w->async);
+    for (struct store_job *j = w->d_head; j;) {
+        struct store_job *next = j->next;
+        free(j);
+        j = next;
+    }
+    w->s->writer_running = false;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

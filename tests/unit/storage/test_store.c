@@ -1,0 +1,508 @@
+/* test_store.c — unit tests of src/storage on a real BDB environment in a mkdtemp dir:
+ * round trips, truncation, hardstate, reopen, corruption, the group-commit writer. */
+#include <errno.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "check.h"
+#include "err.h"
+#include "store_testlib.h"
+
+static char tmpl_dir[64];
+
+static const char *tdir(void)
+{
+    strcpy(tmpl_dir, "/tmp/raftfs-store-XXXXXX");
+    if (!mkdtemp(tmpl_dir)) abort();
+    return tmpl_dir;
+}
+
+static struct store *topen(const char *dir)
+{
+    char err[256] = "";
+    struct store *s = NULL;
+    int rv = store_open(dir, &s, err, sizeof err);
+    if (rv) fprintf(stderr, "store_open: %s\n", err);
+    CHECK(rv == 0);
+    return s;
+}
+
+static void put_one(struct store *s, raft_index idx, raft_term term, uint8_t type, uint32_t len)
+{
+    struct store_write w;
+    st_job(&w, 0, idx, 1, term, len);
+    w.entries[0].type = type;
+    if (len == 0) {
+        raft_blob_unref(w.entries[0].data);
+        w.entries[0].data = NULL;
+    }
+    CHECK(store_write_sync(s, &w) == 0);
+}
+
+static void test_roundtrip(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    put_one(s, 1, 1, RAFT_ENTRY_CONFIG, 300);
+    put_one(s, 2, 1, RAFT_ENTRY_NOOP, 0);
+    struct store_write w;
+    st_job(&w, 0, 3, 8, 2, 1024);
+    raft_blob_unref(w.entries[7].data);
+    w.entries[7].data = st_blob(10, 2, 100000);
+    w.hardstate_changed = true;
+    w.term = 2;
+    w.vote = 7;
+    w.commit = 4;
+    CHECK(store_write_sync(s, &w) == 0);
+    CHECK(w.entries == NULL);
+    store_close(s);
+
+    s = topen(dir);
+    struct raft_boot b;
+    CHECK(store_load(s, &b) == 0);
+    CHECK_EQ_U(b.n_entries, 10);
+    CHECK_EQ_U(b.term, 2);
+    CHECK_EQ_U(b.vote, 7);
+    CHECK_EQ_U(b.commit, 4);
+    for (size_t i = 0; i < b.n_entries; i++)
+        CHECK_EQ_U(b.entries[i].index, i + 1);
+    CHECK(b.entries[0].type == RAFT_ENTRY_CONFIG && st_blob_ok(b.entries[0].data, 1, 1, 300));
+    CHECK(b.entries[1].type == RAFT_ENTRY_NOOP && b.entries[1].data == NULL);
+    CHECK(b.entries[2].type == RAFT_ENTRY_NORMAL && b.entries[2].data == NULL);
+    CHECK_EQ_U(b.entries[9].term, 2);
+    store_boot_free(&b);
+    CHECK(b.entries == NULL);
+    for (raft_index i = 3; i <= 10; i++) {
+        struct raft_blob *p = NULL;
+        CHECK(store_fetch(s, i, &p) == 0);
+        CHECK(st_blob_ok(p, i, 2, i == 10 ? 100000 : 1024));
+        raft_blob_unref(p);
+    }
+    struct raft_blob *p = NULL;
+    CHECK(store_fetch(s, 2, &p) == 0 && p && p->len == 0);
+    raft_blob_unref(p);
+    CHECK(store_fetch(s, 0, &p) == ERR_NOTFOUND && p == NULL);
+    CHECK(store_fetch(s, 11, &p) == ERR_NOTFOUND && p == NULL);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+static void expect_log(struct store *s, size_t n, const raft_term *terms)
+{
+    struct raft_boot b;
+    CHECK(store_load(s, &b) == 0);
+    CHECK_EQ_U(b.n_entries, n);
+    for (size_t i = 0; i < b.n_entries && i < n; i++) {
+        CHECK_EQ_U(b.entries[i].term, terms[i]);
+        struct raft_blob *p = NULL;
+        CHECK(store_fetch(s, i + 1, &p) == 0);
+        CHECK(st_blob_ok(p, i + 1, terms[i], 64));
+        raft_blob_unref(p);
+    }
+    store_boot_free(&b);
+    struct raft_blob *p = NULL;
+    CHECK(store_fetch(s, n + 1, &p) == ERR_NOTFOUND);
+}
+
+static void test_truncate_append(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct store_write w;
+    st_job(&w, 0, 1, 10, 1, 64);
+    CHECK(store_write_sync(s, &w) == 0);
+    st_job(&w, 0, 6, 3, 2, 64); /* explicit truncation of 6..10, then 6..8 */
+    w.truncate_from = 6;
+    CHECK(store_write_sync(s, &w) == 0);
+    raft_term t1[] = {1, 1, 1, 1, 1, 2, 2, 2};
+    expect_log(s, 8, t1);
+    st_job(&w, 0, 7, 1, 3, 64); /* an append over 7 replaces 7..8 */
+    CHECK(store_write_sync(s, &w) == 0);
+    raft_term t2[] = {1, 1, 1, 1, 1, 2, 3};
+    expect_log(s, 7, t2);
+    st_job(&w, 0, 0, 0, 0, 0); /* truncation alone */
+    w.truncate_from = 4;
+    CHECK(store_write_sync(s, &w) == 0);
+    expect_log(s, 3, t2);
+    st_job(&w, 0, 0, 0, 0, 0); /* truncating past the end is a no-op */
+    w.truncate_from = 50;
+    CHECK(store_write_sync(s, &w) == 0);
+    store_close(s);
+    s = topen(dir);
+    expect_log(s, 3, t2);
+    st_job(&w, 0, 4, 2, 4, 64); /* the end found at open lets appends continue */
+    CHECK(store_write_sync(s, &w) == 0);
+    raft_term t3[] = {1, 1, 1, 4, 4};
+    expect_log(s, 5, t3);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+static void test_hardstate(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct raft_boot b;
+    CHECK(store_load(s, &b) == 0);
+    CHECK(b.term == 0 && b.vote == 0 && b.commit == 0 && b.n_entries == 0);
+    store_boot_free(&b);
+    struct store_write w = {.hardstate_changed = true, .term = 5, .vote = 3, .commit = 0};
+    CHECK(store_write_sync(s, &w) == 0);
+    w = (struct store_write){.hardstate_changed = false, .term = 9, .vote = 9};
+    CHECK(store_write_sync(s, &w) == 0); /* not flagged: not written */
+    store_close(s);
+    s = topen(dir);
+    CHECK(store_load(s, &b) == 0);
+    CHECK(b.term == 5 && b.vote == 3);
+    store_boot_free(&b);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+/* Rewrites one record through the BDB API, as a bad disk or a bug would leave it. */
+static void poke(struct store *s, const char *file, const void *k, size_t klen, size_t at, int del)
+{
+    DB *db = NULL;
+    CHECK(db_create(&db, store_env(s), 0) == 0);
+    CHECK(db->open(db, NULL, file, NULL, DB_BTREE, DB_AUTO_COMMIT | DB_THREAD, 0) == 0);
+    DBT key = {.data = (void *)k, .size = (u_int32_t)klen};
+    DBT val = {.flags = DB_DBT_MALLOC};
+    if (del) {
+        CHECK(db->del(db, NULL, &key, DB_AUTO_COMMIT) == 0);
+    } else {
+        CHECK(db->get(db, NULL, &key, &val, 0) == 0);
+        CHECK(val.size > at);
+        ((uint8_t *)val.data)[at] ^= 0x40;
+        val.flags = 0;
+        CHECK(db->put(db, NULL, &key, &val, DB_AUTO_COMMIT) == 0);
+        free(val.data);
+    }
+    db->close(db, 0);
+}
+
+static void test_corruption(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    put_one(s, 1, 1, RAFT_ENTRY_CONFIG, 50);
+    struct store_write w;
+    st_job(&w, 0, 2, 6, 1, 2000);
+    w.hardstate_changed = true;
+    w.term = 1;
+    CHECK(store_write_sync(s, &w) == 0);
+    uint8_t k[8] = {0, 0, 0, 0, 0, 0, 0, 3};
+    poke(s, "payload.db", k, 8, 1500, 0); /* NORMAL payload: caught by fetch, not by load */
+    struct raft_blob *p = NULL;
+    CHECK(store_fetch(s, 3, &p) == ERR_CORRUPT && p == NULL);
+    CHECK(strstr(store_errmsg(s), "checksum") != NULL);
+    CHECK(store_fetch(s, 4, &p) == 0);
+    raft_blob_unref(p);
+    struct raft_boot b;
+    CHECK(store_load(s, &b) == 0);
+    store_boot_free(&b);
+    k[7] = 4;
+    poke(s, "log.db", k, 8, 2, 0); /* a header's term */
+    CHECK(store_fetch(s, 4, &p) == ERR_CORRUPT);
+    CHECK(store_load(s, &b) == ERR_CORRUPT && b.entries == NULL);
+    poke(s, "log.db", k, 8, 2, 0); /* flip it back */
+    CHECK(store_load(s, &b) == 0);
+    store_boot_free(&b);
+    k[7] = 1;
+    poke(s, "payload.db", k, 8, 10, 0); /* CONFIG payloads are verified at load */
+    CHECK(store_load(s, &b) == ERR_CORRUPT);
+    poke(s, "payload.db", k, 8, 10, 0);
+    k[7] = 5;
+    poke(s, "log.db", k, 8, 0, 1); /* a gap */
+    CHECK(store_load(s, &b) == ERR_CORRUPT);
+    CHECK(strstr(store_errmsg(s), "gap") != NULL);
+    poke(s, "meta.db", "hardstate", 9, 3, 0);
+    CHECK(store_load(s, &b) == ERR_CORRUPT);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+static void test_bad_dir(void)
+{
+    const char *dir = tdir();
+    char path[128], err[256] = "";
+    snprintf(path, sizeof path, "%s/file", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    struct store *s = (struct store *)1;
+    snprintf(path, sizeof path, "%s/file/raft", dir); /* under a regular file */
+    CHECK(store_open(path, &s, err, sizeof err) == ERR_IO);
+    CHECK(s == NULL && err[0] != 0);
+    snprintf(path, sizeof path, "%s/missing/raft", dir);
+    err[0] = 0;
+    CHECK(store_open(path, &s, err, sizeof err) == ERR_IO && err[0] != 0);
+    snprintf(path, sizeof path, "%s/file", dir); /* a file, not a directory */
+    err[0] = 0;
+    CHECK(store_open(path, &s, err, sizeof err) != 0 && err[0] != 0);
+    st_rmtree(dir);
+}
+
+static void test_large_entry(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct store_write w;
+    st_job(&w, 0, 1, 1, 1, 64u << 20);
+    CHECK(store_write_sync(s, &w) == 0);
+    put_one(s, 2, 1, RAFT_ENTRY_NORMAL, 10);
+    store_close(s);
+    s = topen(dir);
+    struct raft_blob *p = NULL;
+    CHECK(store_fetch(s, 1, &p) == 0);
+    CHECK(st_blob_ok(p, 1, 1, 64u << 20));
+    raft_blob_unref(p);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+/* ---- the writer ---- */
+
+struct done_log {
+    uint64_t seqs[4096];
+    int errs[4096];
+    size_t n;
+};
+
+static void done_cb(void *ctx, uint64_t seq, int err)
+{
+    struct done_log *d = ctx;
+    if (d->n < 4096) {
+        d->seqs[d->n] = seq;
+        d->errs[d->n] = err;
+    }
+    d->n++;
+}
+
+static int run_until(struct ev_loop *loop, struct done_log *d, size_t n, uint64_t max_us)
+{
+    uint64_t until = st_now_us() + max_us;
+    while (d->n < n && st_now_us() < until)
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT), usleep(200);
+    return d->n >= n;
+}
+
+static void test_group_commit(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct ev_loop *loop = ev_loop_new(0);
+    struct store_writer *wr = NULL;
+    static struct done_log d;
+    memset(&d, 0, sizeof d);
+    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    for (uint64_t i = 1; i <= 300; i++) {
+        struct store_write w;
+        st_job(&w, i, i, 1, 1 + i / 100, 1024);
+        w.hardstate_changed = (i % 100) == 0;
+        w.term = 1 + i / 100;
+        w.vote = 2;
+        CHECK(store_writer_submit(wr, &w) == 0);
+        CHECK(w.entries == NULL);
+    }
+    CHECK(run_until(loop, &d, 300, 20000000));
+    for (size_t i = 0; i < d.n && i < 300; i++) {
+        CHECK_EQ_U(d.seqs[i], i + 1);
+        CHECK_EQ_U(d.errs[i], 0);
+    }
+    struct store_stats st;
+    store_stats(s, &st);
+    CHECK_EQ_U(st.jobs_written, 300);
+    CHECK_EQ_U(st.entries_written, 300);
+    CHECK_EQ_U(st.bytes_written, 300 * 1024);
+    CHECK(st.fsyncs < 300);
+    CHECK(st.fsyncs >= 1);
+    fprintf(stderr, "  300 jobs in %llu fsyncs\n", (unsigned long long)st.fsyncs);
+    uint64_t sum = 0;
+    for (size_t i = 0; i <= STORE_FSYNC_BUCKETS; i++)
+        sum += st.fsync_hist[i];
+    CHECK_EQ_U(sum, st.fsyncs);
+    /* Jobs queued right before stop are made durable by stop. */
+    for (uint64_t i = 301; i <= 310; i++) {
+        struct store_write w;
+        st_job(&w, i, i, 1, 4, 1024);
+        CHECK(store_writer_submit(wr, &w) == 0);
+    }
+    store_writer_stop(wr);
+    ev_loop_destroy(loop);
+    store_close(s);
+    s = topen(dir);
+    struct raft_boot b;
+    CHECK(store_load(s, &b) == 0);
+    CHECK_EQ_U(b.n_entries, 310);
+    CHECK_EQ_U(b.term, 4);
+    CHECK_EQ_U(b.vote, 2);
+    store_boot_free(&b);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+/* Holds the writer inside its transaction (puts done, commit not started) on request. */
+struct hold {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, inside, released, fail_at, calls;
+};
+
+static int hold_hook(void *ctx)
+{
+    struct hold *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    h->calls++;
+    int fail = h->fail_at && h->calls >= h->fail_at;
+    if (h->armed) {
+        h->inside = 1;
+        pthread_cond_broadcast(&h->cv);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 3; /* bounded: a stuck fetch shows up as a slow one, not a hang */
+        while (!h->released && pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0)
+            ;
+        h->armed = 0;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return fail ? EIO : 0;
+}
+
+static void test_fetch_while_writing(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct hold h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    store_set_commit_hook(s, hold_hook, &h);
+    struct ev_loop *loop = ev_loop_new(0);
+    struct store_writer *wr = NULL;
+    static struct done_log d;
+    memset(&d, 0, sizeof d);
+    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    struct store_write w;
+    st_job(&w, 1, 1, 50, 1, 700);
+    CHECK(store_writer_submit(wr, &w) == 0);
+    CHECK(run_until(loop, &d, 1, 10000000));
+    pthread_mutex_lock(&h.mu);
+    h.armed = 1;
+    pthread_mutex_unlock(&h.mu);
+    st_job(&w, 2, 51, 10, 2, 700); /* same leaf pages as the durable tail */
+    w.hardstate_changed = true;
+    w.term = 2;
+    CHECK(store_writer_submit(wr, &w) == 0);
+    uint64_t until = st_now_us() + 5000000;
+    for (int in = 0; !in && st_now_us() < until; usleep(100)) {
+        pthread_mutex_lock(&h.mu);
+        in = h.inside;
+        pthread_mutex_unlock(&h.mu);
+    }
+    CHECK(h.inside);
+    uint64_t t0 = st_now_us();
+    for (raft_index i = 1; i <= 50; i++) {
+        struct raft_blob *p = NULL;
+        CHECK(store_fetch(s, i, &p) == 0);
+        CHECK(st_blob_ok(p, i, 1, 700));
+        raft_blob_unref(p);
+    }
+    uint64_t took = st_now_us() - t0;
+    fprintf(stderr, "  50 fetches during an open write txn: %llu us\n", (unsigned long long)took);
+    CHECK(took < 1000000); /* the writer holds for 3 s: a blocked fetch would take that */
+    pthread_mutex_lock(&h.mu);
+    h.released = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    CHECK(run_until(loop, &d, 2, 10000000));
+    CHECK(d.errs[1] == 0);
+    store_writer_stop(wr);
+    ev_loop_destroy(loop);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+static void test_sticky_failure(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct hold h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    h.fail_at = 2;
+    store_set_commit_hook(s, hold_hook, &h);
+    struct ev_loop *loop = ev_loop_new(0);
+    struct store_writer *wr = NULL;
+    static struct done_log d;
+    memset(&d, 0, sizeof d);
+    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    struct store_write w;
+    st_job(&w, 1, 1, 2, 1, 10);
+    CHECK(store_writer_submit(wr, &w) == 0);
+    CHECK(run_until(loop, &d, 1, 10000000));
+    for (uint64_t i = 2; i <= 5; i++) {
+        st_job(&w, i, i + 1, 1, 1, 10);
+        CHECK(store_writer_submit(wr, &w) == 0);
+        CHECK(run_until(loop, &d, i, 10000000));
+    }
+    CHECK_EQ_U(d.n, 5);
+    CHECK(d.errs[0] == 0);
+    for (size_t i = 1; i < 5; i++)
+        CHECK(d.errs[i] == ERR_IO && d.seqs[i] == i + 1);
+    store_writer_stop(wr);
+    ev_loop_destroy(loop);
+    store_set_commit_hook(s, NULL, NULL);
+    struct raft_boot b;
+    CHECK(store_load(s, &b) == 0);
+    CHECK_EQ_U(b.n_entries, 2); /* the failed batch left nothing behind */
+    store_boot_free(&b);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+/* The file store's pattern: its own DB in the env, small NOSYNC txns on the loop thread,
+ * while the writer commits. Nothing may deadlock or fail. */
+static void test_shared_env(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    DB *db = NULL;
+    CHECK(db_create(&db, store_env(s), 0) == 0);
+    CHECK(db->open(db, NULL, "other.db", NULL, DB_BTREE, DB_CREATE | DB_AUTO_COMMIT | DB_THREAD,
+                   0600) == 0);
+    struct ev_loop *loop = ev_loop_new(0);
+    struct store_writer *wr = NULL;
+    static struct done_log d;
+    memset(&d, 0, sizeof d);
+    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    int bad = 0;
+    for (uint64_t i = 1; i <= 200; i++) {
+        struct store_write w;
+        st_job(&w, i, i, 1, 1, 512);
+        CHECK(store_writer_submit(wr, &w) == 0);
+        DB_TXN *txn = NULL;
+        uint8_t k[8] = {(uint8_t)i, (uint8_t)(i >> 8)};
+        DBT key = {.data = k, .size = 8}, val = {.data = k, .size = 8};
+        if (store_env(s)->txn_begin(store_env(s), NULL, &txn, 0) ||
+            db->put(db, txn, &key, &val, 0) || txn->commit(txn, DB_TXN_NOSYNC))
+            bad++;
+        ev_run(loop, EVRUN_NOWAIT);
+    }
+    CHECK(bad == 0);
+    CHECK(run_until(loop, &d, 200, 20000000));
+    store_writer_stop(wr);
+    ev_loop_destroy(loop);
+    db->close(db, 0);
+    store_close(s);
+    st_rmtree(dir);
+}
+
+int main(void)
+{
+    RUN(test_roundtrip);
+    RUN(test_truncate_append);
+    RUN(test_hardstate);
+    RUN(test_corruption);
+    RUN(test_bad_dir);
+    RUN(test_large_entry);
+    RUN(test_group_commit);
+    RUN(test_fetch_while_writing);
+    RUN(test_sticky_failure);
+    RUN(test_shared_env);
+    return check_report();
+}
