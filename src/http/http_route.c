@@ -112,13 +112,6 @@ static int64_t http_route_content_length(struct http_req *req)
     return errno || *end ? -2 : (int64_t)n;
 }
 
-static bool http_route_is_chunked(struct http_req *req)
-{
-    const char *te =
-        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    return te && strcasestr(te, "chunked");
-}
-
 /* PUT: refuse an oversized Content-Length before reading a byte, else build the command now
  * so the body lands directly in it. Without Content-Length (chunked) the body grows in a
  * buffer up to the limit and is copied into the command at the end (one extra copy). */
@@ -131,14 +124,15 @@ static enum MHD_Result http_route_put_begin(struct http_req *req)
         return http_fail_now(req, 413, "too_large",
                              "body of %lld bytes exceeds the %llu-byte limit", (long long)cl,
                              (unsigned long long)s->max_body_bytes);
-    if (cl < 0 && http_route_is_chunked(req)) {
+    if (cl < 0) {
+        /* Chunked, or any other framing libmicrohttpd accepts without a length. */
         req->chunked = true;
         return MHD_YES;
     }
     uint8_t req_id[FSM_REQ_ID_LEN];
     if (getrandom(req_id, sizeof req_id, 0) != (ssize_t)sizeof req_id)
         return http_fail_now(req, 503, "no_entropy", "cannot draw a request id");
-    req->body_len = cl < 0 ? 0 : (uint64_t)cl;
+    req->body_len = (uint64_t)cl;
     int rv = fsm_cmd_put_alloc(req_id, req->path, strlen(req->path), req->body_len, &req->cmd,
                                &req->body);
     if (rv == ERR_TOOBIG) return http_fail_now(req, 413, "too_large", "body too large");
@@ -207,8 +201,8 @@ enum MHD_Result http_route_body(struct http_req *req, const char *data, size_t *
     req->s->stats.bytes_in += n;
     bool put = req->route == HTTP_ROUTE_FILE && (req->cmd || req->chunked);
     if (put && !req->chunked) {
-        /* MHD never delivers more than Content-Length bytes. */
-        ASSERT(req->body_got + n <= req->body_len);
+        /* Never past the command's body, whatever the framing claimed. */
+        if (req->body_got + n > req->body_len) return MHD_NO;
         memcpy(req->body + req->body_got, data, n);
         req->body_got += n;
         return MHD_YES;

@@ -308,6 +308,15 @@ static void test_garbage_requests(void)
     raw_read_all(fd, buf, sizeof buf);
     close(fd);
     CHECK_EQ_U(fake_calls(), before);
+    /* Found by fuzz_http: an unknown Transfer-Encoding without Content-Length (the body is
+     * then read until the client closes) once tripped an assertion. */
+    fd = raw_connect();
+    const char *te = "PUT /v1/files/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunekd\r\n\r\n"
+                     "5\r\nhello\r\n0\r\n\r\n";
+    CHECK(write(fd, te, strlen(te)) == (ssize_t)strlen(te));
+    shutdown(fd, SHUT_WR);
+    raw_read_all(fd, buf, sizeof buf);
+    close(fd);
     struct resp r;
     CHECK_EQ_U(req("GET", "/v1/status", NULL, 0, false, &r), 200);
 }
