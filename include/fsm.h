@@ -34,8 +34,9 @@
  * while any other open file description of the inode exists; such an inode is unlinked and
  * lives on, unchanged, until its readers close it.
  *
- * Threads: everything runs on one thread (the node's loop), except fsm_checkpoint(), which
- * may run on another thread concurrently with the rest (not with fsm_open/fsm_close). */
+ * Threads: every call is made from one thread (the node's loop); fsm_checkpoint_sync() may also
+ * run on another thread. Internally two optional threads pre-create spare inodes and take
+ * periodic checkpoints (struct fsm_options). */
 #ifndef RAFTFS_FSM_H
 #define RAFTFS_FSM_H
 
@@ -102,19 +103,33 @@ struct fsm_result {
 };
 
 struct fsm_stats {
-    uint64_t inodes_created;  /* spare inodes created (the expensive operation) */
-    uint64_t inodes_recycled; /* old inodes taken back into the spare pool */
-    uint64_t inodes_pinned;   /* old inodes not recycled because they were open elsewhere */
-    uint64_t spares;          /* spares in the pool now */
+    uint64_t inodes_created;    /* spare inodes created on the apply path (the expensive case) */
+    uint64_t inodes_precreated; /* spare inodes created by the background thread */
+    uint64_t inodes_recycled;   /* old inodes taken back into the spare pool */
+    uint64_t inodes_pinned;     /* old inodes not recycled because they were open elsewhere */
+    uint64_t spares;            /* spares in the pool now */
 };
 
 struct fsm; /* opaque */
 
+struct fsm_options {
+    /* A thread pre-creates spare inodes whenever fewer than this many are pooled, so a new
+     * path rarely pays for an inode on the apply path (0: no thread; at most FSM_SPARES_MAX). */
+    unsigned spare_target;
+    /* A thread checkpoints this often when something was applied (0: no thread; checkpoints
+     * happen only through fsm_checkpoint). */
+    unsigned checkpoint_interval_ms;
+};
+
 /* Opens (creating when absent) the store of node_dir with its DBs in env (a transactional
  * environment opened with DB_THREAD by the caller, who keeps it open until fsm_close). Cleans
- * spare/ and trash/ left by a crash. ERR_IO with a message in err. */
+ * spare/ and trash/ left by a crash. Defaults: spare_target FSM_SPARES_MAX / 2,
+ * checkpoint_interval_ms 1000. ERR_IO/ERR_NOMEM with a message in err. */
 int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len);
-/* Closes the DBs and fds. Does not checkpoint (call fsm_checkpoint first for a fast restart). */
+int fsm_open_opts(DB_ENV *env, const char *node_dir, const struct fsm_options *opts,
+                  struct fsm **out, char *err, size_t err_len);
+/* Stops the threads, and with a checkpoint thread takes a last (blocking) checkpoint; then
+ * closes the DBs and fds. NULL-safe. */
 void fsm_close(struct fsm *f);
 
 /* Applies committed entry e (entries must come in index order, starting after fsm_applied()).
@@ -130,9 +145,12 @@ raft_index fsm_applied(struct fsm *f);
 /* The last durable checkpoint. */
 raft_index fsm_checkpointed(struct fsm *f);
 /* Makes the files of every applied entry durable (syncfs), then durably records the applied
- * index as the replay start. May block for a while: call from a timer, off the loop, or at
- * shutdown. Thread-safe against the other calls (see above). ERR_IO. */
+ * index as the replay start. syncfs can take hundreds of ms after many writes, so with a
+ * checkpoint thread this only wakes the thread and returns at once (safe from the loop);
+ * without one it checkpoints now, blocking. ERR_IO. */
 int fsm_checkpoint(struct fsm *f);
+/* Always the blocking form (any thread): for tests and tools. */
+int fsm_checkpoint_sync(struct fsm *f);
 
 /* Metadata of path (NUL-terminated). ERR_NOTFOUND, ERR_INVALID (bad path), ERR_IO. */
 int fsm_stat(struct fsm *f, const char *path, struct fsm_meta *out);

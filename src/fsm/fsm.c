@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -26,11 +27,55 @@ struct fsm {
     _Atomic raft_index checkpointed; /* C: durable replay start */
     raft_index bdb_applied;          /* A: BDB holds the effect of every entry <= this */
     pthread_mutex_t ckpt_lock;       /* one checkpoint at a time */
+    /* The checkpoint thread (interval_ms > 0). */
+    unsigned interval_ms;
+    pthread_t ckpt_thread;
+    pthread_mutex_t thr_lock; /* guards kick, stop */
+    pthread_cond_t thr_cond;
+    bool kick, stop;
 };
+
+static void *fsm_ckpt_main(void *arg)
+{
+    struct fsm *f = arg;
+    pthread_mutex_lock(&f->thr_lock);
+    while (!f->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)f->interval_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        while (!f->stop && !f->kick)
+            if (pthread_cond_timedwait(&f->thr_cond, &f->thr_lock, &ts) != 0) break; /* timed out */
+        if (f->stop) break;
+        f->kick = false;
+        pthread_mutex_unlock(&f->thr_lock);
+        int rv = fsm_checkpoint_sync(f);
+        if (rv) LOG_WARN("file store checkpoint failed: %s", err_str(rv));
+        pthread_mutex_lock(&f->thr_lock);
+    }
+    pthread_mutex_unlock(&f->thr_lock);
+    return NULL;
+}
+
+static void fsm_free(struct fsm *f)
+{
+    pthread_mutex_destroy(&f->ckpt_lock);
+    pthread_mutex_destroy(&f->thr_lock);
+    pthread_cond_destroy(&f->thr_cond);
+    free(f);
+}
 
 int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len)
 {
-    ASSERT(env && node_dir && out && err && err_len > 0);
+    struct fsm_options o = {.spare_target = FSM_SPARES_MAX / 2, .checkpoint_interval_ms = 1000};
+    return fsm_open_opts(env, node_dir, &o, out, err, err_len);
+}
+
+int fsm_open_opts(DB_ENV *env, const char *node_dir, const struct fsm_options *opts,
+                  struct fsm **out, char *err, size_t err_len)
+{
+    ASSERT(env && node_dir && opts && out && err && err_len > 0);
     err[0] = '\0';
     *out = NULL;
     struct fsm *f = calloc(1, sizeof *f);
@@ -39,18 +84,25 @@ int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, siz
         return ERR_NOMEM;
     }
     pthread_mutex_init(&f->ckpt_lock, NULL);
+    pthread_mutex_init(&f->thr_lock, NULL);
+    pthread_cond_init(&f->thr_cond, NULL);
     raft_index a = 0, c = 0;
     int rv = fsm_db_open(&f->db, env, err, err_len);
     if (rv == 0) rv = fsm_db_get_index(f->db.state, NULL, "applied", &a);
     if (rv == 0) rv = fsm_db_get_index(f->db.ckpt, NULL, "checkpoint", &c);
     if (rv == 0 && !err[0])
-        rv = fsm_files_open(&f->ff, node_dir, err, err_len);
+        rv = fsm_files_open(&f->ff, node_dir, opts->spare_target, err, err_len);
     else if (rv && !err[0])
         snprintf(err, err_len, "reading the file store's state: %s", err_str(rv));
+    f->interval_ms = opts->checkpoint_interval_ms;
+    if (rv == 0 && f->interval_ms > 0 && pthread_create(&f->ckpt_thread, NULL, fsm_ckpt_main, f)) {
+        snprintf(err, err_len, "cannot start the checkpoint thread");
+        fsm_files_close(&f->ff);
+        rv = ERR_NOMEM;
+    }
     if (rv) {
         fsm_db_close(&f->db);
-        pthread_mutex_destroy(&f->ckpt_lock);
-        free(f);
+        fsm_free(f);
         return rv;
     }
     /* C <= A always holds (the WAL is sequential); min() is the safe side if it did not. */
@@ -67,10 +119,18 @@ int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, siz
 void fsm_close(struct fsm *f)
 {
     if (!f) return;
+    if (f->interval_ms > 0) {
+        pthread_mutex_lock(&f->thr_lock);
+        f->stop = true;
+        pthread_cond_signal(&f->thr_cond);
+        pthread_mutex_unlock(&f->thr_lock);
+        pthread_join(f->ckpt_thread, NULL);
+        int rv = fsm_checkpoint_sync(f);
+        if (rv) LOG_WARN("file store: last checkpoint failed: %s", err_str(rv));
+    }
     fsm_files_close(&f->ff);
     fsm_db_close(&f->db);
-    pthread_mutex_destroy(&f->ckpt_lock);
-    free(f);
+    fsm_free(f);
 }
 
 raft_index fsm_applied(struct fsm *f)
@@ -84,6 +144,16 @@ raft_index fsm_checkpointed(struct fsm *f)
 }
 
 int fsm_checkpoint(struct fsm *f)
+{
+    if (f->interval_ms == 0) return fsm_checkpoint_sync(f);
+    pthread_mutex_lock(&f->thr_lock);
+    f->kick = true;
+    pthread_cond_signal(&f->thr_cond);
+    pthread_mutex_unlock(&f->thr_lock);
+    return 0;
+}
+
+int fsm_checkpoint_sync(struct fsm *f)
 {
     pthread_mutex_lock(&f->ckpt_lock);
     /* Read before syncfs: every file write of entries <= i finished before applied became i. */
@@ -278,7 +348,8 @@ int fsm_list(struct fsm *f, const char *prefix,
 void fsm_get_stats(struct fsm *f, struct fsm_stats *out)
 {
     out->inodes_created = f->ff.created;
+    out->inodes_precreated = f->ff.precreated;
     out->inodes_recycled = f->ff.recycled;
     out->inodes_pinned = f->ff.pinned;
-    out->spares = f->ff.n_pool;
+    out->spares = fsm_files_pool_size(&f->ff);
 }

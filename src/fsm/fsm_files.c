@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -28,7 +29,36 @@ static int files_errno(int e)
 
 static void files_fresh_name(struct fsm_files *ff, char name[24])
 {
-    snprintf(name, 24, "s%llu", (unsigned long long)ff->next_id++);
+    snprintf(name, 24, "s%llu", (unsigned long long)atomic_fetch_add(&ff->next_id, 1));
+}
+
+/* False when the pool is full. */
+static bool files_pool_push(struct fsm_files *ff, const struct fsm_spare *s)
+{
+    pthread_mutex_lock(&ff->lock);
+    bool ok = ff->n_pool < FSM_SPARES_MAX;
+    if (ok) ff->pool[ff->n_pool++] = *s;
+    pthread_mutex_unlock(&ff->lock);
+    return ok;
+}
+
+/* False when the pool is empty; wakes the creator when it runs low. */
+static bool files_pool_pop(struct fsm_files *ff, struct fsm_spare *out)
+{
+    pthread_mutex_lock(&ff->lock);
+    bool ok = ff->n_pool > 0;
+    if (ok) *out = ff->pool[--ff->n_pool];
+    if (ff->n_pool < ff->target) pthread_cond_signal(&ff->cond);
+    pthread_mutex_unlock(&ff->lock);
+    return ok;
+}
+
+size_t fsm_files_pool_size(struct fsm_files *ff)
+{
+    pthread_mutex_lock(&ff->lock);
+    size_t n = ff->n_pool;
+    pthread_mutex_unlock(&ff->lock);
+    return n;
 }
 
 /* Resolves path for a *at() call. PATH_MAX counts the NUL, so a 4096-byte path cannot go to
@@ -100,58 +130,91 @@ static void files_recycle(struct fsm_files *ff, const char *name)
         return;
     }
     struct stat st;
-    bool keep = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ff->n_pool < FSM_SPARES_MAX;
+    bool keep = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
     if (keep && !files_unshared(fd)) {
         keep = false;
         ff->pinned++;
     }
-    uint64_t size = keep ? (uint64_t)st.st_size : 0;
-    if (keep && size > FSM_SPARE_KEEP_BYTES) {
+    struct fsm_spare s = {.fd = fd, .size = keep ? (uint64_t)st.st_size : 0};
+    if (keep && s.size > FSM_SPARE_KEEP_BYTES) {
         keep = ftruncate(fd, 0) == 0;
-        size = 0;
+        s.size = 0;
     }
-    if (!keep) {
-        unlinkat(ff->spare_fd, name, 0);
-        close(fd);
+    snprintf(s.name, sizeof s.name, "%s", name);
+    if (keep && files_pool_push(ff, &s)) {
+        ff->recycled++;
         return;
     }
-    struct fsm_spare *s = &ff->pool[ff->n_pool++];
-    s->fd = fd;
-    s->size = size;
-    snprintf(s->name, sizeof s->name, "%s", name);
-    ff->recycled++;
+    unlinkat(ff->spare_fd, name, 0);
+    close(fd);
 }
 
-/* Pops a spare, creating one (the expensive path) when the pool is empty. */
-static int files_spare_take(struct fsm_files *ff, struct fsm_spare *out)
+/* A new empty inode in spare/ (the expensive operation). Returns an errno. */
+static int files_spare_create(struct fsm_files *ff, struct fsm_spare *out)
 {
-    if (ff->n_pool > 0) {
-        *out = ff->pool[--ff->n_pool];
-        return 0;
-    }
     for (int i = 0; i < FSM_FILES_NAME_TRIES; i++) {
         files_fresh_name(ff, out->name);
         out->fd = openat(ff->spare_fd, out->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (out->fd >= 0) {
             out->size = 0;
-            ff->created++;
             return 0;
         }
         if (errno != EEXIST) break;
     }
-    LOG_ERROR("fsm: cannot create a spare inode: %s", strerror(errno));
-    return files_errno(errno);
+    return errno;
+}
+
+/* Pops a spare, creating one on the apply path only when the pool is empty. */
+static int files_spare_take(struct fsm_files *ff, struct fsm_spare *out)
+{
+    if (files_pool_pop(ff, out)) return 0;
+    int e = files_spare_create(ff, out);
+    if (e) {
+        LOG_ERROR("fsm: cannot create a spare inode: %s", strerror(e));
+        return files_errno(e);
+    }
+    ff->created++;
+    return 0;
 }
 
 /* Back into the pool (or gone when full) after a failed put; the spare is still in spare/. */
 static void files_spare_return(struct fsm_files *ff, struct fsm_spare *s)
 {
-    if (ff->n_pool < FSM_SPARES_MAX) {
-        ff->pool[ff->n_pool++] = *s;
-        return;
-    }
+    if (files_pool_push(ff, s)) return;
     unlinkat(ff->spare_fd, s->name, 0);
     close(s->fd);
+}
+
+/* The creator thread: keeps the pool at or above target so new paths rarely pay for an inode
+ * on the apply path. Sleeps while the pool is full enough; backs off after a failure. */
+static void *files_creator_main(void *arg)
+{
+    struct fsm_files *ff = arg;
+    pthread_mutex_lock(&ff->lock);
+    while (!ff->stop) {
+        if (ff->n_pool >= ff->target) {
+            pthread_cond_wait(&ff->cond, &ff->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&ff->lock);
+        struct fsm_spare s;
+        int e = files_spare_create(ff, &s);
+        if (e == 0 && !files_pool_push(ff, &s)) {
+            unlinkat(ff->spare_fd, s.name, 0);
+            close(s.fd);
+        } else if (e == 0) {
+            ff->precreated++;
+        }
+        pthread_mutex_lock(&ff->lock);
+        if (e) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&ff->cond, &ff->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&ff->lock);
+    return NULL;
 }
 
 static int files_write(struct fsm_spare *s, const uint8_t *body, uint64_t len)
@@ -391,9 +454,12 @@ static void files_scan_trash_cb(struct fsm_files *ff, const char *name)
     nftw(full, files_nftw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int fsm_files_open(struct fsm_files *ff, const char *node_dir, char *err, size_t err_len)
+int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, char *err,
+                   size_t err_len)
 {
     memset(ff, 0, sizeof *ff);
+    pthread_mutex_init(&ff->lock, NULL);
+    pthread_cond_init(&ff->cond, NULL);
     if (err_len > 0) err[0] = '\0';
     ff->files_fd = ff->spare_fd = ff->trash_fd = -1;
     snprintf(ff->trash_path, sizeof ff->trash_path, "%s/trash", node_dir);
@@ -408,12 +474,26 @@ int fsm_files_open(struct fsm_files *ff, const char *node_dir, char *err, size_t
     if (rv == 0) rv = files_scan(ff, ff->trash_fd, files_scan_trash_cb);
     if (rv == 0) rv = files_scan(ff, ff->spare_fd, files_scan_spare_cb);
     if (rv && !err[0]) snprintf(err, err_len, "cleaning %s: %s", node_dir, err_str(rv));
+    ff->target = target < FSM_SPARES_MAX ? target : FSM_SPARES_MAX;
+    if (rv == 0 && ff->target > 0 && pthread_create(&ff->creator, NULL, files_creator_main, ff)) {
+        snprintf(err, err_len, "cannot start the spare-inode thread");
+        ff->target = 0;
+        rv = ERR_NOMEM;
+    }
     if (rv) fsm_files_close(ff);
     return rv;
 }
 
 void fsm_files_close(struct fsm_files *ff)
 {
+    if (ff->target > 0) {
+        pthread_mutex_lock(&ff->lock);
+        ff->stop = true;
+        pthread_cond_signal(&ff->cond);
+        pthread_mutex_unlock(&ff->lock);
+        pthread_join(ff->creator, NULL);
+        ff->target = 0;
+    }
     for (size_t i = 0; i < ff->n_pool; i++)
         close(ff->pool[i].fd);
     ff->n_pool = 0;

@@ -4,6 +4,9 @@
 #define RAFTFS_FSM_FILES_H
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,15 +27,23 @@ struct fsm_files {
     int spare_fd; /* node_dir/spare: pooled spare inodes, inodes on their way out */
     int trash_fd; /* node_dir/trash: directories being removed */
     char trash_path[PATH_MAX];
+    pthread_mutex_t lock; /* guards pool, n_pool, stop (the creator thread shares them) */
+    pthread_cond_t cond;  /* creator: pool below target, or stop */
     struct fsm_spare pool[FSM_SPARES_MAX];
     size_t n_pool;
-    uint64_t next_id; /* next fresh name in spare/ or trash/ */
-    uint64_t created, recycled, pinned;
+    unsigned target; /* the creator keeps n_pool >= target; 0: no creator thread */
+    bool stop;
+    pthread_t creator;
+    _Atomic uint64_t next_id; /* next fresh name in spare/ or trash/ */
+    _Atomic uint64_t created, precreated, recycled, pinned;
 };
 
 /* Creates the directories when absent, removes leftovers of a crash, fills the pool from
- * spare/. ERR_IO with a message. */
-int fsm_files_open(struct fsm_files *ff, const char *node_dir, char *err, size_t err_len);
+ * spare/. With target > 0 a thread pre-creates spares (off the apply path) whenever the pool
+ * holds fewer than target. ERR_IO with a message. */
+int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, char *err,
+                   size_t err_len);
+size_t fsm_files_pool_size(struct fsm_files *ff);
 void fsm_files_close(struct fsm_files *ff);
 
 /* files/path := body, atomically for readers (path: validated, NUL-terminated, len bytes).

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -20,6 +21,7 @@ struct tenv {
     char env_dir[128]; /* dir/raft: the BDB environment */
     DB_ENV *env;
     struct fsm *f;
+    bool threads; /* fsm_open's defaults (spare and checkpoint threads) */
 };
 
 static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -49,7 +51,10 @@ static void t_open(struct tenv *t)
     char err[256];
     t->env = env_open(t->env_dir);
     CHECK(t->env != NULL);
-    int rv = fsm_open(t->env, t->dir, &t->f, err, sizeof err);
+    /* No background threads: inode counts and checkpoints stay deterministic. */
+    struct fsm_options o = {0};
+    int rv = t->threads ? fsm_open(t->env, t->dir, &t->f, err, sizeof err)
+                        : fsm_open_opts(t->env, t->dir, &o, &t->f, err, sizeof err);
     if (rv) fprintf(stderr, "fsm_open: %s\n", err);
     CHECK_EQ_U(rv, 0);
 }
@@ -62,13 +67,19 @@ static void t_close(struct tenv *t)
     t->env = NULL;
 }
 
-static void t_init(struct tenv *t)
+static void t_init_opts(struct tenv *t, bool threads)
 {
     memset(t, 0, sizeof *t);
+    t->threads = threads;
     snprintf(t->dir, sizeof t->dir, "/tmp/fsm-test-XXXXXX");
     CHECK(mkdtemp(t->dir) != NULL);
     snprintf(t->env_dir, sizeof t->env_dir, "%s/raft", t->dir);
     t_open(t);
+}
+
+static void t_init(struct tenv *t)
+{
+    t_init_opts(t, false);
 }
 
 static void t_fini(struct tenv *t)
@@ -577,7 +588,7 @@ static void test_fsm_replay_after_checkpoint(void)
         t_init(&t);
         for (raft_index i = 1; i <= N_OPS; i++) {
             CHECK_EQ_U(apply_op(t.f, i, &(struct fsm_result){0}), 0);
-            if (i == k) CHECK_EQ_U(fsm_checkpoint(t.f), 0);
+            if (i == k) CHECK_EQ_U(fsm_checkpoint_sync(t.f), 0);
         }
         struct junk_ctx j = {&t, k};
         CHECK_EQ_U(fsm_list(t.f, NULL, junk_cb, &j), 0);
@@ -601,7 +612,7 @@ static void test_fsm_replay_bdb_behind_files(void)
         t_init(&t);
         for (raft_index i = 1; i <= k; i++)
             CHECK_EQ_U(apply_op(t.f, i, &(struct fsm_result){0}), 0);
-        CHECK_EQ_U(fsm_checkpoint(t.f), 0);
+        CHECK_EQ_U(fsm_checkpoint_sync(t.f), 0);
         t_close(&t);
         char cmd[600];
         snprintf(cmd, sizeof cmd, "cp -a %s %s.bak", t.env_dir, t.env_dir);
@@ -627,7 +638,7 @@ static void test_fsm_reopen_keeps_state(void)
     struct fsm_result r;
     CHECK_EQ_U(put(t.f, 1, 1, "k/v", "value", &r), 0);
     CHECK_EQ_U(put(t.f, 2, 2, "k/w", "w", &r), 0);
-    CHECK_EQ_U(fsm_checkpoint(t.f), 0);
+    CHECK_EQ_U(fsm_checkpoint_sync(t.f), 0);
     CHECK_EQ_U(fsm_checkpointed(t.f), 2);
     t_close(&t);
     t_open(&t);
@@ -639,6 +650,51 @@ static void test_fsm_reopen_keeps_state(void)
     CHECK_EQ_U(put(t.f, 3, 1, "k/v", "value", &r), 0);
     CHECK(r.duplicate && r.created);
     CHECK_EQ_U(r.index, 1);
+    t_fini(&t);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* With fsm_open's defaults, a thread keeps spares ready (new paths create no inode on the
+ * apply path) and another checkpoints on request and at close. */
+static void test_fsm_background_threads(void)
+{
+    struct tenv t;
+    t_init_opts(&t, true);
+    struct fsm_stats s = {0};
+    double deadline = now_s() + 20;
+    while (s.spares < FSM_SPARES_MAX / 2 && now_s() < deadline) {
+        fsm_get_stats(t.f, &s);
+        usleep(1000); /* polling the pool size, bounded by the deadline */
+    }
+    CHECK_EQ_U(s.spares, FSM_SPARES_MAX / 2);
+    struct fsm_result r;
+    char path[32];
+    for (unsigned i = 1; i <= 10; i++) {
+        snprintf(path, sizeof path, "n/%u", i);
+        CHECK_EQ_U(put(t.f, i, i, path, "new", &r), 0);
+        CHECK(r.created);
+    }
+    fsm_get_stats(t.f, &s);
+    CHECK_EQ_U(s.inodes_created, 0);
+    CHECK(s.inodes_precreated >= FSM_SPARES_MAX / 2);
+    double t0 = now_s();
+    CHECK_EQ_U(fsm_checkpoint(t.f), 0); /* a request: returns at once */
+    CHECK(now_s() - t0 < 0.5);
+    deadline = now_s() + 20;
+    while (fsm_checkpointed(t.f) != 10 && now_s() < deadline)
+        usleep(1000);
+    CHECK_EQ_U(fsm_checkpointed(t.f), 10);
+    CHECK_EQ_U(put(t.f, 11, 11, "last", "x", &r), 0);
+    t_close(&t); /* takes a last checkpoint */
+    t.threads = false;
+    t_open(&t);
+    CHECK_EQ_U(fsm_applied(t.f), 11);
     t_fini(&t);
 }
 
@@ -658,5 +714,6 @@ int main(void)
     RUN(test_fsm_reopen_keeps_state);
     RUN(test_fsm_replay_after_checkpoint);
     RUN(test_fsm_replay_bdb_behind_files);
+    RUN(test_fsm_background_threads);
     return check_report();
 }
