@@ -51,12 +51,8 @@ static int cli_open_upload(const char *name, struct cli_upload *up)
     if (fstat(fileno(up->in), &st) == 0 && S_ISREG(st.st_mode)) {
         up->size = st.st_size;
         up->seekable = true;
-    } else if (up->in != stdin) {
-        fprintf(stderr, "raftctl: %s is not a regular file\n", name);
-        fclose(up->in);
-        return CLI_EXIT_FAILED;
     } else {
-        up->size = -1; /* a pipe: sent chunked, cannot be retried once read */
+        up->size = -1; /* a pipe or device: sent chunked, cannot be retried once read */
     }
     return CLI_EXIT_OK;
 }
