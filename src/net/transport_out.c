@@ -113,6 +113,9 @@ static void transport_peer_up(struct transport_peer *p)
         return;
     }
     ev_timer_stop(t->loop, &p->timer);
+    /* The dial's write watcher is still active: re-initialising an active watcher corrupts
+     * libev's state (seen as a busy loop), so stop it first. */
+    ev_io_stop(t->loop, &p->wio);
     /* HELLO goes before anything queued while we were dialing (nothing of which was sent). */
     ASSERT(p->seg_idx == 0 && p->seg_off == 0);
     hello->next = p->head;
