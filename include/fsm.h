@@ -124,7 +124,8 @@ struct fsm_options {
 /* Opens (creating when absent) the store of node_dir with its DBs in env (a transactional
  * environment opened with DB_THREAD by the caller, who keeps it open until fsm_close). Cleans
  * spare/ and trash/ left by a crash. Defaults: spare_target FSM_SPARES_MAX / 2,
- * checkpoint_interval_ms 1000. ERR_IO/ERR_NOMEM with a message in err. */
+ * checkpoint_interval_ms 1000. ERR_BUSY when another open store uses node_dir (flock);
+ * ERR_IO/ERR_NOMEM with a message in err. */
 int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len);
 int fsm_open_opts(DB_ENV *env, const char *node_dir, const struct fsm_options *opts,
                   struct fsm **out, char *err, size_t err_len);

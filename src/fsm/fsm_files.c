@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -470,6 +471,11 @@ int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, 
         rv = files_opendir(node_dir, "files", &ff->files_fd, err, err_len);
     }
     if (rv == 0) rv = files_opendir(node_dir, "spare", &ff->spare_fd, err, err_len);
+    /* Two stores on one directory would recycle each other's inodes: refuse the second. */
+    if (rv == 0 && flock(ff->spare_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, err_len, "%s is in use by another process", node_dir);
+        rv = ERR_BUSY;
+    }
     if (rv == 0) rv = files_opendir(node_dir, "trash", &ff->trash_fd, err, err_len);
     if (rv == 0) rv = files_scan(ff, ff->trash_fd, files_scan_trash_cb);
     if (rv == 0) rv = files_scan(ff, ff->spare_fd, files_scan_spare_cb);

@@ -631,6 +631,19 @@ static void test_fsm_replay_bdb_behind_files(void)
 }
 
 /* Reopen keeps metadata, the checkpointed index and the dedup table. */
+static void test_fsm_second_open_refused(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm *g = NULL;
+    char err[256] = "";
+    struct fsm_options o = {0};
+    CHECK_EQ_U(fsm_open_opts(t.env, t.dir, &o, &g, err, sizeof err), ERR_BUSY);
+    CHECK(g == NULL);
+    CHECK(strstr(err, "in use") != NULL);
+    t_fini(&t);
+}
+
 static void test_fsm_reopen_keeps_state(void)
 {
     struct tenv t;
@@ -712,6 +725,7 @@ int main(void)
     RUN(test_fsm_longest_path);
     RUN(test_fsm_leftovers_cleaned_on_open);
     RUN(test_fsm_reopen_keeps_state);
+    RUN(test_fsm_second_open_refused);
     RUN(test_fsm_replay_after_checkpoint);
     RUN(test_fsm_replay_bdb_behind_files);
     RUN(test_fsm_background_threads);
