@@ -12,10 +12,11 @@
 
 #include "raft.h"
 
-#define HTTP_PATH_MAX 4096           /* bytes of a decoded file path (INTERFACES.md) */
-#define HTTP_JSON_BODY_MAX 65536     /* request bodies of the cluster routes */
-#define HTTP_CONNECTIONS_MAX 512     /* open client connections; more are refused */
-#define HTTP_CONNECTION_TIMEOUT_S 30 /* idle (or trickling-header) connections are closed */
+#define HTTP_PATH_MAX 4096              /* bytes of a decoded file path (INTERFACES.md) */
+#define HTTP_JSON_BODY_MAX 65536        /* request bodies of the cluster routes */
+#define HTTP_CONNECTIONS_MAX 512        /* open client connections; more are refused */
+#define HTTP_CONNECTIONS_PER_IP_MAX 256 /* so one client address cannot take every slot */
+#define HTTP_CONNECTION_TIMEOUT_S 30    /* idle (or trickling-header) connections are closed */
 
 struct http_server;
 struct http_req; /* one suspended client request; opaque */

@@ -177,6 +177,7 @@ static struct MHD_Daemon *http_server_daemon(struct http_server *s,
     if (ss->ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, http_server_handler_cb, s, MHD_OPTION_SOCK_ADDR, ss,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTIONS_PER_IP_MAX,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, http_server_completed_cb,
         s, MHD_OPTION_NOTIFY_CONNECTION, http_server_conn_cb, s, MHD_OPTION_EXTERNAL_LOGGER,

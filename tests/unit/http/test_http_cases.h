@@ -318,6 +318,49 @@ static void test_garbage_requests(void)
     CHECK_EQ_U(req("GET", "/v1/status", NULL, 0, false, &r), 200);
 }
 
+/* Slowloris from one address: 300 connections that never finish their headers. Beyond the
+ * per-address limit they are refused, and a client from another address is still served. */
+static void test_connection_flood(void)
+{
+    enum { N = HTTP_CONNECTIONS_PER_IP_MAX + 44 };
+    static int fds[N];
+    int refused = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = raw_connect();
+        if (fds[i] >= 0 && write(fds[i], "GET /v1/sta", 11) < 0) refused++;
+    }
+    /* Refused ones are closed by the server: poll them for EOF. */
+    double end = now_s() + 3.0;
+    for (int i = 0; i < N && now_s() < end; i++) {
+        struct pollfd p = {.fd = fds[i], .events = POLLIN};
+        char c;
+        if (fds[i] >= 0 && poll(&p, 1, i >= HTTP_CONNECTIONS_PER_IP_MAX ? 200 : 0) > 0 &&
+            read(fds[i], &c, 1) <= 0) {
+            refused++;
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+    CHECK(refused >= N - HTTP_CONNECTIONS_PER_IP_MAX - 1);
+    struct resp r;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/status", port);
+    CURL *c = curl_easy_init();
+    memset(&r, 0, sizeof r);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_INTERFACE, "127.0.0.2");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, resp_write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+    long st = 0;
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+    curl_easy_cleanup(c);
+    CHECK_EQ_U(st, 200);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    CHECK_EQ_U(req("GET", "/v1/status", NULL, 0, false, &r), 200);
+}
+
 static bool held_req(void)
 {
     pthread_mutex_lock(&fk.mu);
@@ -420,6 +463,7 @@ int main(void)
     RUN(test_async_reply);
     RUN(test_disconnect_before_reply);
     RUN(test_garbage_requests);
+    RUN(test_connection_flood);
     RUN(test_stop_with_pending);
     ev_loop_destroy(fk.loop);
     free(fk.last.body);
