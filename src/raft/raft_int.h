@@ -78,7 +78,13 @@ struct raft_progress {
     raft_index *inflight;   /* ring of last indexes of unacknowledged appends */
     uint32_t in_head;
     uint32_t in_count;
+    raft_index stall_match; /* match seen at the last heartbeat while appends were in flight */
+    uint32_t stall_beats;   /* heartbeats since then without progress */
 };
+
+/* Heartbeat intervals without progress, with appends in flight, before the leader assumes
+ * they were lost (a transport drops its queue when a link fails) and probes again. */
+#define RAFT_STALL_BEATS 3
 
 /* A durable write handed out and not yet acknowledged: the last (index, term) it covered. */
 struct raft_write {

@@ -166,10 +166,32 @@ void raft_repl_flush(struct raft *r)
     }
 }
 
+/* Pipelined appends that are never acknowledged were lost (a failed link drops its queue, a
+ * restarted follower forgets what it had not persisted): with a full window, or with nothing
+ * new to send, the leader would wait forever. After RAFT_STALL_BEATS heartbeats without
+ * progress, fall back to probing from the peer's match index. */
+static void raft_repl_check_stall(struct raft_progress *pr)
+{
+    if (pr->state != RAFT_PR_REPLICATE || pr->in_count == 0 || pr->match != pr->stall_match) {
+        pr->stall_match = pr->match;
+        pr->stall_beats = 0;
+        return;
+    }
+    if (++pr->stall_beats < RAFT_STALL_BEATS)
+        return;
+    pr->state = RAFT_PR_PROBE;
+    pr->next = pr->match + 1;
+    pr->probe_sent = false;
+    pr->in_count = 0;
+    pr->in_head = 0;
+    pr->stall_beats = 0;
+}
+
 void raft_repl_heartbeat(struct raft *r)
 {
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress *pr = &r->prs[i];
+        raft_repl_check_stall(pr);
         raft_send_heartbeat(r, pr);
         /* A lost probe is retried once per heartbeat interval. */
         if (pr->state == RAFT_PR_PROBE) pr->probe_sent = false;
