@@ -107,7 +107,7 @@ def test_garbage_on_raft_port(c):
         s = socket.create_connection((host, int(port)), timeout=2)
         try:
             s.sendall(payload)
-            s.settimeout(3)
+            s.settimeout(8)  # a truncated frame is closed at the 5 s handshake timeout
             try:
                 got = s.recv(100)  # the node closes the connection
             except socket.timeout:
@@ -171,9 +171,13 @@ def main():
     failed = 0
     try:
         c.bootstrap_all()
-        for t in [test_put_through_follower_get_everywhere, test_bad_paths_400_nothing_written,
+        tests = [test_put_through_follower_get_everywhere, test_bad_paths_400_nothing_written,
                   test_413_and_routes, test_garbage_on_raft_port, test_sigkill_restart_catches_up,
-                  test_paused_leader_no_stale_read]:
+                 test_paused_leader_no_stale_read]
+        only = sys.argv[1:]
+        for t in tests:
+            if only and t.__name__ not in only:
+                continue
             try:
                 t(c)
                 print("ok  ", t.__name__)
