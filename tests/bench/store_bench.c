@@ -20,6 +20,12 @@ struct sb_run {
     uint64_t end_us;
     size_t inflight;
     int failed;
+    /* What the loop thread feels while the writer commits: a fetch of a durable entry and
+     * a file-store-like NOSYNC transaction on another DB, once per completion. */
+    struct store *s;
+    DB *other;
+    uint64_t *fetch_us, *side_us;
+    size_t n_fetch, n_side;
 };
 
 static int sb_cmp(const void *a, const void *b)
@@ -45,7 +51,32 @@ static void sb_done_cb(void *ctx, uint64_t seq, int err)
     if (err) r->failed = 1;
     uint64_t now = st_now_us();
     if (r->n_lat < SB_SAMPLES_MAX) r->lat_us[r->n_lat++] = now - r->submit_us[seq % SB_SAMPLES_MAX];
+    if (r->n_fetch < SB_SAMPLES_MAX && seq > 1) {
+        struct raft_blob *b = NULL;
+        uint64_t t0 = st_now_us();
+        if (store_fetch(r->s, 1 + (seq * 7919) % (seq - 1), &b)) r->failed = 1;
+        r->fetch_us[r->n_fetch++] = st_now_us() - t0;
+        raft_blob_unref(b);
+    }
+    if (r->n_side < SB_SAMPLES_MAX) {
+        uint64_t t0 = st_now_us();
+        DB_ENV *env = store_env(r->s);
+        DB_TXN *txn = NULL;
+        DBT key = {.data = &seq, .size = sizeof seq}, val = {.data = &now, .size = sizeof now};
+        if (env->txn_begin(env, NULL, &txn, 0) || r->other->put(r->other, txn, &key, &val, 0) ||
+            txn->commit(txn, DB_TXN_NOSYNC))
+            r->failed = 1;
+        r->side_us[r->n_side++] = st_now_us() - t0;
+    }
     if (now < r->end_us && !r->failed) sb_submit(r);
+}
+
+static void sb_pct(const char *what, uint64_t *v, size_t n)
+{
+    if (n == 0) return;
+    qsort(v, n, sizeof *v, sb_cmp);
+    printf("         %s p50 %.3f ms p99 %.3f ms max %.3f ms (%zu samples)\n", what, v[n / 2] / 1e3,
+           v[n * 99 / 100] / 1e3, v[n - 1] / 1e3, n);
 }
 
 /* Percentile from the histogram, interpolated inside the bucket. */
@@ -81,6 +112,13 @@ static void sb_one(const char *parent, int conc, double secs)
     memset(&r, 0, sizeof r);
     r.submit_us = calloc(SB_SAMPLES_MAX, sizeof *r.submit_us);
     r.lat_us = calloc(SB_SAMPLES_MAX, sizeof *r.lat_us);
+    r.fetch_us = calloc(SB_SAMPLES_MAX, sizeof *r.fetch_us);
+    r.side_us = calloc(SB_SAMPLES_MAX, sizeof *r.side_us);
+    r.s = s;
+    if (db_create(&r.other, store_env(s), 0) ||
+        r.other->open(r.other, NULL, "other.db", NULL, DB_BTREE,
+                      DB_CREATE | DB_AUTO_COMMIT | DB_THREAD, 0600))
+        exit(1);
     r.next_seq = r.next_index = 1;
     if (store_writer_start(s, loop, sb_done_cb, &r, &r.wr)) exit(1);
     uint64_t t0 = st_now_us();
@@ -101,10 +139,15 @@ static void sb_one(const char *parent, int conc, double secs)
            (double)st.jobs_written / (double)st.fsyncs, st.fsync_us_sum / (double)st.fsyncs / 1e3,
            sb_hist_pct(&st, 0.5) / 1e3, sb_hist_pct(&st, 0.99) / 1e3,
            (double)st.fsync_us_max / 1e3);
+    sb_pct("loop-thread store_fetch:        ", r.fetch_us, r.n_fetch);
+    sb_pct("loop-thread NOSYNC txn (fsm-like):", r.side_us, r.n_side);
     ev_loop_destroy(loop);
+    r.other->close(r.other, 0);
     store_close(s);
     free(r.submit_us);
     free(r.lat_us);
+    free(r.fetch_us);
+    free(r.side_us);
     st_rmtree(dir);
 }
 
