@@ -25,16 +25,17 @@ def others(c, nid):
     return [n["id"] for n in c.nodes if n["id"] != nid]
 
 
-def wait_caught_up(c, nid, timeout=20):
-    """Until nid is a follower that has applied everything the leader has committed."""
+def wait_caught_up(c, nid, timeout=20, follower=True):
+    """Until nid has applied everything the leader has committed (as a follower, unless
+    follower=False: after a quorum loss the returning node may win the election)."""
     def pred():
         lead = c.leader()
-        if not lead or lead == nid:
+        if not lead or (follower and lead == nid):
             return None
         ls, ns = c.status(lead), c.status(nid)
-        return (ns and ls and ns["state"] == "follower" and
-                ns["applied_index"] >= ls["commit_index"] and ns)
-    return h.wait_until(pred, timeout, "%s caught up as a follower" % nid)
+        ok_state = ns and ns["state"] in (("follower",) if follower else ("follower", "leader"))
+        return ok_state and ls and ns["applied_index"] >= ls["commit_index"] and ns
+    return h.wait_until(pred, timeout, "%s caught up" % nid)
 
 
 def check_files(c, files, ids=None):
@@ -111,7 +112,7 @@ def test_kill_two_of_three(track):
     c.wait_node_pids()
     c.wait_leader(30)
     for nid in down:
-        wait_caught_up(c, nid, 30)
+        wait_caught_up(c, nid, 30, follower=False)
     check_files(c, files)
     files["later.txt"] = b"after they returned"
     c.put_ok("later.txt", files["later.txt"])

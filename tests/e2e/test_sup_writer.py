@@ -55,13 +55,15 @@ def test_writer_across_leader_kills(track):
         while kills < 10 and time.monotonic() < deadline:
             # Progress since the last kill, and all three up, before the next kill.
             base = w.acked_count()
-            h.wait_until(lambda: w.acked_count() >= base + 3, 20, "writes accepted")
+            h.wait_until(lambda: w.acked_count() >= base + 10, 20, "writes accepted")
             pids = c.wait_node_pids(15)
             lead = c.wait_leader(20)
+            commit = c.status(lead)["commit_index"]
             for nid in pids:
                 if nid != lead:
-                    h.wait_until(lambda: (c.status(nid) or {}).get("state") == "follower",
-                                 20, "%s follower" % nid)
+                    h.wait_until(lambda: ((c.status(nid) or {}).get("state") == "follower" and
+                                          c.status(nid)["applied_index"] >= commit),
+                                 20, "%s a caught-up follower" % nid)
             c.kill_node(lead)
             kills += 1
             h.log("kill %d: leader %s (acked so far %d)" % (kills, lead, w.acked_count()))
