@@ -73,12 +73,21 @@ cmd_stop() {
     info "stopped."
 }
 
+# True when one node leads, every node names it, and all config nodes are voters. One curl
+# per node and one python3 per poll keep the poll cheap.
 nodes_ready() {
-    local l; l=$(leader_id); [ -n "$l" ] || return 1
-    # Every node reports the same leader, and all of them are members.
-    local h n; n=$(status "$(http_of "$l")" | json 'sum(1 for m in j["members"] if m["voter"])')
-    [ "$n" = "${#IDS[@]}" ] || return 1
-    for h in "${HTTPS[@]}"; do [ "$(status "$h" | json 'j["leader"]["id"]')" = "$l" ] || return 1; done
+    local h
+    for h in "${HTTPS[@]}"; do status "$h" | tr -d '\n'; echo; done | python3 -c '
+import json, sys
+try:
+    st = [json.loads(line) for line in sys.stdin]
+    lead = [s["id"] for s in st if s["state"] == "leader"]
+    l = [s for s in st if s["id"] == lead[0]][0]
+    ok = (len(lead) == 1 and all((s["leader"] or {}).get("id") == lead[0] for s in st)
+          and sum(1 for m in l["members"] if m["voter"]) == len(st))
+except Exception:
+    ok = False
+sys.exit(0 if ok else 1)'
 }
 
 put() {  # put HTTP PATH CONTENT — prints the status code
@@ -100,7 +109,7 @@ cmd_start() {
     local t0; t0=$(now_ms)
     wait_for 30 "a leader with ${#IDS[@]} voters (see $DATA/raftsup.log)" nodes_ready
     local lead; lead=$(leader_id)
-    info "raftsup pid $(cat "$DATA/raftsup.pid"); leader ${G}$lead${N} after $(( $(now_ms) - t0 )) ms"
+    info "raftsup pid $(cat "$DATA/raftsup.pid"); leader ${G}$lead${N}, ${#IDS[@]} voters, ready $(( $(now_ms) - t0 )) ms after the start"
     for i in "${!IDS[@]}"; do
         info "${IDS[$i]}: pid $(pid_of "${IDS[$i]}"), http ${HTTPS[$i]}, raft ${RAFTS[$i]}, state $(status "${HTTPS[$i]}" | json 'j["state"]')"
     done
