@@ -51,7 +51,11 @@
 #define FSM_REQ_ID_LEN 16
 #define FSM_SHA256_LEN 32
 #define FSM_DEDUP_WINDOW 100000 /* a request id is remembered for this many log entries */
-#define FSM_SPARES_MAX 64       /* spare inodes kept ready */
+#define FSM_SPARES_MAX 64       /* spare inodes kept open and ready */
+#define FSM_RESERVE_MAX                                                                            \
+    4096 /* more empty spares kept by name only (no fd): a deleted inode                           \
+            is kept rather than unlinked, since on these VMs creating an                           \
+            inode soon after many unlinks is what costs most */
 
 /* ---- Commands (payload of RAFT_ENTRY_NORMAL entries) ----------------------------------------
  * Encoding, version 1, all integers big-endian:

@@ -33,31 +33,48 @@ static void files_fresh_name(struct fsm_files *ff, char name[24])
     snprintf(name, 24, "s%llu", (unsigned long long)atomic_fetch_add(&ff->next_id, 1));
 }
 
-/* False when the pool is full. */
+/* False when the pool and the reserve are full. A spare going to the reserve is emptied and
+ * closed (rare: the open pool is full). */
 static bool files_pool_push(struct fsm_files *ff, const struct fsm_spare *s)
 {
     pthread_mutex_lock(&ff->lock);
-    bool ok = ff->n_pool < FSM_SPARES_MAX;
-    if (ok) ff->pool[ff->n_pool++] = *s;
+    bool ok = true;
+    if (ff->n_pool < FSM_SPARES_MAX) {
+        ff->pool[ff->n_pool++] = *s;
+    } else if (ff->n_reserve < FSM_RESERVE_MAX && (s->size == 0 || ftruncate(s->fd, 0) == 0)) {
+        memcpy(ff->reserve[ff->n_reserve++], s->name, sizeof s->name);
+        close(s->fd);
+    } else {
+        ok = false;
+    }
     pthread_mutex_unlock(&ff->lock);
     return ok;
 }
 
-/* False when the pool is empty; wakes the creator when it runs low. */
+/* False when nothing is pooled; wakes the creator when it runs low. */
 static bool files_pool_pop(struct fsm_files *ff, struct fsm_spare *out)
 {
     pthread_mutex_lock(&ff->lock);
-    bool ok = ff->n_pool > 0;
-    if (ok) *out = ff->pool[--ff->n_pool];
-    if (ff->n_pool < ff->target) pthread_cond_signal(&ff->cond);
+    bool ok = ff->n_pool > 0, reserved = !ok && ff->n_reserve > 0;
+    if (ok)
+        *out = ff->pool[--ff->n_pool];
+    else if (reserved)
+        memcpy(out->name, ff->reserve[--ff->n_reserve], sizeof out->name);
+    if (ff->n_pool + ff->n_reserve < ff->target) pthread_cond_signal(&ff->cond);
     pthread_mutex_unlock(&ff->lock);
+    if (reserved) {
+        /* Opening an existing name is cheap; only creating an inode is not. */
+        out->fd = openat(ff->spare_fd, out->name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        out->size = 0;
+        ok = out->fd >= 0;
+    }
     return ok;
 }
 
 size_t fsm_files_pool_size(struct fsm_files *ff)
 {
     pthread_mutex_lock(&ff->lock);
-    size_t n = ff->n_pool;
+    size_t n = ff->n_pool + ff->n_reserve;
     pthread_mutex_unlock(&ff->lock);
     return n;
 }
@@ -193,7 +210,7 @@ static void *files_creator_main(void *arg)
     struct fsm_files *ff = arg;
     pthread_mutex_lock(&ff->lock);
     while (!ff->stop) {
-        if (ff->n_pool >= ff->target) {
+        if (ff->n_pool + ff->n_reserve >= ff->target) {
             pthread_cond_wait(&ff->cond, &ff->lock);
             continue;
         }

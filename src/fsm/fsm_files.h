@@ -29,9 +29,11 @@ struct fsm_files {
     char trash_path[PATH_MAX];
     pthread_mutex_t lock; /* guards pool, n_pool, stop (the creator thread shares them) */
     pthread_cond_t cond;  /* creator: pool below target, or stop */
-    struct fsm_spare pool[FSM_SPARES_MAX];
+    struct fsm_spare pool[FSM_SPARES_MAX]; /* open spares, used first */
     size_t n_pool;
-    unsigned target; /* the creator keeps n_pool >= target; 0: no creator thread */
+    char reserve[FSM_RESERVE_MAX][24]; /* empty spares in spare/, by name, used next */
+    size_t n_reserve;
+    unsigned target; /* creator keeps n_pool + n_reserve >= target; 0: no creator thread */
     bool stop;
     pthread_t creator;
     _Atomic uint64_t next_id; /* next fresh name in spare/ or trash/ */

@@ -231,6 +231,42 @@ static void test_fsm_overwrite_creates_no_inode(void)
     t_fini(&t);
 }
 
+/* Deleted inodes are kept (open pool, then reserve) and feed later new paths. */
+static void test_fsm_delete_then_create_reuses_inodes(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    char path[32];
+    raft_index i = 0;
+    for (unsigned k = 0; k < 200; k++) {
+        snprintf(path, sizeof path, "d%u/f%u", k % 7, k);
+        i++;
+        CHECK_EQ_U(put(t.f, i, (unsigned)i, path, "0123456789", &r), 0);
+    }
+    struct fsm_stats s0, s1;
+    fsm_get_stats(t.f, &s0);
+    for (unsigned k = 0; k < 200; k++) {
+        snprintf(path, sizeof path, "d%u/f%u", k % 7, k);
+        i++;
+        CHECK_EQ_U(del(t.f, i, (unsigned)i, path, &r), 0);
+    }
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.spares, s0.spares + 200);
+    CHECK_EQ_U(count_dir(&t, "files"), 0);
+    for (unsigned k = 0; k < 200; k++) {
+        snprintf(path, sizeof path, "e/g%u", k);
+        i++;
+        CHECK_EQ_U(put(t.f, i, (unsigned)i, path, "abc", &r), 0);
+        CHECK(r.created);
+    }
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.inodes_created, s0.inodes_created);
+    CHECK(file_is(&t, "e/g0", "abc"));
+    CHECK(file_is(&t, "e/g199", "abc"));
+    t_fini(&t);
+}
+
 static void test_fsm_duplicate_request_id(void)
 {
     struct tenv t;
@@ -445,8 +481,8 @@ static void test_fsm_leftovers_cleaned_on_open(void)
     t_open(&t);
     struct fsm_stats s;
     fsm_get_stats(t.f, &s);
-    CHECK_EQ_U(s.spares, FSM_SPARES_MAX);
-    CHECK_EQ_U(count_dir(&t, "spare"), FSM_SPARES_MAX);
+    CHECK_EQ_U(s.spares, 80); /* 64 open, 16 in the reserve: none unlinked */
+    CHECK_EQ_U(count_dir(&t, "spare"), 80);
     CHECK(!exists(&t, "spare/dir"));
     CHECK_EQ_U(count_dir(&t, "trash"), 0);
     CHECK(file_is(&t, "keep", "k"));
@@ -715,6 +751,7 @@ int main(void)
 {
     RUN(test_fsm_put_new_replace_delete);
     RUN(test_fsm_overwrite_creates_no_inode);
+    RUN(test_fsm_delete_then_create_reuses_inodes);
     RUN(test_fsm_duplicate_request_id);
     RUN(test_fsm_dedup_window);
     RUN(test_fsm_conflicting_paths);
