@@ -1,4 +1,533 @@
+/* test_transport.c — real transports on one libev loop over 127.0.0.1 ephemeral ports:
+ * delivery, forwarding, handshake refusals, hostile bytes, reconnects and queue caps.
+ * Every wait polls a condition with a deadline (ev_run ONCE + a waking timer), never sleeps. */
+#include <errno.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "codec.h"
+#include "err.h"
+#include "log.h"
+#include "transport.h"
+
+struct tnode {
+    struct transport *t;
+    const char *cluster;
+    const char *name;
+    raft_id id;
+    raft_id accept[4]; /* ids accept_peer() lets in */
+    int n_msgs;
+    struct raft_msg last; /* scalars of the last message (entries dropped) */
+    uint32_t last_n_entries;
+    uint32_t last_entry_len;
+    uint8_t last_entry_byte;
+    uint64_t next_ctx; /* ordering check for the burst test */
+    bool in_order;
+    int n_fwd_req;
+    raft_id fwd_from;
+    uint64_t fwd_id;
+    uint8_t fwd_op;
+    uint32_t fwd_len;
+    int n_fwd_resp;
+    struct codec_fwd_resp resp;
+};
+
+static struct ev_loop *loop;
+
+static void tn_on_msg(void *ctx, const struct raft_msg *m)
+{
+    struct tnode *n = ctx;
+    n->n_msgs++;
+    n->last = *m;
+    n->last.entries = NULL;
+    n->last_n_entries = m->n_entries;
+    n->last_entry_len = m->n_entries && m->entries[0].data ? m->entries[0].data->len : 0;
+    n->last_entry_byte = n->last_entry_len ? m->entries[0].data->data[n->last_entry_len - 1] : 0;
+    if (m->ctx != n->next_ctx) n->in_order = false;
+    n->next_ctx = m->ctx + 1;
+}
+
+static void tn_on_fwd_req(void *ctx, raft_id from, uint64_t fwd_id, uint8_t op,
+                          struct raft_blob *payload)
+{
+    struct tnode *n = ctx;
+    n->n_fwd_req++;
+    n->fwd_from = from;
+    n->fwd_id = fwd_id;
+    n->fwd_op = op;
+    n->fwd_len = payload->len;
+    raft_blob_unref(payload);
+}
+
+static void tn_on_fwd_resp(void *ctx, uint64_t fwd_id, int err, raft_index index, raft_term term,
+                           const char *leader_name)
+{
+    struct tnode *n = ctx;
+    n->n_fwd_resp++;
+    n->resp.fwd_id = fwd_id;
+    n->resp.err = (uint32_t)err;
+    n->resp.index = index;
+    n->resp.term = term;
+    strcpy(n->resp.leader_name, leader_name);
+}
+
+static bool tn_accept(void *ctx, raft_id id, const char *name)
+{
+    struct tnode *n = ctx;
+    (void)name;
+    for (int i = 0; i < 4; i++)
+        if (n->accept[i] == id) return true;
+    return false;
+}
+
+static const struct transport_ops tn_ops = {
+    .on_msg = tn_on_msg,
+    .on_fwd_req = tn_on_fwd_req,
+    .on_fwd_resp = tn_on_fwd_resp,
+    .accept_peer = tn_accept,
+};
+
+static void tn_start(struct tnode *n, const char *addr)
+{
+    char err[256] = "";
+    n->in_order = true;
+    int rv = transport_new(loop, n->cluster ? n->cluster : "test", n->name, n->id, addr, &tn_ops, n,
+                           &n->t, err, sizeof err);
+    CHECK_EQ_U(rv, 0);
+    if (rv) fprintf(stderr, "transport_new: %s\n", err);
+}
+
+static void tn_addr(struct tnode *n, char *buf, size_t len)
+{
+    snprintf(buf, len, "127.0.0.1:%u", (unsigned)transport_port(n->t));
+}
+
+/* a dials b. */
+static void tn_link(struct tnode *a, struct tnode *b)
+{
+    char addr[64];
+    tn_addr(b, addr, sizeof addr);
+    CHECK_EQ_U(transport_set_peer(a->t, b->id, b->name, addr), 0);
+}
+
+static void wake_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+}
+
+/* Runs the loop until cond holds or secs pass; the expression's value afterwards. */
+#define WAIT_FOR(cond, secs)                                                                       \
+    ({                                                                                             \
+        ev_timer wake_;                                                                            \
+        ev_timer_init(&wake_, wake_cb, 0.01, 0.01);                                                \
+        ev_timer_start(loop, &wake_);                                                              \
+        ev_tstamp deadline_ = ev_time() + (secs);                                                  \
+        while (!(cond) && ev_time() < deadline_)                                                   \
+            ev_run(loop, EVRUN_ONCE);                                                              \
+        ev_timer_stop(loop, &wake_);                                                               \
+        (cond);                                                                                    \
+    })
+
+static struct raft_msg msg(uint8_t type, raft_id from, raft_id to, uint64_t ctx)
+{
+    struct raft_msg m = {.type = type,
+                         .from = from,
+                         .to = to,
+                         .term = 7,
+                         .index = 8,
+                         .log_term = 6,
+                         .commit = 5,
+                         .ctx = ctx};
+    return m;
+}
+
+static struct transport_stats stats(struct tnode *n)
+{
+    struct transport_stats s;
+    transport_stats(n->t, &s);
+    return s;
+}
+
+static void test_exchange_and_forward(void)
+{
+    struct tnode a = {.name = "node1", .id = 11, .accept = {22}};
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&a, "127.0.0.1:0");
+    tn_start(&b, "127.0.0.1:0");
+    tn_link(&a, &b);
+    tn_link(&b, &a);
+    struct raft_msg m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), 0);
+    CHECK(WAIT_FOR(b.n_msgs == 1, 5));
+    CHECK(b.last.type == RAFT_MSG_VOTE && b.last.from == 11 && b.last.term == 7 &&
+          b.last.index == 8 && b.last.log_term == 6 && b.last.commit == 5);
+    m = msg(RAFT_MSG_VOTE_RESP, 22, 11, 0);
+    m.reject = true;
+    CHECK_EQ_U(transport_send(b.t, &m), 0);
+    CHECK(WAIT_FOR(a.n_msgs == 1, 5));
+    CHECK(a.last.type == RAFT_MSG_VOTE_RESP && a.last.reject);
+
+    /* A 1 MiB entry goes by reference: the queue holds a ref until it is written. */
+    struct raft_blob *big = raft_blob_new(1u << 20);
+    memset(big->data, 0x5a, big->len);
+    struct raft_entry e = {.term = 7, .index = 9, .type = RAFT_ENTRY_NORMAL, .data = big};
+    m = msg(RAFT_MSG_APPEND, 11, 22, 1);
+    m.n_entries = 1;
+    m.entries = &e;
+    CHECK_EQ_U(transport_send(a.t, &m), 0);
+    CHECK_EQ_U(big->refs, 2);
+    CHECK(WAIT_FOR(b.n_msgs == 2, 5));
+    CHECK(b.last_n_entries == 1 && b.last_entry_len == (1u << 20) && b.last_entry_byte == 0x5a);
+    CHECK(WAIT_FOR(big->refs == 1, 5));
+    raft_blob_unref(big);
+
+    /* A burst arrives complete and in order. */
+    b.next_ctx = 2;
+    for (uint64_t i = 2; i < 2002; i++) {
+        m = msg(RAFT_MSG_APPEND, 11, 22, i);
+        CHECK_EQ_U(transport_send(a.t, &m), 0);
+    }
+    CHECK(WAIT_FOR(b.n_msgs == 2002, 10));
+    CHECK(b.in_order);
+
+    /* Forwarding: follower b asks leader a, a answers. */
+    struct raft_blob *pl = raft_blob_new(3000);
+    memset(pl->data, 1, pl->len);
+    CHECK_EQ_U(transport_send_fwd_req(b.t, 11, 77, CODEC_FWD_PROPOSE, pl), 0);
+    CHECK(WAIT_FOR(a.n_fwd_req == 1, 5));
+    CHECK(a.fwd_from == 22 && a.fwd_id == 77 && a.fwd_op == CODEC_FWD_PROPOSE && a.fwd_len == 3000);
+    CHECK_EQ_U(transport_send_fwd_req(b.t, 11, 78, CODEC_FWD_JOIN, NULL), 0);
+    CHECK(WAIT_FOR(a.n_fwd_req == 2, 5));
+    CHECK(a.fwd_id == 78 && a.fwd_len == 0);
+    CHECK_EQ_U(transport_send_fwd_resp(a.t, 22, 77, ERR_NOTLEADER, 40, 7, "node3"), 0);
+    CHECK(WAIT_FOR(b.n_fwd_resp == 1, 5));
+    CHECK(b.resp.fwd_id == 77 && b.resp.err == ERR_NOTLEADER && b.resp.index == 40 &&
+          b.resp.term == 7 && strcmp(b.resp.leader_name, "node3") == 0);
+    CHECK_EQ_U(transport_send_fwd_resp(a.t, 22, 79, 0, 41, 7, NULL), 0);
+    CHECK(WAIT_FOR(b.n_fwd_resp == 2, 5));
+    CHECK(b.resp.err == 0 && b.resp.leader_name[0] == '\0');
+
+    struct transport_stats s = stats(&a);
+    CHECK(s.connected_peers == 1 && s.inbound_conns == 1 && s.bytes_out > (1u << 20) &&
+          s.bytes_in > 0 && s.rejected_conns == 0 && s.proto_errors == 0);
+
+    /* Unknown peers, bad arguments, our own id, removal. */
+    m = msg(RAFT_MSG_VOTE, 11, 33, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), ERR_NOTFOUND);
+    CHECK_EQ_U(transport_send_fwd_req(a.t, 33, 1, CODEC_FWD_PROPOSE, raft_blob_new(1)),
+               ERR_NOTFOUND);
+    CHECK_EQ_U(transport_send_fwd_req(a.t, 22, 1, 99, NULL), ERR_INVALID);
+    CHECK_EQ_U(transport_set_peer(a.t, 0, "x", "127.0.0.1:1"), ERR_INVALID);
+    CHECK_EQ_U(transport_set_peer(a.t, 11, "node1", "127.0.0.1:1"), 0); /* self: ignored */
+    m = msg(RAFT_MSG_VOTE, 11, 11, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), ERR_NOTFOUND);
+    transport_remove_peer(a.t, 22);
+    m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), ERR_NOTFOUND);
+    CHECK_EQ_U(stats(&a).connected_peers, 0);
+    transport_free(a.t);
+    transport_free(b.t);
+}
+
+static void test_bad_listen_addresses(void)
+{
+    struct tnode a = {.name = "node1", .id = 11};
+    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", ":80", "127.0.0.1:x", "[::1:80"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256] = "";
+        struct transport *t = NULL;
+        int rv = transport_new(loop, "test", "node1", 11, bad[i], &tn_ops, &a, &t, err, sizeof err);
+        CHECK(rv == ERR_INVALID && t == NULL && err[0]);
+    }
+    tn_start(&a, "127.0.0.1:0");
+    char addr[64], err[256];
+    tn_addr(&a, addr, sizeof addr);
+    struct transport *t = NULL;
+    CHECK_EQ_U(transport_new(loop, "test", "n", 12, addr, &tn_ops, &a, &t, err, sizeof err),
+               ERR_IO);
+    CHECK_EQ_U(transport_new(loop, "", "n", 12, "127.0.0.1:0", &tn_ops, &a, &t, err, sizeof err),
+               ERR_INVALID);
+    CHECK_EQ_U(transport_new(loop, "c", "n", 0, "127.0.0.1:0", &tn_ops, &a, &t, err, sizeof err),
+               ERR_INVALID);
+    transport_free(a.t);
+}
+
+/* A dialer of another cluster, and one with an id the acceptor does not know, are refused;
+ * nothing they send is delivered; a good peer is unaffected. */
+static void test_handshake_refusals(void)
+{
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11, 33}};
+    struct tnode good = {.name = "node1", .id = 11};
+    struct tnode other = {.cluster = "other", .name = "node3", .id = 33};
+    struct tnode unknown = {.name = "node9", .id = 99};
+    tn_start(&b, "127.0.0.1:0");
+    tn_start(&good, "127.0.0.1:0");
+    tn_start(&other, "127.0.0.1:0");
+    tn_start(&unknown, "127.0.0.1:0");
+    tn_link(&other, &b);
+    tn_link(&unknown, &b);
+    tn_link(&good, &b);
+    struct raft_msg m = msg(RAFT_MSG_VOTE, 33, 22, 0);
+    CHECK_EQ_U(transport_send(other.t, &m), 0);
+    m = msg(RAFT_MSG_VOTE, 99, 22, 0);
+    CHECK_EQ_U(transport_send(unknown.t, &m), 0);
+    m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(good.t, &m), 0);
+    /* Both strangers are refused, again after they redial (>= 4 refusals). */
+    CHECK(WAIT_FOR(stats(&b).rejected_conns >= 4 && b.n_msgs >= 1, 10));
+    CHECK_EQ_U(b.n_msgs, 1);
+    CHECK_EQ_U(b.last.from, 11);
+    CHECK_EQ_U(stats(&b).inbound_conns, 1);
+    transport_free(b.t);
+    transport_free(good.t);
+    transport_free(other.t);
+    transport_free(unknown.t);
+}
+
+/* ---- Raw sockets playing a hostile or broken peer ------------------------------------------ */
+static int raw_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    return fd;
+}
+
+/* The other side closed: recv sees EOF or a reset. */
+static bool raw_closed(int fd)
+{
+    uint8_t b[64];
+    ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+static void raw_send(int fd, const void *p, size_t n)
+{
+    CHECK_EQ_U(send(fd, p, n, MSG_NOSIGNAL), n);
+}
+
+static void raw_hello(int fd, const char *name, raft_id id)
+{
+    struct codec_hello h = {.cluster = "test", .id = id, .addr = "127.0.0.1:1"};
+    snprintf(h.name, sizeof h.name, "%s", name);
+    struct codec_buf b;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_hello(&h, &b), 0);
+    raw_send(fd, b.data, b.len);
+    codec_buf_free(&b);
+}
+
+static void raw_msg(int fd, raft_id from, raft_id to, bool corrupt, size_t keep)
+{
+    struct raft_msg m = msg(RAFT_MSG_APPEND, from, to, 0);
+    struct codec_buf b;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_msg(&m, &b), 0);
+    if (corrupt) b.data[b.len - 1] ^= 1;
+    raw_send(fd, b.data, keep && keep < b.len ? keep : b.len);
+    codec_buf_free(&b);
+}
+
+enum raw_kind {
+    RAW_GARBAGE,
+    RAW_GIANT_BEFORE_HELLO,
+    RAW_GIANT_AFTER_HELLO,
+    RAW_NOT_HELLO_FIRST,
+    RAW_TRUNCATED_EOF,
+    RAW_BAD_CHECKSUM,
+    RAW_SPOOFED_FROM,
+    RAW_SECOND_HELLO,
+    RAW_KIND_COUNT
+};
+
+static void raw_attack(int fd, enum raw_kind k)
+{
+    static const char garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    uint8_t giant[CODEC_HDR_BYTES] = {0xff, 0xff, 0xff, 0x00, CODEC_VERSION, CODEC_RAFT};
+    switch (k) {
+    case RAW_GARBAGE:
+        raw_send(fd, garbage, sizeof garbage - 1);
+        break;
+    case RAW_GIANT_BEFORE_HELLO:
+        raw_send(fd, giant, sizeof giant);
+        break;
+    case RAW_GIANT_AFTER_HELLO:
+        raw_hello(fd, "node1", 11);
+        raw_send(fd, giant, sizeof giant);
+        break;
+    case RAW_NOT_HELLO_FIRST:
+        raw_msg(fd, 11, 22, false, 0);
+        break;
+    case RAW_TRUNCATED_EOF:
+        raw_hello(fd, "node1", 11);
+        raw_msg(fd, 11, 22, false, 40);
+        shutdown(fd, SHUT_WR);
+        break;
+    case RAW_BAD_CHECKSUM:
+        raw_hello(fd, "node1", 11);
+        raw_msg(fd, 11, 22, true, 0);
+        break;
+    case RAW_SPOOFED_FROM:
+        raw_hello(fd, "node1", 11);
+        raw_msg(fd, 33, 22, false, 0);
+        break;
+    case RAW_SECOND_HELLO:
+        raw_hello(fd, "node1", 11);
+        raw_hello(fd, "node1", 11);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Each kind of hostile input closes its own connection and is counted; a good peer keeps
+ * delivering throughout. */
+static void test_hostile_inbound(void)
+{
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11, 44}};
+    struct tnode good = {.name = "node4", .id = 44};
+    tn_start(&b, "127.0.0.1:0");
+    tn_start(&good, "127.0.0.1:0");
+    tn_link(&good, &b);
+    for (int k = 0; k < RAW_KIND_COUNT; k++) {
+        struct transport_stats before = stats(&b);
+        int fd = raw_connect(transport_port(b.t));
+        raw_attack(fd, (enum raw_kind)k);
+        bool closed = WAIT_FOR(raw_closed(fd), 5);
+        CHECK(closed);
+        if (!closed) fprintf(stderr, "raw attack %d not closed\n", k);
+        struct transport_stats after = stats(&b);
+        CHECK_EQ_U(after.rejected_conns + after.proto_errors,
+                   before.rejected_conns + before.proto_errors + 1);
+        close(fd);
+        int got = b.n_msgs;
+        struct raft_msg m = msg(RAFT_MSG_VOTE, 44, 22, 0);
+        CHECK_EQ_U(transport_send(good.t, &m), 0);
+        CHECK(WAIT_FOR(b.n_msgs == got + 1, 5));
+        CHECK_EQ_U(b.last.from, 44);
+    }
+    CHECK(WAIT_FOR(stats(&b).inbound_conns == 1, 5));
+    transport_free(b.t);
+    transport_free(good.t);
+}
+
+/* More inbound connections than the limit: the extra ones are closed at once. */
+static void test_inbound_limit(void)
+{
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&b, "127.0.0.1:0");
+    enum { N = TRANSPORT_MAX_INBOUND + 6 };
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = raw_connect(transport_port(b.t));
+    CHECK(WAIT_FOR(stats(&b).rejected_conns == N - TRANSPORT_MAX_INBOUND, 5));
+    CHECK_EQ_U(stats(&b).inbound_conns, TRANSPORT_MAX_INBOUND);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    CHECK(WAIT_FOR(stats(&b).inbound_conns == 0, 5));
+    /* Room again: a real peer gets in. */
+    struct tnode a = {.name = "node1", .id = 11};
+    tn_start(&a, "127.0.0.1:0");
+    tn_link(&a, &b);
+    struct raft_msg m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), 0);
+    CHECK(WAIT_FOR(b.n_msgs == 1, 5));
+    transport_free(a.t);
+    transport_free(b.t);
+}
+
+/* The peer's listener goes away and comes back on the same port: the link heals. */
+static void test_reconnect(void)
+{
+    struct tnode a = {.name = "node1", .id = 11};
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&a, "127.0.0.1:0");
+    tn_start(&b, "127.0.0.1:0");
+    tn_link(&a, &b);
+    char addr[64];
+    tn_addr(&b, addr, sizeof addr);
+    struct raft_msg m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), 0);
+    CHECK(WAIT_FOR(b.n_msgs == 1, 5));
+    transport_free(b.t);
+    CHECK(WAIT_FOR(stats(&a).connected_peers == 0, 5));
+    struct tnode b2 = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&b2, addr);
+    /* Messages sent while the link is down may be dropped: keep sending until one lands. */
+    ev_tstamp deadline = ev_time() + 10;
+    while (b2.n_msgs == 0 && ev_time() < deadline) {
+        (void)transport_send(a.t, &m);
+        WAIT_FOR(b2.n_msgs > 0, 0.05);
+    }
+    CHECK(b2.n_msgs > 0);
+    CHECK_EQ_U(stats(&a).connected_peers, 1);
+    transport_free(a.t);
+    transport_free(b2.t);
+}
+
+/* A peer that never reads: the queue fills to its cap and sends fail with ERR_BUSY. */
+static void test_queue_cap(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 4) == 0);
+    CHECK(getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    struct tnode a = {.name = "node1", .id = 11};
+    tn_start(&a, "127.0.0.1:0");
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    CHECK_EQ_U(transport_set_peer(a.t, 22, "node2", addr), 0);
+    struct raft_blob *big = raft_blob_new(1u << 20);
+    memset(big->data, 1, big->len);
+    struct raft_entry e = {.term = 1, .index = 1, .type = RAFT_ENTRY_NORMAL, .data = big};
+    struct raft_msg m = msg(RAFT_MSG_APPEND, 11, 22, 0);
+    m.n_entries = 1;
+    m.entries = &e;
+    /* Without running the loop nothing is written: 8 MiB of 1 MiB frames fills it. */
+    int sent = 0, rv = 0;
+    while (sent < 20 && (rv = transport_send(a.t, &m)) == 0)
+        sent++;
+    CHECK_EQ_U(rv, ERR_BUSY);
+    CHECK(sent >= 7 && sent <= 8);
+    CHECK_EQ_U(big->refs, 1u + (unsigned)sent); /* queued by reference */
+    CHECK_EQ_U(stats(&a).dropped_busy, 1);
+    /* With the loop running and the peer never reading, the kernel's buffers take some of it,
+     * then the queue fills again within a deadline. */
+    CHECK(WAIT_FOR(stats(&a).connected_peers == 1 && stats(&a).bytes_out > (1u << 20), 5));
+    ev_tstamp deadline = ev_time() + 10;
+    int more = 0;
+    while ((rv = transport_send(a.t, &m)) == 0 && ev_time() < deadline) {
+        more++;
+        WAIT_FOR(false, 0.001);
+    }
+    CHECK_EQ_U(rv, ERR_BUSY);
+    CHECK(more >= 1);
+    transport_free(a.t);
+    CHECK_EQ_U(big->refs, 1); /* freeing the transport gives every reference back */
+    raft_blob_unref(big);
+    close(lfd);
+}
+
 int main(void)
 {
-    return 0;
+    log_init("test");
+    loop = ev_loop_new(EVFLAG_AUTO);
+    RUN(test_exchange_and_forward);
+    RUN(test_bad_listen_addresses);
+    RUN(test_handshake_refusals);
+    RUN(test_hostile_inbound);
+    RUN(test_inbound_limit);
+    RUN(test_reconnect);
+    RUN(test_queue_cap);
+    ev_loop_destroy(loop);
+    return check_report();
 }
