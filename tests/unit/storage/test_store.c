@@ -326,6 +326,28 @@ static void done_cb(void *ctx, uint64_t seq, int err)
     d->n++;
 }
 
+/* A running writer on its own loop, recording completions in d. */
+struct wfix {
+    struct ev_loop *loop;
+    struct store_writer *wr;
+    struct done_log d;
+};
+
+static struct wfix *wfix_start(struct store *s)
+{
+    static struct wfix f; /* done_log is large: keep it off the stack */
+    memset(&f, 0, sizeof f);
+    f.loop = ev_loop_new(0);
+    CHECK(store_writer_start(s, f.loop, done_cb, &f.d, &f.wr) == 0);
+    return &f;
+}
+
+static void wfix_stop(struct wfix *f)
+{
+    store_writer_stop(f->wr);
+    ev_loop_destroy(f->loop);
+}
+
 static int run_until(struct ev_loop *loop, struct done_log *d, size_t n, uint64_t max_us)
 {
     uint64_t until = st_now_us() + max_us;
@@ -338,24 +360,20 @@ static void test_group_commit(void)
 {
     const char *dir = tdir();
     struct store *s = topen(dir);
-    struct ev_loop *loop = ev_loop_new(0);
-    struct store_writer *wr = NULL;
-    static struct done_log d;
-    memset(&d, 0, sizeof d);
-    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    struct wfix *f = wfix_start(s);
     for (uint64_t i = 1; i <= 300; i++) {
         struct store_write w;
         st_job(&w, i, i, 1, 1 + i / 100, 1024);
         w.hardstate_changed = (i % 100) == 0;
         w.term = 1 + i / 100;
         w.vote = 2;
-        CHECK(store_writer_submit(wr, &w) == 0);
+        CHECK(store_writer_submit(f->wr, &w) == 0);
         CHECK(w.entries == NULL);
     }
-    CHECK(run_until(loop, &d, 300, 20000000));
-    for (size_t i = 0; i < d.n && i < 300; i++) {
-        CHECK_EQ_U(d.seqs[i], i + 1);
-        CHECK_EQ_U(d.errs[i], 0);
+    CHECK(run_until(f->loop, &f->d, 300, 20000000));
+    for (size_t i = 0; i < f->d.n && i < 300; i++) {
+        CHECK_EQ_U(f->d.seqs[i], i + 1);
+        CHECK_EQ_U(f->d.errs[i], 0);
     }
     struct store_stats st;
     store_stats(s, &st);
@@ -373,10 +391,9 @@ static void test_group_commit(void)
     for (uint64_t i = 301; i <= 310; i++) {
         struct store_write w;
         st_job(&w, i, i, 1, 4, 1024);
-        CHECK(store_writer_submit(wr, &w) == 0);
+        CHECK(store_writer_submit(f->wr, &w) == 0);
     }
-    store_writer_stop(wr);
-    ev_loop_destroy(loop);
+    wfix_stop(f);
     store_close(s);
     s = topen(dir);
     struct raft_boot b;
@@ -422,15 +439,11 @@ static void test_fetch_while_writing(void)
     struct store *s = topen(dir);
     struct hold h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     store_set_commit_hook(s, hold_hook, &h);
-    struct ev_loop *loop = ev_loop_new(0);
-    struct store_writer *wr = NULL;
-    static struct done_log d;
-    memset(&d, 0, sizeof d);
-    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    struct wfix *f = wfix_start(s);
     struct store_write w;
     st_job(&w, 1, 1, 50, 1, 700);
-    CHECK(store_writer_submit(wr, &w) == 0);
-    CHECK(run_until(loop, &d, 1, 10000000));
+    CHECK(store_writer_submit(f->wr, &w) == 0);
+    CHECK(run_until(f->loop, &f->d, 1, 10000000));
     pthread_mutex_lock(&h.mu);
     h.armed = 1;
     pthread_mutex_unlock(&h.mu);
@@ -439,7 +452,7 @@ static void test_fetch_while_writing(void)
     w.truncate_from = 46;
     w.hardstate_changed = true;
     w.term = 2;
-    CHECK(store_writer_submit(wr, &w) == 0);
+    CHECK(store_writer_submit(f->wr, &w) == 0);
     uint64_t until = st_now_us() + 5000000;
     for (int in = 0; !in && st_now_us() < until; usleep(100)) {
         pthread_mutex_lock(&h.mu);
@@ -461,10 +474,9 @@ static void test_fetch_while_writing(void)
     h.released = 1;
     pthread_cond_broadcast(&h.cv);
     pthread_mutex_unlock(&h.mu);
-    CHECK(run_until(loop, &d, 2, 10000000));
-    CHECK(d.errs[1] == 0);
-    store_writer_stop(wr);
-    ev_loop_destroy(loop);
+    CHECK(run_until(f->loop, &f->d, 2, 10000000));
+    CHECK(f->d.errs[1] == 0);
+    wfix_stop(f);
     store_close(s);
     st_rmtree(dir);
 }
@@ -476,26 +488,21 @@ static void test_sticky_failure(void)
     struct hold h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     h.fail_at = 2;
     store_set_commit_hook(s, hold_hook, &h);
-    struct ev_loop *loop = ev_loop_new(0);
-    struct store_writer *wr = NULL;
-    static struct done_log d;
-    memset(&d, 0, sizeof d);
-    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    struct wfix *f = wfix_start(s);
     struct store_write w;
     st_job(&w, 1, 1, 2, 1, 10);
-    CHECK(store_writer_submit(wr, &w) == 0);
-    CHECK(run_until(loop, &d, 1, 10000000));
+    CHECK(store_writer_submit(f->wr, &w) == 0);
+    CHECK(run_until(f->loop, &f->d, 1, 10000000));
     for (uint64_t i = 2; i <= 5; i++) {
         st_job(&w, i, i + 1, 1, 1, 10);
-        CHECK(store_writer_submit(wr, &w) == 0);
-        CHECK(run_until(loop, &d, i, 10000000));
+        CHECK(store_writer_submit(f->wr, &w) == 0);
+        CHECK(run_until(f->loop, &f->d, i, 10000000));
     }
-    CHECK_EQ_U(d.n, 5);
-    CHECK(d.errs[0] == 0);
+    CHECK_EQ_U(f->d.n, 5);
+    CHECK(f->d.errs[0] == 0);
     for (size_t i = 1; i < 5; i++)
-        CHECK(d.errs[i] == ERR_IO && d.seqs[i] == i + 1);
-    store_writer_stop(wr);
-    ev_loop_destroy(loop);
+        CHECK(f->d.errs[i] == ERR_IO && f->d.seqs[i] == i + 1);
+    wfix_stop(f);
     store_set_commit_hook(s, NULL, NULL);
     struct raft_boot b;
     CHECK(store_load(s, &b) == 0);
@@ -515,28 +522,23 @@ static void test_shared_env(void)
     CHECK(db_create(&db, store_env(s), 0) == 0);
     CHECK(db->open(db, NULL, "other.db", NULL, DB_BTREE, DB_CREATE | DB_AUTO_COMMIT | DB_THREAD,
                    0600) == 0);
-    struct ev_loop *loop = ev_loop_new(0);
-    struct store_writer *wr = NULL;
-    static struct done_log d;
-    memset(&d, 0, sizeof d);
-    CHECK(store_writer_start(s, loop, done_cb, &d, &wr) == 0);
+    struct wfix *f = wfix_start(s);
     int bad = 0;
     for (uint64_t i = 1; i <= 200; i++) {
         struct store_write w;
         st_job(&w, i, i, 1, 1, 512);
-        CHECK(store_writer_submit(wr, &w) == 0);
+        CHECK(store_writer_submit(f->wr, &w) == 0);
         DB_TXN *txn = NULL;
         uint8_t k[8] = {(uint8_t)i, (uint8_t)(i >> 8)};
         DBT key = {.data = k, .size = 8}, val = {.data = k, .size = 8};
         if (store_env(s)->txn_begin(store_env(s), NULL, &txn, 0) ||
             db->put(db, txn, &key, &val, 0) || txn->commit(txn, DB_TXN_NOSYNC))
             bad++;
-        ev_run(loop, EVRUN_NOWAIT);
+        ev_run(f->loop, EVRUN_NOWAIT);
     }
     CHECK(bad == 0);
-    CHECK(run_until(loop, &d, 200, 20000000));
-    store_writer_stop(wr);
-    ev_loop_destroy(loop);
+    CHECK(run_until(f->loop, &f->d, 200, 20000000));
+    wfix_stop(f);
     db->close(db, 0);
     store_close(s);
     st_rmtree(dir);
