@@ -16,7 +16,10 @@
 #define HTTP_JSON_BODY_MAX 65536        /* request bodies of the cluster routes */
 #define HTTP_CONNECTIONS_MAX 512        /* open client connections; more are refused */
 #define HTTP_CONNECTIONS_PER_IP_MAX 256 /* so one client address cannot take every slot */
-#define HTTP_CONNECTION_TIMEOUT_S 30    /* idle (or trickling-header) connections are closed */
+#define HTTP_CONNECTION_TIMEOUT_S 30    /* a connection silent this long is closed */
+/* A request's headers are due within this time of the connection's start or of the end of its
+ * previous request (a trickling client resets the idle timeout, not this one). */
+#define HTTP_HEADER_TIMEOUT_S 10.0
 
 struct http_server;
 struct http_req; /* one suspended client request; opaque */
@@ -51,6 +54,7 @@ struct http_stats {
     uint64_t bytes_in;                      /* request body bytes received */
     uint64_t bytes_out;                     /* response body bytes queued */
     uint64_t connections;                   /* accepted since start */
+    uint64_t connections_cut;               /* closed for missing the header deadline */
     uint32_t open_connections;              /* now */
     uint32_t pending;                       /* requests waiting for the backend now */
 };
@@ -66,6 +70,8 @@ int http_start(struct ev_loop *loop, const char *listen_addr, uint64_t max_body_
 /* Answers 503 to every request still waiting for the backend, closes every connection and
  * frees s. Requests the backend still holds stay valid: replying to them later is a no-op. */
 void http_stop(struct http_server *s);
+/* Tuning (tests): the header deadline, HTTP_HEADER_TIMEOUT_S by default. */
+void http_set_header_timeout(struct http_server *s, double seconds);
 /* The bound TCP port. */
 uint16_t http_port(const struct http_server *s);
 void http_stats(const struct http_server *s, struct http_stats *out);

@@ -23,6 +23,9 @@ struct http_server {
     struct MHD_Daemon *d;
     ev_io io;       /* MHD's epoll fd: readable when any of its sockets is ready */
     ev_timer timer; /* MHD_get_timeout(), or 0 to run MHD after a resume */
+    ev_timer sweep; /* header deadline checks, while connections exist */
+    double header_timeout_s;
+    struct http_conn *conns; /* every open connection (http_conn.c) */
     const struct http_backend *b;
     void *ctx;
     uint64_t max_body_bytes;
@@ -75,6 +78,13 @@ enum MHD_Result http_fail_now(struct http_req *req, unsigned status, const char 
                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void http_count_status(struct http_server *s, unsigned status);
 void http_req_free(struct http_req *req);
+
+/* http_conn.c */
+void http_conn_init(struct http_server *s);
+void http_conn_close(struct http_server *s);
+void http_conn_notify(struct http_server *s, struct MHD_Connection *conn, void **socket_ctx,
+                      bool started);
+void http_conn_busy(struct http_server *s, struct MHD_Connection *conn, bool busy);
 
 /* http_server.c */
 /* Makes the loop run MHD soon (after a resume). */

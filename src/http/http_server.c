@@ -78,6 +78,7 @@ static enum MHD_Result http_server_handler_cb(void *cls, struct MHD_Connection *
         req->conn = conn;
         *req_cls = req;
         s->stats.requests++;
+        http_conn_busy(s, conn, true);
         return http_route_begin(req, url, method);
     }
     if (req->done || req->waiting) {
@@ -112,15 +113,7 @@ static void http_server_completed_cb(void *cls, struct MHD_Connection *conn, voi
 static void http_server_conn_cb(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                                 enum MHD_ConnectionNotificationCode code)
 {
-    struct http_server *s = cls;
-    (void)conn;
-    (void)socket_ctx;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        s->stats.connections++;
-        s->stats.open_connections++;
-    } else if (s->stats.open_connections > 0) {
-        s->stats.open_connections--;
-    }
+    http_conn_notify(cls, conn, socket_ctx, code == MHD_CONNECTION_NOTIFY_STARTED);
 }
 
 static void http_server_log_cb(void *cls, const char *fmt, va_list ap)
@@ -201,6 +194,7 @@ int http_start(struct ev_loop *loop, const char *listen_addr, uint64_t max_body_
     s->b = b;
     s->ctx = ctx;
     s->max_body_bytes = max_body_bytes;
+    http_conn_init(s);
     s->d = http_server_daemon(s, &ss);
     const union MHD_DaemonInfo *ep =
         s->d ? MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
@@ -245,6 +239,7 @@ void http_stop(struct http_server *s)
     ev_io_stop(s->loop, &s->io);
     ev_timer_stop(s->loop, &s->timer);
     MHD_stop_daemon(s->d); /* runs the completion callback for every connection */
+    http_conn_close(s);
     free(s);
 }
 

@@ -2,6 +2,7 @@
  * second thread; libcurl and raw sockets drive it from the test thread. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <ev.h>
 #include <poll.h>
 #include <pthread.h>

@@ -447,12 +447,69 @@ static void test_idle_no_spin(void)
     ev_loop_destroy(loop);
 }
 
+struct trickle {
+    ev_timer t;
+    int fd;
+    int sent;
+    bool closed;
+};
+
+static void trickle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct trickle *tr = (struct trickle *)w;
+    (void)revents;
+    const char *req_text = "GET /v1/status HTTP/1.1\r\nX-Slow: ";
+    char c = tr->sent < (int)strlen(req_text) ? req_text[tr->sent] : 'a';
+    if (send(tr->fd, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) tr->sent++;
+    char buf[256];
+    ssize_t n = recv(tr->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        tr->closed = true;
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+/* A client that trickles its headers a byte at a time is cut at the header deadline although
+ * it is never silent long enough for the idle timeout. */
+static void test_header_deadline(void)
+{
+    char err[256];
+    struct http_server *s = NULL;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    CHECK(http_start(loop, "127.0.0.1:0", MAX_BODY, &fake_backend, NULL, &s, err, sizeof err) == 0);
+    if (!s) return;
+    http_set_header_timeout(s, 0.4);
+    struct trickle tr = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(http_port(s))};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(tr.fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+    ev_timer_init(&tr.t, trickle_cb, 0.05, 0.05);
+    ev_timer_start(loop, &tr.t);
+    ev_timer guard;
+    ev_timer_init(&guard, idle_break_cb, 3.0, 0.);
+    ev_timer_start(loop, &guard);
+    double t0 = now_s();
+    ev_run(loop, 0);
+    CHECK(tr.closed);
+    CHECK(now_s() - t0 < 2.0);
+    CHECK(tr.sent >= 5);
+    struct http_stats st;
+    http_stats(s, &st);
+    CHECK_EQ_U(st.connections_cut, 1);
+    ev_timer_stop(loop, &tr.t);
+    ev_timer_stop(loop, &guard);
+    close(tr.fd);
+    http_stop(s);
+    ev_loop_destroy(loop);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
     RUN(test_path_decode);
     RUN(test_bad_listen_address);
     RUN(test_idle_no_spin);
+    RUN(test_header_deadline);
     if (server_start()) return 1;
     RUN(test_routes);
     RUN(test_unknown_routes_and_methods);
