@@ -86,7 +86,9 @@ int store_write_sync(struct store *s, struct store_write *w);
  * STORE_BATCH_JOBS_MAX jobs or ~STORE_BATCH_BYTES_MAX payload bytes), writes them all in ONE
  * transaction with ONE log fsync, then reports each job's seq in submission order on the
  * loop thread (ev_async) through done_cb(ctx, seq, err). On a write error err != 0 for that
- * job and every later one (sticky failure). The thread also takes BDB checkpoints. */
+ * job and every later one (sticky failure). The thread also takes BDB checkpoints (after
+ * 8 MiB of payload, or 10 s after a write), which let DB_LOG_AUTO_REMOVE drop old log files
+ * and keep recovery short. */
 #define STORE_BATCH_JOBS_MAX 1024
 #define STORE_BATCH_BYTES_MAX (64u << 20)
 struct store_writer;
@@ -97,9 +99,9 @@ int store_writer_start(struct store *s, struct ev_loop *loop,
 /* Loop thread only. Takes ownership of job's contents (also on error; *job is borrowed and
  * may be reused). Never blocks on the disk. ERR_NOMEM, ERR_SHUTDOWN after stop began. */
 int store_writer_submit(struct store_writer *w, struct store_write *job);
-/* Loop thread only. Makes every queued job durable, joins the thread and frees w.
- * Completions not yet reported through done_cb are dropped (the loop is stopping).
- * NULL-safe. */
+/* Loop thread only, never from inside done_cb. Makes every queued job durable, takes a
+ * final checkpoint, joins the thread and frees w. Completions not yet reported through
+ * done_cb are dropped (the loop is stopping). NULL-safe. */
 void store_writer_stop(struct store_writer *w);
 
 /* Testing only: fn(ctx) runs on the writing thread inside each batch's transaction, after
