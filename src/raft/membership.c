@@ -86,6 +86,8 @@ void raft_membership_on_commit(struct raft *r)
     ASSERT(r->role == RAFT_LEADER);
     raft_progress_sync(r);
     if (raft_change_in_flight(r) || raft_conf_is_voter(&r->conf, r->cfg.id)) return;
+    /* A last round tells the remaining members that their configuration committed. */
+    raft_repl_heartbeat(r);
     raft_become_follower(r, r->term, 0, "removed from the configuration");
 }
 

@@ -62,6 +62,7 @@ void raft_reads_check(struct raft *r)
         raft_read_answer(r, q, false);
         done++;
     }
+    if (done == 0) return;
     memmove(r->reads, r->reads + done, (r->n_reads - done) * sizeof *r->reads);
     r->n_reads -= done;
 }

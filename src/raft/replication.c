@@ -177,8 +177,7 @@ static void raft_repl_check_stall(struct raft_progress *pr)
         pr->stall_beats = 0;
         return;
     }
-    if (++pr->stall_beats < RAFT_STALL_BEATS)
-        return;
+    if (++pr->stall_beats < RAFT_STALL_BEATS) return;
     pr->state = RAFT_PR_PROBE;
     pr->next = pr->match + 1;
     pr->probe_sent = false;

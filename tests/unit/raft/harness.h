@@ -38,6 +38,7 @@ struct tnode {
     /* Durable state. */
     raft_term term;
     raft_id vote;
+    raft_index boot_commit; /* handed to raft_new as the commit lower bound */
     struct raft_entry log[TC_APPLIED_MAX];
     size_t n_log;
     /* What the node applied and read. */
@@ -132,6 +133,7 @@ static inline void tc_start(struct tc *tc, raft_id id)
     memset(&boot, 0, sizeof boot);
     boot.term = t->term;
     boot.vote = t->vote;
+    boot.commit = t->boot_commit;
     boot.entries = t->log;
     boot.n_entries = t->n_log;
     int rv = raft_new(&t->cfg, &boot, &t->r);
