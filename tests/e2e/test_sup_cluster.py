@@ -53,8 +53,12 @@ def test_bootstrap_and_joins(track):
     for nid in others(c, lead):
         s = c.status(nid)
         assert s["leader"] and s["leader"]["id"] == lead, s
-    with open(os.path.join(c.data, "raftsup.log")) as f:
-        text = f.read()
+    def sup_log():
+        with open(os.path.join(c.data, "raftsup.log")) as f:
+            return f.read()
+    # The join's 200 may reach raftsup just after the configuration is visible.
+    h.wait_until(lambda: "membership complete: 3 of 3" in sup_log(), 10, "raftsup's log")
+    text = sup_log()
     assert "node1 started" in text and "(--bootstrap)" in text
     assert "node2 joined" in text and "node3 joined" in text, text
 
