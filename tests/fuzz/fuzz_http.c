@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fspath.h"
+#include "fuzz.h"
 #include "http.h"
 
 static void fz_put(void *ctx, struct http_req *req, const char *path, struct raft_blob *cmd)
