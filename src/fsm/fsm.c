@@ -188,15 +188,21 @@ static int fsm_apply_put(struct fsm *f, DB_TXN *txn, raft_index i, const struct 
                          const char *path, struct fsm_result *res)
 {
     res->index = i;
-    int rv = fsm_db_meta_conflict(&f->db, txn, path, c->path_len);
-    if (rv == ERR_EXISTS) {
-        res->status = ERR_EXISTS;
-        return 0;
-    }
     struct fsm_meta m;
-    if (rv == 0) rv = fsm_db_meta_get(&f->db, txn, path, c->path_len, &m);
+    int rv = fsm_db_meta_get(&f->db, txn, path, c->path_len, &m);
     if (rv && rv != ERR_NOTFOUND) return rv;
     res->created = rv == ERR_NOTFOUND;
+    /* The metadata never holds a file and a directory of the same name, so only a new path
+     * can conflict. */
+    if (res->created) {
+        rv = fsm_db_meta_conflict(&f->db, txn, path, c->path_len);
+        if (rv == ERR_EXISTS) {
+            res->status = ERR_EXISTS;
+            res->created = false;
+            return 0;
+        }
+        if (rv) return rv;
+    }
     m.size = c->body_len;
     m.index = i;
     fsm_sha256(c->body, c->body_len, m.sha256);

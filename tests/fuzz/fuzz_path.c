@@ -1,12 +1,15 @@
-/* fuzz_path.c — libFuzzer target for the path validator: it must never crash or over-read, and
- * whatever it accepts must be a relative path with no "."/".." component, no NUL, no empty
- * component, within the length limits (so it can never leave files/). */
+/* fuzz_path.c — libFuzzer target for the path validator and the file-store command decoder:
+ * neither may crash or over-read; an accepted path must be relative with no "."/".."/empty
+ * component and no NUL, within the limits (so it can never leave files/), and a decoded
+ * command must point inside its input at a path that validates. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "fsm.h"
 #include "fspath.h"
+#include "fuzz.h"
 
 static void fuzz_path_check_accepted(const char *p, size_t len)
 {
@@ -36,5 +39,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else if (rv != ERR_INVALID || why[0] == '\0')
         abort();
     free(p);
+    uint8_t *cmd = malloc(size ? size : 1);
+    if (!cmd) return 0;
+    memcpy(cmd, data, size);
+    struct fsm_cmd c;
+    if (fsm_cmd_decode(cmd, size, &c) == 0) {
+        const char *end = (const char *)cmd + size;
+        if (c.path < (const char *)cmd || c.path + c.path_len > end ||
+            fspath_validate(c.path, c.path_len, NULL, 0) != 0)
+            abort();
+        if (c.op == FSM_CMD_PUT && (const char *)c.body + c.body_len != end) abort();
+    }
+    free(cmd);
     return 0;
 }
