@@ -123,8 +123,7 @@ static void sim_check_config_rule(struct sim *s, struct sim_node *n, raft_index 
 void sim_check_log_batch(struct sim *s, struct sim_node *n, const struct raft_ready *rd,
                          const struct raft_status *st)
 {
-    if (!rd->persist_seq &&
-        (rd->n_entries || rd->truncate_from || rd->hardstate_changed || rd->n_msgs_after_persist))
+    if (!rd->persist_seq && (rd->n_entries || rd->truncate_from || rd->hardstate_changed))
         sim_fail(s, "Ready contract", "n%llu: durable changes in a batch without persist_seq",
                  ULL(n->id));
     if (rd->truncate_from) {
@@ -135,10 +134,12 @@ void sim_check_log_batch(struct sim *s, struct sim_node *n, const struct raft_re
         if (st->role == RAFT_LEADER || was_leader)
             sim_fail(s, "Leader Append-Only", "leader n%llu of term %llu truncates its log at %llu",
                      ULL(n->id), ULL(st->term), ULL(rd->truncate_from));
-        if (rd->truncate_from <= st->commit_index)
+        /* The commit index before this input: the same AppendEntries may replace a
+         * conflicting suffix and then commit the new entries. */
+        if (rd->truncate_from <= n->obs.commit_index)
             sim_fail(s, "Committed entries kept",
                      "n%llu truncates from %llu below its commit index %llu", ULL(n->id),
-                     ULL(rd->truncate_from), ULL(st->commit_index));
+                     ULL(rd->truncate_from), ULL(n->obs.commit_index));
         if (rd->truncate_from <= n->log_n) n->log_n = rd->truncate_from - 1;
     }
     for (size_t i = 0; i < rd->n_entries && !s->failed; i++) {
@@ -235,11 +236,16 @@ void sim_check_apply(struct sim *s, struct sim_node *n, const struct raft_entry 
 static void sim_check_leader(struct sim *s, struct sim_node *n, const struct raft_status *st)
 {
     s->leaders = sim_grow(s->leaders, &s->leaders_cap, st->term + 1, sizeof *s->leaders);
-    raft_id other = s->leaders[st->term];
-    if (other && other != n->id)
+    struct sim_leader *l = &s->leaders[st->term];
+    if (l->id && l->id != n->id)
         sim_fail(s, "Election Safety", "two leaders in term %llu: n%llu and n%llu", ULL(st->term),
-                 ULL(other), ULL(n->id));
-    s->leaders[st->term] = n->id;
+                 ULL(l->id), ULL(n->id));
+    else if (l->id && l->incarnation != n->incarnation)
+        sim_fail(s, "Election Safety",
+                 "n%llu was leader of term %llu twice, before and after a restart", ULL(n->id),
+                 ULL(st->term));
+    l->id = n->id;
+    l->incarnation = n->incarnation;
     bool is_new = !(n->obs.role == RAFT_LEADER && n->obs.term == st->term);
     if (is_new) {
         s->st.elections++;

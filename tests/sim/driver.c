@@ -45,12 +45,17 @@ static void sim_driver_params(struct sim *s)
     p->max_append_entries = sim_pick(s, ents, 5);
     p->max_append_bytes = sim_pick(s, bytes, 3);
     p->max_inflight = sim_pick(s, infl, 4);
+    /* Keep replication able to outrun the proposals (a liveness run, not a load test). */
+    unsigned per_msg = p->max_append_entries < p->max_append_bytes / 64 ? p->max_append_entries
+                                                                        : p->max_append_bytes / 64;
+    while (p->max_inflight * per_msg < 4)
+        p->max_inflight *= 2;
     p->cache_bytes_max = sim_pick(s, cache, 3);
     p->lazy_boot = sim_rng_chance(&s->rng, 500);
     p->delay_min = (unsigned)sim_rng_range(&s->rng, 1, 3);
     p->delay_max = p->delay_min + 2;
     sim_driver_faults_params(s, p);
-    p->propose_pm = (uint32_t)sim_rng_range(&s->rng, 150, 600);
+    p->propose_pm = (uint32_t)sim_rng_range(&s->rng, 100, 400);
     p->read_pm = (uint32_t)sim_rng_range(&s->rng, 50, 300);
     p->end_step = s->o.steps;
     p->heal_step = s->o.steps * 3 / 5;
@@ -147,7 +152,9 @@ struct sim_node *sim_driver_leader(struct sim *s)
     for (unsigned i = 0; i < s->n_slots; i++) {
         struct sim_node *n = &s->nodes[i];
         if (!n->up) continue;
-        if (n->obs.term > max_term) max_term = n->obs.term;
+        /* A removed node that has not heard of its removal may run ahead in term. */
+        bool member = !s->p.membership || raft_configuration_find(&s->gconf, n->id);
+        if (member && n->obs.term > max_term) max_term = n->obs.term;
         if (n->obs.role == RAFT_LEADER && (!best || n->obs.term > best->obs.term)) best = n;
     }
     return best && best->obs.term == max_term ? best : NULL;
@@ -223,6 +230,7 @@ static void sim_driver_faults(struct sim *s)
 static void sim_driver_heal(struct sim *s)
 {
     s->healed = true;
+    s->p.delay_max = s->p.delay_min + 2; /* latency spikes are faults too */
     memset(s->blocked, 0, sizeof s->blocked);
     s->partition_end = 0;
     sim_trace(s, "faults healed");
@@ -288,7 +296,8 @@ void sim_driver_step(struct sim *s)
     else if (!s->healed)
         sim_driver_faults(s);
     if (!s->failed) sim_driver_membership(s);
-    if (!s->failed && sim_rng_chance(&s->rng, s->p.propose_pm)) {
+    /* After healing only the liveness probes propose: the backlog must drain. */
+    if (!s->failed && !s->healed && sim_rng_chance(&s->rng, s->p.propose_pm)) {
         struct sim_node *l = sim_driver_random_node(s, true);
         raft_index idx;
         raft_term term;

@@ -16,7 +16,7 @@
 struct sim_cli {
     struct sim_opts o;
     uint64_t first, count;
-    bool expect_fail, determinism;
+    bool expect_fail, determinism, keep_going;
     const char *regressions;
 };
 
@@ -81,6 +81,8 @@ static int sim_parse_args(int argc, char **argv, struct sim_cli *c)
             c->o.verbose = c->o.tracing = true;
         } else if (strcmp(a, "--expect-fail") == 0) {
             c->expect_fail = true;
+        } else if (strcmp(a, "--keep-going") == 0) {
+            c->keep_going = true;
         } else if (strcmp(a, "--no-rules") == 0) {
             c->o.no_rules = true;
         } else if (strcmp(a, "--determinism") == 0) {
@@ -155,7 +157,11 @@ static bool sim_one(const struct sim_cli *c, uint64_t seed, bool quiet, struct s
     tot->crashes += r.st.crashes, tot->membership_done += r.st.membership_done;
     tot->msgs_sent += r.st.msgs_sent, tot->msgs_dropped += r.st.msgs_dropped;
     if (!r.failed) return true;
-    if (quiet) return false;
+    if (quiet) {
+        printf("FAIL seed %llu (%u nodes, %s): %s: %s\n", (unsigned long long)seed, r.p.n_target,
+               r.p.membership ? "membership" : "static", r.prop, r.msg);
+        return false;
+    }
     if (!o.tracing) {
         printf("--- trace of seed %llu (last 200 events) ---\n", (unsigned long long)seed);
         fflush(stdout);
@@ -241,8 +247,11 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     unsigned ran = 0;
     int rc = c.regressions ? sim_regressions(&c, &tot, &ran) : 0;
-    for (uint64_t seed = c.first; rc == 0 && seed < c.first + c.count; seed++, ran++) {
-        if (!sim_one(&c, seed, false, &tot)) {
+    unsigned failed = 0;
+    for (uint64_t seed = c.first; (rc == 0 || c.keep_going) && seed < c.first + c.count;
+         seed++, ran++) {
+        if (!sim_one(&c, seed, c.keep_going, &tot)) {
+            failed++;
             rc = 1;
             if (c.expect_fail)
                 printf("caught: the planted bug fails seed %llu\n", (unsigned long long)seed);
@@ -250,6 +259,7 @@ int main(int argc, char **argv)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (failed > 1) printf("%u seeds failed\n", failed);
     printf("%s: %u seeds in %.1f s: %llu events, %llu elections, %llu commits, %llu reads, "
            "%llu crashes, %llu membership changes, %llu/%llu msgs dropped\n",
            rc == 0 ? "ok" : "FAILED", ran, secs, (unsigned long long)tot.events,

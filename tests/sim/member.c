@@ -75,6 +75,11 @@ void sim_driver_membership(struct sim *s)
     struct sim_mop *op = &s->mops[s->mop_i];
     if ((s->mop_submitted || op->kind == SIM_MOP_ADD) && sim_mop_done(s, op)) {
         s->st.membership_done++;
+        if (op->kind != SIM_MOP_ADD && s->healed) {
+            struct sim_node *gone = &s->nodes[op->id - 1];
+            sim_node_crash(s, gone); /* as an operator stops a removed node */
+            gone->retired = true;
+        }
         sim_mop_next(s, "committed");
         return;
     }

@@ -126,6 +126,31 @@ void sim_node_crash(struct sim *s, struct sim_node *n)
     s->st.crashes++;
 }
 
+static void sim_node_attach_msgs(struct sim_write *w, const struct raft_msg *m, size_t count)
+{
+    if (!count) return;
+    struct raft_msg *v = realloc(w->msgs, (w->n_msgs + count) * sizeof *v);
+    if (!v) abort();
+    for (size_t i = 0; i < count; i++)
+        sim_msg_copy(&m[i], &v[w->n_msgs + i]);
+    w->msgs = v;
+    w->n_msgs += count;
+}
+
+/* After-persist messages of a batch without a write of its own depend on the writes already
+ * handed out: they leave with the last one (at once when none is in flight), as src/node. */
+static void sim_node_after_persist(struct sim *s, struct sim_node *n, const struct raft_ready *rd)
+{
+    if (n->w_head < n->w_n) {
+        sim_node_attach_msgs(&n->w[n->w_n - 1], rd->msgs_after_persist, rd->n_msgs_after_persist);
+        return;
+    }
+    for (size_t i = 0; i < rd->n_msgs_after_persist; i++) {
+        sim_check_send(s, n, &rd->msgs_after_persist[i]);
+        sim_net_send(s, &rd->msgs_after_persist[i]);
+    }
+}
+
 static void sim_node_queue_write(struct sim *s, struct sim_node *n, const struct raft_ready *rd)
 {
     if (rd->persist_seq <= n->last_persist_seq)
@@ -150,13 +175,7 @@ static void sim_node_queue_write(struct sim *s, struct sim_node *n, const struct
         }
         w->n_entries = rd->n_entries;
     }
-    if (rd->n_msgs_after_persist) {
-        w->msgs = malloc(rd->n_msgs_after_persist * sizeof *w->msgs);
-        if (!w->msgs) abort();
-        for (size_t i = 0; i < rd->n_msgs_after_persist; i++)
-            sim_msg_copy(&rd->msgs_after_persist[i], &w->msgs[i]);
-        w->n_msgs = rd->n_msgs_after_persist;
-    }
+    sim_node_attach_msgs(w, rd->msgs_after_persist, rd->n_msgs_after_persist);
     uint64_t done = s->now + sim_rng_range(&s->rng, 0, s->p.disk_max);
     if (done < n->w_done_at) done = n->w_done_at; /* FIFO: a write never overtakes an earlier one */
     n->w_done_at = done;
@@ -188,7 +207,10 @@ static void sim_node_ready(struct sim *s, struct sim_node *n)
     raft_ready(n->r, &rd);
     raft_status(n->r, &st);
     sim_check_log_batch(s, n, &rd, &st);
-    if (rd.persist_seq) sim_node_queue_write(s, n, &rd);
+    if (rd.persist_seq)
+        sim_node_queue_write(s, n, &rd);
+    else if (rd.n_msgs_after_persist)
+        sim_node_after_persist(s, n, &rd);
     for (size_t i = 0; i < rd.n_msgs; i++) {
         sim_check_send(s, n, &rd.msgs[i]);
         sim_net_send(s, &rd.msgs[i]);

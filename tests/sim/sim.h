@@ -138,6 +138,11 @@ struct sim_itslot {
     uint64_t chain;
 };
 
+struct sim_leader {
+    raft_id id;
+    uint32_t incarnation; /* a restarted node is a new process with a new log */
+};
+
 struct sim_read_rec {
     uint8_t slot;
     raft_index min_index; /* every write applied anywhere when the read was issued */
@@ -178,7 +183,7 @@ struct sim {
     unsigned partition_end;
     bool healed;
     /* safety checker */
-    raft_id *leaders; /* leader of each term, over all history */
+    struct sim_leader *leaders; /* leader of each term, over all history */
     size_t leaders_cap;
     struct sim_itslot *it; /* (index, term) -> prefix digest, over all history */
     size_t it_cap, it_n;
