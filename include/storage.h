@@ -83,14 +83,15 @@ struct store_write {
 int store_write_sync(struct store *s, struct store_write *w);
 
 /* Asynchronous group-commit writer: a storage thread takes every queued job (at most
- * STORE_BATCH_JOBS_MAX jobs or ~STORE_BATCH_BYTES_MAX payload bytes), writes them all in ONE
- * transaction with ONE log fsync, then reports each job's seq in submission order on the
- * loop thread (ev_async) through done_cb(ctx, seq, err). On a write error err != 0 for that
- * job and every later one (sticky failure). The thread also takes BDB checkpoints (after
- * 8 MiB of payload, or 10 s after a write), which let DB_LOG_AUTO_REMOVE drop old log files
- * and keep recovery short. */
+ * STORE_BATCH_JOBS_MAX jobs, ~STORE_BATCH_BYTES_MAX payload bytes or STORE_BATCH_ENTRIES_MAX
+ * entries; a truncating job starts a new batch), writes them all in ONE transaction with ONE log
+ * fsync, then reports each job's seq in submission order on the loop thread (ev_async) through
+ * done_cb(ctx, seq, err). On a write error err != 0 for that job and every later one (sticky
+ * failure). The thread also takes BDB checkpoints (after 8 MiB of payload, or 10 s after a write),
+ * which let DB_LOG_AUTO_REMOVE drop old log files and keep recovery short. */
 #define STORE_BATCH_JOBS_MAX 1024
 #define STORE_BATCH_BYTES_MAX (64u << 20)
+#define STORE_BATCH_ENTRIES_MAX 65536 /* bounds the pages (locks) of one transaction */
 struct store_writer;
 /* loop: the loop thread's libev loop (borrowed; must outlive the writer). ERR_NOMEM, ERR_IO. */
 int store_writer_start(struct store *s, struct ev_loop *loop,

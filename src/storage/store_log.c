@@ -10,6 +10,7 @@
 #include "store_int.h"
 
 #define STORE_DEADLOCK_RETRIES 8
+#define STORE_TRIM_CHUNK 1024 /* entries deleted per transaction by store_trim_tail */
 static const char store_hs_key[] = "hardstate";
 
 static void store_put_le(uint8_t *p, uint64_t v, int n)
@@ -283,6 +284,11 @@ void store_boot_free(struct raft_boot *boot)
 
 /* ---- one batch transaction ---- */
 
+static bool store_retryable(int ret)
+{
+    return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED;
+}
+
 /* Deletes every key >= from in db. */
 static int store_truncate_db(DB *db, DB_TXN *txn, raft_index from)
 {
@@ -324,15 +330,48 @@ static int store_put_entry(struct store *s, DB_TXN *txn, const struct raft_entry
     return ret;
 }
 
+/* The first durable index job w deletes, explicitly or by overwriting (an append at i
+ * replaces the log from i on); 0 for none. */
+static raft_index store_job_cut(const struct store_write *w, raft_index last)
+{
+    raft_index from = w->truncate_from;
+    if (w->n_entries && w->entries[0].index <= last && (!from || w->entries[0].index < from))
+        from = w->entries[0].index;
+    return from && from <= last ? from : 0;
+}
+
+/* A long truncation in one transaction needs a lock per page (the lock table runs out) and
+ * is slow: cut the tail first, from the end backwards, in small transactions. Each leaves a
+ * contiguous log and removes only entries the job deletes anyway (never committed ones, in
+ * Raft), so a crash in between is harmless. NOSYNC: the batch's sync commit flushes them. */
+static int store_trim_tail(struct store *s, raft_index from)
+{
+    int ret = 0;
+    for (int fails = 0; ret == 0 && s->last_index >= from + STORE_TRIM_CHUNK;) {
+        raft_index lo = s->last_index - STORE_TRIM_CHUNK + 1;
+        DB_TXN *txn = NULL;
+        ret = s->env->txn_begin(s->env, NULL, &txn, 0);
+        if (ret) break;
+        ret = store_truncate_db(s->log, txn, lo);
+        if (ret == 0) ret = store_truncate_db(s->payload, txn, lo);
+        if (ret) {
+            txn->abort(txn);
+            if (store_retryable(ret) && ++fails < STORE_DEADLOCK_RETRIES) ret = 0;
+            continue;
+        }
+        ret = txn->commit(txn, DB_TXN_NOSYNC);
+        if (ret == 0) s->last_index = lo - 1;
+    }
+    return ret;
+}
+
 /* Truncation (explicit, or implied by an entry overwriting the log) then the entries. */
 static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_write *w,
                            raft_index *last)
 {
-    raft_index from = w->truncate_from;
-    if (w->n_entries && w->entries[0].index <= *last && (!from || w->entries[0].index < from))
-        from = w->entries[0].index; /* an append at i replaces the log from i on */
+    raft_index from = store_job_cut(w, *last);
     int ret = 0;
-    if (from && from <= *last) {
+    if (from) {
         ret = store_truncate_db(s->log, txn, from);
         if (ret == 0) ret = store_truncate_db(s->payload, txn, from);
         *last = from - 1;
@@ -395,15 +434,13 @@ static void store_stats_add(struct store *s, struct store_job *jobs, uint64_t us
     pthread_mutex_unlock(&s->stats_mu);
 }
 
-static bool store_retryable(int ret)
-{
-    return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED;
-}
-
 int store_commit_batch(struct store *s, struct store_job *jobs)
 {
     ASSERT(jobs);
-    int ret = 0;
+    /* Only the first job may truncate (the writer starts a new batch at each truncation). */
+    raft_index cut = store_job_cut(&jobs->w, s->last_index);
+    int ret = cut ? store_trim_tail(s, cut) : 0;
+    if (ret) return store_bdb_err(ret, "trimming the log tail", NULL, 0);
     for (int attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
         raft_index last = s->last_index;
         DB_TXN *txn = NULL;

@@ -38,13 +38,18 @@ struct store_writer {
 static struct store_job *writer_take(struct store_writer *w, uint64_t *bytes)
 {
     struct store_job *head = w->q_head, *last = NULL;
-    size_t n = 0;
+    size_t n = 0, entries = 0;
     *bytes = 0;
     for (struct store_job *j = head; j; j = j->next) {
         uint64_t jb = 0;
         for (size_t i = 0; i < j->w.n_entries; i++)
             jb += j->w.entries[i].data ? j->w.entries[i].data->len : 0;
-        if (n > 0 && (n >= STORE_BATCH_JOBS_MAX || *bytes + jb > STORE_BATCH_BYTES_MAX)) break;
+        /* A truncating job starts its own batch, so that a long truncation can be cut
+         * ahead of the batch's transaction (store_commit_batch). */
+        if (n > 0 && (n >= STORE_BATCH_JOBS_MAX || *bytes + jb > STORE_BATCH_BYTES_MAX ||
+                      entries + j->w.n_entries > STORE_BATCH_ENTRIES_MAX || j->w.truncate_from))
+            break;
+        entries += j->w.n_entries;
         *bytes += jb;
         last = j;
         n++;

@@ -544,10 +544,38 @@ static void test_shared_env(void)
     st_rmtree(dir);
 }
 
+/* Longer than one trim chunk: cut in several transactions ahead of the batch, through the
+ * writer, with a truncating job queued between two appends. */
+static void test_long_truncation(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct store_write w;
+    st_job(&w, 0, 1, 5000, 1, 64);
+    CHECK(store_write_sync(s, &w) == 0);
+    struct wfix *f = wfix_start(s);
+    st_job(&w, 1, 5001, 2, 1, 64);
+    CHECK(store_writer_submit(f->wr, &w) == 0);
+    st_job(&w, 2, 11, 2, 2, 64);
+    w.truncate_from = 11;
+    CHECK(store_writer_submit(f->wr, &w) == 0);
+    st_job(&w, 3, 13, 1, 2, 64);
+    CHECK(store_writer_submit(f->wr, &w) == 0);
+    CHECK(run_until(f->loop, &f->d, 3, 30000000));
+    for (size_t i = 0; i < 3; i++)
+        CHECK(f->d.errs[i] == 0 && f->d.seqs[i] == i + 1);
+    wfix_stop(f);
+    raft_term terms[13] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2};
+    expect_log(s, 13, terms);
+    store_close(s);
+    st_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_roundtrip);
     RUN(test_truncate_append);
+    RUN(test_long_truncation);
     RUN(test_hardstate);
     RUN(test_corruption);
     RUN(test_corrupt_page);
