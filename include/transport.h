@@ -45,6 +45,7 @@ struct transport_stats {
     uint64_t dropped_unsent;  /* queued frames discarded when a link failed */
     uint64_t rejected_conns;  /* inbound connections refused: handshake, limit, timeout */
     uint64_t proto_errors;    /* inbound connections closed for a bad frame */
+    uint64_t accept_pauses;   /* listener paused after accept() ran out of descriptors */
     uint32_t connected_peers; /* outbound links up now */
     uint32_t inbound_conns;   /* inbound connections open now */
 };

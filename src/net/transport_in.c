@@ -281,6 +281,7 @@ static void transport_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
              * loop, so pause the listener briefly. */
             if (transport_log_allow(t, &t->in_log))
                 LOG_WARN("net: accept: %s; pausing the listener", strerror(errno));
+            t->stats.accept_pauses++;
             ev_io_stop(loop, &t->lio);
             ev_timer_set(&t->ltimer, TRANSPORT_EMFILE_PAUSE_S, 0.);
             ev_timer_start(loop, &t->ltimer);

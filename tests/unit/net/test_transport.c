@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -444,6 +445,44 @@ static void test_inbound_limit(void)
     transport_free(b.t);
 }
 
+/* accept() failing with EMFILE pauses the listener instead of spinning on the pending
+ * connection; once descriptors are free again the waiting connections are accepted. */
+static void test_accept_emfile(void)
+{
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&b, "127.0.0.1:0");
+    struct rlimit old;
+    CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    int next = dup(0);
+    close(next);
+    struct rlimit low = {.rlim_cur = (rlim_t)next + 6, .rlim_max = old.rlim_max};
+    CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    /* Clients take every descriptor left; their connections wait in the backlog. */
+    int fds[16], n = 0;
+    while (n < 16) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) break;
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons(transport_port(b.t)),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+        fds[n++] = fd;
+    }
+    CHECK_EQ_U(n, 6);
+    unsigned iter0 = ev_iteration(loop);
+    WAIT_FOR(false, 0.3);
+    unsigned iters = ev_iteration(loop) - iter0;
+    CHECK(stats(&b).accept_pauses >= 1);
+    CHECK(iters < 200); /* ~30 wake-ups plus a few pauses, not a busy loop */
+    CHECK_EQ_U(stats(&b).inbound_conns, 0);
+    CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CHECK(WAIT_FOR(stats(&b).inbound_conns == (uint32_t)n, 5));
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    CHECK(WAIT_FOR(stats(&b).inbound_conns == 0, 5));
+    transport_free(b.t);
+}
+
 /* The peer's listener goes away and comes back on the same port: the link heals. */
 static void test_reconnect(void)
 {
@@ -526,6 +565,7 @@ int main(void)
     RUN(test_handshake_refusals);
     RUN(test_hostile_inbound);
     RUN(test_inbound_limit);
+    RUN(test_accept_emfile);
     RUN(test_reconnect);
     RUN(test_queue_cap);
     ev_loop_destroy(loop);
