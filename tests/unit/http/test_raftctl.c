@@ -212,24 +212,18 @@ static int run(const char *in_name, const char *const *args)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static bool out_has(const char *needle)
+/* Whether dir/name (raftctl's "out" or "err") contains needle. */
+static bool file_has(const char *name, const char *needle)
 {
     size_t len;
-    char *o = slurp("out", &len);
+    char *o = slurp(name, &len);
     bool ok = strstr(o, needle) != NULL;
-    if (!ok) fprintf(stderr, "  stdout lacks '%s': %.300s\n", needle, o);
+    if (!ok) fprintf(stderr, "  %s lacks '%s': %.300s\n", name, needle, o);
     free(o);
     return ok;
 }
 
-static bool err_has(const char *needle)
-{
-    size_t len;
-    char *e = slurp("err", &len);
-    bool ok = strstr(e, needle) != NULL;
-    if (!ok) fprintf(stderr, "  stderr lacks '%s': %.300s\n", needle, e);
-    free(e);
-    return ok;
-}
+#define out_has(needle) file_has("out", needle)
+#define err_has(needle) file_has("err", needle)
 
 #include "test_raftctl_cases.h"
