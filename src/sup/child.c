@@ -49,20 +49,13 @@ bool sup_child_raft_empty(const struct sup_child *c)
     return empty;
 }
 
-/* Bootstrap only the first node, and only when no node of this supervisor has Raft state:
- * a wiped first node next to live peers must rejoin them, not found a second cluster. */
+/* Bootstrap only the first node, and only while it has no Raft state. A restart before any
+ * leader was seen bootstraps again even if the dir is no longer empty (a crash between the
+ * store's creation and the bootstrap entry); the node ignores --bootstrap once it has a term
+ * or a log, so the repeat is harmless. */
 static bool sup_child_should_bootstrap(const struct sup_child *c)
 {
-    if (c->index != 0 || !sup_child_raft_empty(c)) return false;
-    const struct sup *s = c->sup;
-    for (size_t i = 1; i < s->cfg.n_nodes; i++) {
-        if (!sup_child_raft_empty(&s->children[i])) {
-            LOG_WARN("%s has no Raft state but %s has: starting it without --bootstrap",
-                     c->node->id, s->children[i].node->id);
-            return false;
-        }
-    }
-    return true;
+    return c->index == 0 && (c->bootstrap_pending || sup_child_raft_empty(c));
 }
 
 /* Runs in the forked child: only async-signal-safe calls, everything prepared beforehand. */
@@ -127,6 +120,7 @@ void sup_child_spawn(struct sup_child *c)
     c->pid = pid;
     c->started_at = ev_now(s->loop);
     c->starts++;
+    c->bootstrap_pending = bootstrap;
     if (sup_write_pid(c->pid_path, pid))
         LOG_ERROR("%s: cannot write %s: %s", c->node->id, c->pid_path, strerror(errno));
     LOG_INFO("%s %s: pid %d%s%s", c->node->id, c->starts == 1 ? "started" : "restarted", (int)pid,
@@ -194,17 +188,25 @@ static void sup_child_restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
     sup_child_spawn(w->data);
 }
 
+/* Reads /proc/PID/NAME into buf (NUL-terminated); returns the byte count, -1 if unreadable. */
+static ssize_t sup_child_read_proc(pid_t pid, const char *name, char *buf, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (ssize_t)n;
+}
+
 /* A process is gone when kill() says so or it is a zombie (reaped by someone else later). */
 static bool sup_child_pid_alive(pid_t pid)
 {
     if (kill(pid, 0) != 0) return errno == EPERM;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
+    char buf[512];
+    if (sup_child_read_proc(pid, "stat", buf, sizeof buf) < 0) return false;
     const char *rp = strrchr(buf, ')');
     return !(rp && rp[1] == ' ' && rp[2] == 'Z');
 }
@@ -212,13 +214,10 @@ static bool sup_child_pid_alive(pid_t pid)
 /* True when pid's command line is `.../raftnode ... --id ID`: never kill a recycled pid. */
 static bool sup_child_pid_is_node(pid_t pid, const char *id)
 {
-    char path[64], buf[8192];
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
+    char buf[8192];
+    ssize_t got = sup_child_read_proc(pid, "cmdline", buf, sizeof buf);
+    if (got < 0) return false;
+    size_t n = (size_t)got;
     const char *arg0 = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
     if (strcmp(arg0, "raftnode") != 0) return false;
     for (size_t off = strlen(buf) + 1; off < n; off += strlen(buf + off) + 1)

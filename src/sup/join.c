@@ -134,6 +134,7 @@ static void sup_join_probe_done(struct sup_join *j, long code, json_t *st)
             LOG_INFO("leader is %s (term %lld)", id ? id : "?",
                      (long long)json_integer_value(json_object_get(st, "term")));
         snprintf(j->leader, sizeof j->leader, "%s", j->sup->cfg.nodes[j->probe].http.text);
+        j->sup->children[0].bootstrap_pending = false; /* the cluster exists */
         sup_join_next(j);
         return;
     }

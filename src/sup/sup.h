@@ -27,6 +27,7 @@ struct sup_child {
     ev_tstamp started_at;           /* ev_now() at the last spawn */
     unsigned backoff_ms;            /* delay before the next restart */
     unsigned starts;                /* spawns so far (1 = first start) */
+    bool bootstrap_pending;         /* spawned with --bootstrap, no leader seen since */
     char dir[SUP_PATH_MAX];         /* DATA/ID */
     char pid_path[SUP_PATH_MAX];    /* DATA/ID/node.pid */
     char log_path[SUP_PATH_MAX];    /* DATA/ID/node.log */

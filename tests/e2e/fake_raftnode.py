@@ -27,6 +27,7 @@ def main():
     home = os.path.join(data, a.id)
     raft = os.path.join(home, "raft")
     os.makedirs(raft, exist_ok=True)
+    open(os.path.join(raft, "env"), "a").close()  # like BDB: the store exists before any state
     with open(os.path.join(home, "starts.log"), "a") as f:
         f.write("%d %d\n" % (os.getpid(), int(a.bootstrap)))
     if os.path.exists(os.path.join(home, "crash")):
@@ -67,13 +68,14 @@ def main():
     def files_of(nid):
         return os.path.join(data, nid, "files")
 
-    if a.bootstrap and not os.listdir(raft):
+    state = os.path.join(raft, "state")
+    if a.bootstrap and not os.path.exists(state):
         with open(os.path.join(raft, "state"), "w") as f:
             f.write("bootstrapped\n")
         update(lambda st: {"leader": a.id, "members": [dict(me, voter=True)]})
 
     st0 = update(lambda st: st)
-    if st0["leader"] and st0["leader"] != a.id and os.listdir(raft) and \
+    if st0["leader"] and st0["leader"] != a.id and os.path.exists(state) and \
             os.path.isdir(files_of(st0["leader"])):
         shutil.copytree(files_of(st0["leader"]), files_of(a.id), dirs_exist_ok=True)
 
@@ -104,7 +106,7 @@ def main():
                 return self.reply(404, {"error": "no", "code": "not_found"})
             st = update(take_over)
             lead = next((m for m in st["members"] if m["id"] == st["leader"]), None)
-            has_log = bool(os.listdir(raft))
+            has_log = os.path.exists(state)
             self.reply(200, {"id": a.id, "state": "leader" if st["leader"] == a.id else "follower",
                              "term": st.get("term", 1), "leader": lead and {"id": lead["id"], "http": lead["http"]},
                              "commit_index": int(has_log), "applied_index": int(has_log),

@@ -4,7 +4,7 @@ voters; kill -9 of the leader, of a follower, of two nodes at once; kill -9 and 
 raftsup itself, and restarts over existing data (no second bootstrap, files intact).
 Skipped (77) only while build/raftnode does not exist."""
 import os
-import signal
+import subprocess
 import time
 
 import harness as h
@@ -182,7 +182,32 @@ def test_sigterm_then_restart_over_data(track):
     assert c.stop(15) == 0
 
 
+def test_stale_node_from_earlier_run_is_killed(track):
+    """A raftnode named by a stale node.pid (left by an earlier supervisor) is killed before
+    the new one starts its own; an unrelated pid in a stale file is left alone."""
+    h.need_binaries(True)
+    c = track(h.Cluster(3, extra=FAST))
+    os.makedirs(os.path.join(c.data, "node2"))
+    os.makedirs(os.path.join(c.data, "node3"))
+    with open(os.path.join(c.data, "node2", "node.log"), "ab") as log:
+        stray = subprocess.Popen([h.RAFTNODE, "--config", c.config, "--id", "node2"],
+                                 stdout=log, stderr=log, start_new_session=True)
+    with open(os.path.join(c.data, "node2", "node.pid"), "w") as f:
+        f.write("%d\n" % stray.pid)
+    with open(os.path.join(c.data, "node3", "node.pid"), "w") as f:
+        f.write("%d\n" % os.getpid())  # not a raftnode: must survive
+    h.wait_until(lambda: c.status("node2"), 10, "the stray node2 serving")
+    c.start()
+    assert stray.wait(10) == -9, "the stray node2 was not killed"
+    c.wait_node_pids()
+    c.wait_voters(3, 30)
+    with open(os.path.join(c.data, "raftsup.log")) as f:
+        text = f.read()
+    assert "still running (pid %d)" % stray.pid in text, text
+    assert c.node_pid("node2") != stray.pid
+
+
 if __name__ == "__main__":
     h.main([test_bootstrap_and_joins, test_kill_leader, test_kill_follower,
             test_kill_two_of_three, test_sigkill_raftsup_then_restart,
-            test_sigterm_then_restart_over_data], 280)
+            test_sigterm_then_restart_over_data, test_stale_node_from_earlier_run_is_killed], 280)

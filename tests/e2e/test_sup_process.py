@@ -72,6 +72,7 @@ def test_restart_after_kill(track):
     c = track(h.Cluster(3, fake=True))
     c.start()
     old = c.wait_node_pids()
+    h.wait_until(lambda: "membership complete" in sup_log(c), 10, "membership")
     for victim, sig in (("node2", signal.SIGKILL), ("node1", signal.SIGSEGV)):
         h.wait_until(lambda: c.status(victim), 5, "%s serving" % victim)
         c.kill_node(victim, sig)
@@ -111,6 +112,24 @@ def test_crash_loop_backs_off(track):
     # It recovers once the fault is gone.
     os.unlink(os.path.join(c.data, "node1", "crash"))
     h.wait_until(lambda: c.live_node_pid("node1") and c.status("node1"), 5, "node1 up")
+    assert c.stop() == 0
+
+
+def test_bootstrap_retried_after_early_crash(track):
+    """node1 crashes after creating its store but before bootstrapping: its raft dir is no
+    longer empty, yet raftsup keeps passing --bootstrap until a leader exists."""
+    h.need_binaries(False)
+    c = track(h.Cluster(3, fake=True, extra={"restart_backoff_ms": [50, 200]}))
+    os.makedirs(os.path.join(c.data, "node1"))
+    open(os.path.join(c.data, "node1", "crash"), "w").close()
+    c.start()
+    h.wait_until(lambda: len(starts(c, "node1")) >= 3, 10, "node1 crashing")
+    assert os.listdir(os.path.join(c.data, "node1", "raft"))
+    os.unlink(os.path.join(c.data, "node1", "crash"))
+    h.wait_until(lambda: sorted(joins(c)) == ["node2", "node3"], 10, "joins")
+    assert all(b == 1 for _, b in starts(c, "node1")), starts(c, "node1")
+    c.kill_node("node1")
+    h.wait_until(lambda: starts(c, "node1")[-1][1] == 0, 10, "a restart without --bootstrap")
     assert c.stop() == 0
 
 
@@ -175,5 +194,6 @@ def test_sigint_stops_cleanly(track):
 
 if __name__ == "__main__":
     h.main([test_bootstrap_once_and_joins, test_restart_after_kill, test_crash_loop_backs_off,
+            test_bootstrap_retried_after_early_crash,
             test_second_supervisor_refused, test_sigterm_escalates_to_sigkill,
             test_sigkill_leaves_no_orphans, test_sigint_stops_cleanly], 150)

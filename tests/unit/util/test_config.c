@@ -41,6 +41,20 @@ struct bad_case {
     const char *expect; /* substring of the message */
 };
 
+/* Each text must be refused with ERR_INVALID and a message containing its expect string. */
+static void check_bad_cases(const struct bad_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct config c;
+        char err[256] = "";
+        int rv = parse(cases[i].text, &c, err, sizeof err);
+        CHECK(rv == ERR_INVALID);
+        if (!strstr(err, cases[i].expect))
+            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, err, cases[i].expect);
+        CHECK(strstr(err, cases[i].expect) != NULL);
+    }
+}
+
 static void test_config_bad_inputs_refused(void)
 {
     static const struct bad_case cases[] = {
@@ -73,15 +87,7 @@ static void test_config_bad_inputs_refused(void)
          "election_timeout_ms"},
         {"{\"cluster\":\"d\",\"cluster\":\"e\",\"data_dir\":\"d\"}", "duplicate"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct config c;
-        char err[256] = "";
-        int rv = parse(cases[i].text, &c, err, sizeof err);
-        CHECK(rv == ERR_INVALID);
-        if (!strstr(err, cases[i].expect))
-            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, err, cases[i].expect);
-        CHECK(strstr(err, cases[i].expect) != NULL);
-    }
+    check_bad_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
 static void test_config_missing_file(void)
@@ -174,15 +180,7 @@ static void test_config_bad_values_refused(void)
         {"", "invalid JSON"},
         {"{\"cluster\":\"t\"} trailing", "invalid JSON"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct config c;
-        char err[256] = "";
-        int rv = parse(cases[i].text, &c, err, sizeof err);
-        CHECK(rv == ERR_INVALID);
-        if (!strstr(err, cases[i].expect))
-            fprintf(stderr, "case %zu: message \"%s\" lacks \"%s\"\n", i, err, cases[i].expect);
-        CHECK(strstr(err, cases[i].expect) != NULL);
-    }
+    check_bad_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
 static void test_config_too_many_nodes(void)
