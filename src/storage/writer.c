@@ -14,6 +14,7 @@
 #define WRITER_CKPT_BYTES (8u << 20) /* checkpoint after this much payload... */
 #define WRITER_CKPT_IDLE_S 10        /* ...or this long after a write, so logs get removed */
 #define WRITER_WAKE_S 1              /* idle wake-up to consider a checkpoint */
+#define WRITER_CLEAN_PCT 20          /* cache share memp_trickle keeps clean */
 
 struct store_writer {
     struct store *s;
@@ -81,6 +82,15 @@ static void writer_maybe_checkpoint(struct store_writer *w, bool force)
     w->last_ckpt = now;
 }
 
+/* Keeps part of the small cache clean, here on the writer thread: otherwise a loop-thread
+ * reader or the file store, needing a buffer, may have to write a dirty page itself (and
+ * flush the log first, as write-ahead logging requires). */
+static void writer_trickle(struct store_writer *w)
+{
+    int wrote = 0;
+    if (!w->failed) w->s->env->memp_trickle(w->s->env, WRITER_CLEAN_PCT, &wrote);
+}
+
 /* Writes one batch (or reports the sticky failure) and queues the completions. */
 static void writer_run_batch(struct store_writer *w, struct store_job *batch, uint64_t bytes)
 {
@@ -128,6 +138,7 @@ static void *writer_thread(void *arg)
         struct store_job *batch = writer_take(w, &bytes);
         pthread_mutex_unlock(&w->mu);
         writer_run_batch(w, batch, bytes);
+        writer_trickle(w);
         writer_maybe_checkpoint(w, false);
         pthread_mutex_lock(&w->mu);
     }
