@@ -135,6 +135,19 @@ static bool files_unshared(int fd)
     return true;
 }
 
+/* Hands the unlink of spare/name to the creator thread when there is one and room. */
+static void files_unlink_later(struct fsm_files *ff, const char *name)
+{
+    pthread_mutex_lock(&ff->lock);
+    bool queued = ff->target > 0 && ff->n_doomed < FSM_DOOMED_MAX;
+    if (queued) {
+        snprintf(ff->doomed[ff->n_doomed++], sizeof ff->doomed[0], "%s", name);
+        pthread_cond_signal(&ff->cond);
+    }
+    pthread_mutex_unlock(&ff->lock);
+    if (!queued) unlinkat(ff->spare_fd, name, 0);
+}
+
 /* spare/name holds an inode nobody in files/ uses any more: keep it as a spare when the pool
  * has room and no reader can see it, otherwise unlink it (readers keep their content). */
 static void files_recycle(struct fsm_files *ff, const char *name)
@@ -163,8 +176,8 @@ static void files_recycle(struct fsm_files *ff, const char *name)
         ff->recycled++;
         return;
     }
-    unlinkat(ff->spare_fd, name, 0);
     close(fd);
+    files_unlink_later(ff, name);
 }
 
 /* A new empty inode in spare/ (the expensive operation). Returns an errno. */
@@ -210,6 +223,14 @@ static void *files_creator_main(void *arg)
     struct fsm_files *ff = arg;
     pthread_mutex_lock(&ff->lock);
     while (!ff->stop) {
+        if (ff->n_doomed > 0) {
+            char name[24];
+            memcpy(name, ff->doomed[--ff->n_doomed], sizeof name);
+            pthread_mutex_unlock(&ff->lock);
+            unlinkat(ff->spare_fd, name, 0);
+            pthread_mutex_lock(&ff->lock);
+            continue;
+        }
         if (ff->n_pool + ff->n_reserve >= ff->target) {
             pthread_cond_wait(&ff->cond, &ff->lock);
             continue;

@@ -16,6 +16,10 @@
  * no truncate); bigger ones are truncated so the pool never pins much disk. */
 #define FSM_SPARE_KEEP_BYTES (64u * 1024u)
 
+/* Unlinks waiting for the creator thread (an unlink frees blocks, and with online discard
+ * that can block for a millisecond: keep it off the apply path). */
+#define FSM_DOOMED_MAX 1024
+
 struct fsm_spare {
     int fd;        /* O_RDWR, ours alone */
     uint64_t size; /* current length of the inode's content */
@@ -33,6 +37,8 @@ struct fsm_files {
     size_t n_pool;
     char reserve[FSM_RESERVE_MAX][24]; /* empty spares in spare/, by name, used next */
     size_t n_reserve;
+    char doomed[FSM_DOOMED_MAX][24]; /* in spare/, to be unlinked by the creator thread */
+    size_t n_doomed;
     unsigned target; /* creator keeps n_pool + n_reserve >= target; 0: no creator thread */
     bool stop;
     pthread_t creator;
