@@ -55,7 +55,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND... — polls every 50 ms
 cmd_stop() {
     local pidfile="$DATA/raftsup.pid" pid
     pid=$(cat "$pidfile" 2>/dev/null || true)
-    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    # A stale pid file may name a recycled pid: only a live raftsup is stopped.
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null ||
+        ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q raftsup; then
         [ -n "${1:-}" ] || echo "demo: no cluster running (no live $pidfile)"
         return 0
     fi
