@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "fsm_be.h"
 #include "fsm.h"
 #include "fspath.h"
 #include "rassert.h"
@@ -11,20 +12,6 @@ static void cmd_put_u16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
     p[1] = (uint8_t)v;
-}
-
-static void cmd_put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t cmd_get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 /* Allocates a blob of hdr + path + extra bytes and fills the common header. */
@@ -60,7 +47,7 @@ int fsm_cmd_put_alloc(const uint8_t req_id[FSM_REQ_ID_LEN], const char *path, si
     int rv = cmd_new(FSM_CMD_PUT, req_id, path, path_len, 8 + body_len, out);
     if (rv) return rv;
     uint8_t *p = (*out)->data + FSM_CMD_HDR_LEN + path_len;
-    cmd_put_u64(p, body_len);
+    fsm_be_put64(p, body_len);
     *body_out = p + 8;
     return 0;
 }
@@ -88,7 +75,7 @@ int fsm_cmd_decode(const uint8_t *data, size_t len, struct fsm_cmd *out)
     if (op == FSM_CMD_DELETE) {
         if (rest != 0) return ERR_CORRUPT;
     } else {
-        if (rest < 8 || cmd_get_u64(p) != rest - 8) return ERR_CORRUPT;
+        if (rest < 8 || fsm_be_get64(p) != rest - 8) return ERR_CORRUPT;
         out->body = p + 8;
         out->body_len = rest - 8;
     }

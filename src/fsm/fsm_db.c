@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "fsm_be.h"
 #include "fspath.h"
 #include "log.h"
 #include "rassert.h"
@@ -23,20 +24,6 @@ static int db_rc(int ret, const char *what)
     LOG_ERROR("fsm: BDB %s: %s", what, db_strerror(ret));
     if (ret == ENOSPC) return ERR_NOSPACE;
     return ret == DB_RUNRECOVERY ? ERR_CORRUPT : ERR_IO;
-}
-
-static void db_u64_put(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t db_u64_get(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 static void db_dbt(DBT *t, const void *p, size_t len)
@@ -136,22 +123,22 @@ int fsm_db_get_index(DB *db, DB_TXN *txn, const char *key, raft_index *out)
 {
     uint8_t v[8];
     int rv = db_get(db, txn, key, strlen(key), v, sizeof v);
-    *out = rv == 0 ? db_u64_get(v) : 0;
+    *out = rv == 0 ? fsm_be_get64(v) : 0;
     return rv == ERR_NOTFOUND ? 0 : rv;
 }
 
 int fsm_db_put_index(DB *db, DB_TXN *txn, const char *key, raft_index v)
 {
     uint8_t b[8];
-    db_u64_put(b, v);
+    fsm_be_put64(b, v);
     return db_put(db, txn, key, strlen(key), b, sizeof b);
 }
 
 static void db_meta_decode(const uint8_t *v, struct fsm_meta *m)
 {
-    m->size = db_u64_get(v);
+    m->size = fsm_be_get64(v);
     memcpy(m->sha256, v + 8, FSM_SHA256_LEN);
-    m->index = db_u64_get(v + 8 + FSM_SHA256_LEN);
+    m->index = fsm_be_get64(v + 8 + FSM_SHA256_LEN);
 }
 
 int fsm_db_meta_get(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
@@ -167,9 +154,9 @@ int fsm_db_meta_put(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
                     const struct fsm_meta *m)
 {
     uint8_t v[FSM_META_LEN];
-    db_u64_put(v, m->size);
+    fsm_be_put64(v, m->size);
     memcpy(v + 8, m->sha256, FSM_SHA256_LEN);
-    db_u64_put(v + 8 + FSM_SHA256_LEN, m->index);
+    fsm_be_put64(v + 8 + FSM_SHA256_LEN, m->index);
     return db_put(d->meta, txn, path, len, v, sizeof v);
 }
 
@@ -253,10 +240,10 @@ int fsm_db_dedup_get(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id, struc
     int rv = db_get(d->dedup, txn, req_id, FSM_REQ_ID_LEN, v, sizeof v);
     if (rv) return rv;
     memset(res, 0, sizeof *res);
-    res->index = db_u64_get(v);
+    res->index = fsm_be_get64(v);
     res->status = v[8];
     res->created = v[9] != 0;
-    res->size = db_u64_get(v + 10);
+    res->size = fsm_be_get64(v + 10);
     memcpy(res->sha256, v + 18, FSM_SHA256_LEN);
     return 0;
 }
@@ -273,10 +260,10 @@ static int db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index)
         uint8_t k[8], rid[FSM_REQ_ID_LEN];
         size_t klen = 0;
         rv = db_cursor_get(c, k, &klen, sizeof k, rid, sizeof rid, flag);
-        if (rv || klen != 8 || db_u64_get(k) >= floor) break;
+        if (rv || klen != 8 || fsm_be_get64(k) >= floor) break;
         struct fsm_result old;
         rv = fsm_db_dedup_get(d, txn, rid, &old);
-        if (rv == 0 && old.index == db_u64_get(k))
+        if (rv == 0 && old.index == fsm_be_get64(k))
             rv = db_del(d->dedup, txn, rid, FSM_REQ_ID_LEN);
         else if (rv == ERR_NOTFOUND)
             rv = 0;
@@ -291,13 +278,13 @@ int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
 {
     uint8_t v[FSM_DEDUP_LEN], k[8];
     ASSERT(res->status >= 0 && res->status < 256);
-    db_u64_put(v, res->index);
+    fsm_be_put64(v, res->index);
     v[8] = (uint8_t)res->status;
     v[9] = res->created ? 1 : 0;
-    db_u64_put(v + 10, res->size);
+    fsm_be_put64(v + 10, res->size);
     memcpy(v + 18, res->sha256, FSM_SHA256_LEN);
     int rv = db_put(d->dedup, txn, req_id, FSM_REQ_ID_LEN, v, sizeof v);
-    db_u64_put(k, res->index);
+    fsm_be_put64(k, res->index);
     if (rv == 0) rv = db_put(d->dedupidx, txn, k, sizeof k, req_id, FSM_REQ_ID_LEN);
     if (rv == 0) rv = db_dedup_prune(d, txn, res->index);
     return rv;
