@@ -75,6 +75,10 @@ void http_set_header_timeout(struct http_server *s, double seconds);
 /* The bound TCP port. */
 uint16_t http_port(const struct http_server *s);
 void http_stats(const struct http_server *s, struct http_stats *out);
+/* The counters in the Prometheus text format (raftfs_http_*), for GET /metrics: writes at most
+ * cap bytes (NUL-terminated when cap > 0) and returns the length the whole text needs, like
+ * snprintf. */
+size_t http_stats_prometheus(const struct http_server *s, char *buf, size_t cap);
 
 /* Replies: exactly one per request handed to the backend; req is invalid afterwards. */
 /* body: stolen (NULL is answered 500 "no_memory"). Content-Type application/json. */

@@ -1,6 +1,8 @@
 /* http_conn.c — bookkeeping of client connections: counts for /metrics and a deadline for
  * receiving a request's headers, so a client that trickles them (slowloris) or sits idle is
  * cut off even though every byte it sends resets libmicrohttpd's own idle timeout. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -100,4 +102,56 @@ void http_conn_busy(struct http_server *s, struct MHD_Connection *conn, bool bus
     if (!c) return;
     c->busy = busy;
     if (!busy) c->since = ev_now(s->loop);
+}
+
+/* Appends one formatted piece to buf (capacity cap) at *len, counting what did not fit. */
+static void http_stats_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void http_stats_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0) *len += (size_t)n;
+}
+
+static void http_stats_metric(char *buf, size_t cap, size_t *len, const char *name,
+                              const char *type, const char *help, unsigned long long v)
+{
+    http_stats_put(buf, cap, len,
+                   "# HELP raftfs_http_%s %s\n# TYPE raftfs_http_%s %s\n"
+                   "raftfs_http_%s %llu\n",
+                   name, help, name, type, name, v);
+}
+
+size_t http_stats_prometheus(const struct http_server *s, char *buf, size_t cap)
+{
+    const struct http_stats *st = &s->stats;
+    size_t len = 0;
+    if (cap) buf[0] = '\0';
+    http_stats_metric(buf, cap, &len, "requests_total", "counter", "Client requests received.",
+                      st->requests);
+    http_stats_put(buf, cap, &len,
+                   "# HELP raftfs_http_responses_total Responses by status.\n"
+                   "# TYPE raftfs_http_responses_total counter\n");
+    for (size_t i = 0; i < HTTP_STATS_N_CODES; i++)
+        http_stats_put(buf, cap, &len, "raftfs_http_responses_total{code=\"%u\"} %llu\n",
+                       http_stats_codes[i], (unsigned long long)st->responses[i]);
+    http_stats_put(buf, cap, &len, "raftfs_http_responses_total{code=\"other\"} %llu\n",
+                   (unsigned long long)st->responses_other);
+    http_stats_metric(buf, cap, &len, "bytes_in_total", "counter", "Request body bytes received.",
+                      st->bytes_in);
+    http_stats_metric(buf, cap, &len, "bytes_out_total", "counter", "Response body bytes sent.",
+                      st->bytes_out);
+    http_stats_metric(buf, cap, &len, "connections_total", "counter",
+                      "Client connections accepted.", st->connections);
+    http_stats_metric(buf, cap, &len, "connections_cut_total", "counter",
+                      "Connections closed for missing the header deadline.", st->connections_cut);
+    http_stats_metric(buf, cap, &len, "open_connections", "gauge", "Open client connections.",
+                      st->open_connections);
+    http_stats_metric(buf, cap, &len, "pending_requests", "gauge",
+                      "Requests waiting for the node (commit, apply or read index).", st->pending);
+    return len;
 }

@@ -389,6 +389,12 @@ static void test_stop_with_pending(void)
     CHECK(s.requests > 100 && s.connections > 50 && s.open_connections >= 1);
     CHECK(s.responses[0] > 10 && s.responses[3] > 50 && s.responses[7] >= 3); /* 200 400 413 */
     CHECK(s.bytes_in >= 600000 && s.bytes_out > 0);
+    char text[4096];
+    size_t need = http_stats_prometheus(fk.srv, text, sizeof text);
+    CHECK(need < sizeof text && strlen(text) == need);
+    CHECK(strstr(text, "raftfs_http_responses_total{code=\"413\"} ") != NULL);
+    CHECK(strstr(text, "raftfs_http_pending_requests 1\n") != NULL);
+    CHECK(http_stats_prometheus(fk.srv, text, 10) == need && strlen(text) == 9);
     http_stop(fk.srv);
     fk.srv = NULL;
     http_reply_empty(fk.held, 204); /* discarded; ASan would flag a use after free */
