@@ -18,7 +18,7 @@ struct transport;
 
 #define TRANSPORT_MAX_PEERS 32           /* outbound peers (config nodes + members) */
 #define TRANSPORT_MAX_INBOUND 64         /* inbound connections; more are accepted and closed */
-#define TRANSPORT_QUEUE_BYTES (8u << 20) /* per-peer send queue cap (one frame always fits) */
+#define TRANSPORT_QUEUE_BYTES (8u << 20) /* per-peer queue: sends fail once this is reached */
 #define TRANSPORT_REF_MIN_BYTES 4096     /* entry payloads this large are queued by reference */
 
 /* Callbacks run on the loop. They may call transport_send* but never transport_free. */

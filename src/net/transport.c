@@ -61,6 +61,15 @@ void transport_tune_socket(int fd)
     /* Best effort: a socket without these still works, only slower or less watchful. */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    /* A peer that vanishes (power loss, partition) is noticed in seconds, not hours: idle
+     * links are probed after TRANSPORT_KEEPIDLE_S, and unacknowledged data gives up after
+     * TRANSPORT_USER_TIMEOUT_MS, so the link is redialed and its stale queue dropped. */
+    int idle = TRANSPORT_KEEPIDLE_S, intvl = TRANSPORT_KEEPINTVL_S, cnt = TRANSPORT_KEEPCNT;
+    unsigned user_timeout_ms = TRANSPORT_USER_TIMEOUT_MS;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);

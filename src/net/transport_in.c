@@ -210,10 +210,14 @@ static void transport_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
         if (n <= 0) {
             bool partial = n == 0 && c->len > 0;
-            if (partial)
+            if (partial) {
                 transport_conn_reject(c, !c->hello_done, "%s", "truncated frame at EOF");
-            else
-                transport_conn_close(c);
+                return;
+            }
+            if (c->hello_done)
+                LOG_INFO("net: inbound link from %s (%s) closed%s%s", c->peer_name, c->remote,
+                         n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
+            transport_conn_close(c);
             return;
         }
         c->t->stats.bytes_in += (uint64_t)n;

@@ -17,6 +17,10 @@
 #define TRANSPORT_HANDSHAKE_TIMEOUT_S 5.0
 #define TRANSPORT_STABLE_S 2.0 /* a link up this long resets the backoff when it fails */
 #define TRANSPORT_EMFILE_PAUSE_S 0.1
+#define TRANSPORT_KEEPIDLE_S 5
+#define TRANSPORT_KEEPINTVL_S 2
+#define TRANSPORT_KEEPCNT 3
+#define TRANSPORT_USER_TIMEOUT_MS 10000
 /* Before the HELLO, a frame larger than this closes the connection: strangers never make
  * us buffer more than a few KiB. */
 #define TRANSPORT_HELLO_FRAME_MAX 4096

@@ -204,8 +204,11 @@ static void transport_peer_timer_cb(struct ev_loop *loop, ev_timer *w, int reven
 
 int transport_peer_enqueue(struct transport_peer *p, struct transport_qframe *q)
 {
-    /* The cap never refuses a frame into an empty queue, so any frame can be sent. */
-    if (p->queued_bytes > 0 && p->queued_bytes + q->f.total > TRANSPORT_QUEUE_BYTES) {
+    /* Refused only once the cap is reached, so a frame of any size (up to the frame max)
+     * gets in whenever the queue is below it: a 64 MiB entry is not starved by heartbeats.
+     * Big payloads are references to blobs the core holds anyway, so the bytes that are
+     * really ours stay near the cap. */
+    if (p->queued_bytes >= TRANSPORT_QUEUE_BYTES) {
         transport_qframe_free(q);
         return ERR_BUSY;
     }
