@@ -79,6 +79,11 @@ enum MHD_Result http_fail_now(struct http_req *req, unsigned status, const char 
 void http_count_status(struct http_server *s, unsigned status);
 void http_req_free(struct http_req *req);
 
+/* http_path.c: JSON strings must be UTF-8, and every answer carries the path in JSON. */
+bool http_utf8_valid(const char *s, size_t len);
+/* Replaces each byte of s that is not part of a well-formed sequence with '?'. */
+void http_utf8_sanitize(char *s);
+
 /* http_conn.c */
 void http_conn_init(struct http_server *s);
 void http_conn_close(struct http_server *s);

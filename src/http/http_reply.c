@@ -139,6 +139,7 @@ static struct MHD_Response *http_error_vresponse(struct http_req *req, unsigned 
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    http_utf8_sanitize(msg); /* it may quote a client's bytes; JSON strings are UTF-8 */
     return http_error_response(req, status, code, msg);
 }
 

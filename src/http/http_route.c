@@ -81,6 +81,8 @@ static enum MHD_Result http_route_path(struct http_req *req, const char *raw, si
     if (prefix && check_len > 0 && req->path[check_len - 1] == '/') check_len--;
     if ((!prefix || check_len > 0) && fspath_validate(req->path, check_len, why, sizeof why) != 0)
         return http_fail_now(req, 400, "bad_path", "bad path: %s", why);
+    if (!http_utf8_valid(req->path, len))
+        return http_fail_now(req, 400, "bad_path", "bad path: not valid UTF-8");
     *ok = true;
     return MHD_YES;
 }
@@ -88,10 +90,14 @@ static enum MHD_Result http_route_path(struct http_req *req, const char *raw, si
 /* ?stale=true|false (also 1|0); anything else is a 400. */
 static enum MHD_Result http_route_stale(struct http_req *req, bool *ok)
 {
-    const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "stale");
+    const char *v = NULL;
+    size_t vlen = 0;
     *ok = true;
-    if (!v || !strcmp(v, "false") || !strcmp(v, "0")) return MHD_YES;
-    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "")) {
+    if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, "stale", 5, &v, &vlen) !=
+        MHD_YES)
+        return MHD_YES; /* absent */
+    if (v && (!strcmp(v, "false") || !strcmp(v, "0"))) return MHD_YES;
+    if (!v || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "")) {
         req->stale = true;
         return MHD_YES;
     }

@@ -16,6 +16,7 @@
 #include "err.h"
 #include "fsm.h"
 #include "http.h"
+#include "../../../src/http/http_internal.h" /* http_utf8_* */
 
 /* ---- The fake backend (runs on the server thread) ---------------------------------------- */
 enum fake_mode { FAKE_SYNC, FAKE_ASYNC, FAKE_HOLD };

@@ -17,6 +17,24 @@ static void test_path_decode(void)
     CHECK(http_path_decode("0123456789abcde", 15, out, sizeof out, &n) == 0 && n == 15);
 }
 
+static void test_utf8(void)
+{
+    CHECK(http_utf8_valid("", 0));
+    CHECK(http_utf8_valid("plain/ascii", 11));
+    CHECK(http_utf8_valid("\xc3\xa9t\xc3\xa9", 6)); /* été */
+    CHECK(http_utf8_valid("\xf0\x9f\x98\x80", 4));  /* U+1F600 */
+    CHECK(!http_utf8_valid("\xff", 1));             /* never a lead byte */
+    CHECK(!http_utf8_valid("\xc3\x28", 2));         /* bad continuation */
+    CHECK(!http_utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    CHECK(!http_utf8_valid("\xe0\x80\xaf", 3));     /* overlong '/' */
+    CHECK(!http_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CHECK(!http_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    CHECK(!http_utf8_valid("\xe2\x82", 2));         /* truncated */
+    char msg[] = "no such file: a\xff\xc3\xa9\xe2\x82";
+    http_utf8_sanitize(msg);
+    CHECK(!strcmp(msg, "no such file: a?\xc3\xa9??"));
+}
+
 static void test_routes(void)
 {
     struct resp r;
@@ -35,6 +53,10 @@ static void test_routes(void)
     CHECK(!strcmp(fk.last.kind, "get") && !strcmp(fk.last.a, "a/b c.txt") && fk.last.stale);
     CHECK_EQ_U(req("GET", "/v1/files/a?stale=false", NULL, 0, false, &r), 200);
     CHECK(!fk.last.stale);
+    CHECK_EQ_U(req("GET", "/v1/files/a?stale", NULL, 0, false, &r), 200);
+    CHECK(fk.last.stale);
+    CHECK_EQ_U(req("GET", "/v1/files/%C3%A9t%C3%A9+x", NULL, 0, false, &r), 200);
+    CHECK(!strcmp(fk.last.a, "\xc3\xa9t\xc3\xa9+x") && strstr(r.body, "\xc3\xa9t\xc3\xa9+x"));
     CHECK_EQ_U(req("HEAD", "/v1/files/a", NULL, 0, false, &r), 200);
     CHECK(!strcmp(fk.last.kind, "get") && r.len == 0);
     CHECK_EQ_U(req("GET", "/v1/files/missing", NULL, 0, false, &r), 404);
@@ -103,7 +125,10 @@ static void test_bad_paths(void)
                          "a/%",
                          "%2fabs",
                          "a%2f%2fb",
-                         "..%2f..%2fetc"};
+                         "..%2f..%2fetc",
+                         "a%ff",
+                         "%c0%af",
+                         "%ed%a0%80x"};
     struct resp r;
     int before = fake_calls();
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -119,6 +144,7 @@ static void test_bad_paths(void)
     CHECK_EQ_U(req("GET", "/v1/files?prefix=../x", NULL, 0, false, &r), 400);
     CHECK_EQ_U(req("GET", "/v1/files?prefix=a%00", NULL, 0, false, &r), 400);
     CHECK_EQ_U(req("GET", "/v1/files?prefix=%2e%2e/", NULL, 0, false, &r), 400);
+    CHECK_EQ_U(req("GET", "/v1/files?prefix=%c3", NULL, 0, false, &r), 400);
     CHECK_EQ_U(fake_calls(), before);
 }
 
@@ -521,6 +547,7 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
     RUN(test_path_decode);
+    RUN(test_utf8);
     RUN(test_bad_listen_address);
     RUN(test_idle_no_spin);
     RUN(test_header_deadline);
