@@ -76,6 +76,10 @@ struct fsm_cmd {
     uint64_t body_len;
 };
 
+/* req_id must be unique per client request (a retry reuses it). Ids that grow over time (e.g.
+ * 8 bytes of big-endian microseconds, then 8 random bytes) keep the dedup table's inserts on
+ * its hot right edge; fully random ids work, at a few us more per apply once the table
+ * outgrows the BDB cache. */
 /* A PUT command whose body the caller writes in place (no second copy of the body): on success
  * *out is a new blob (caller owns one reference) and *body_out points at its body_len
  * uninitialised body bytes. ERR_INVALID (bad path), ERR_TOOBIG (does not fit a blob), ERR_NOMEM. */

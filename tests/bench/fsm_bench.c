@@ -41,7 +41,8 @@ static int bench_apply(struct fsm *f, uint8_t op, const char *path, size_t size)
 {
     uint8_t rid[FSM_REQ_ID_LEN] = {0}, *body;
     raft_index i = ++bench_index;
-    memcpy(rid, &i, sizeof i);
+    for (int k = 0; k < 8; k++)
+        rid[k] = (uint8_t)(i >> (56 - 8 * k)); /* time-ordered ids */
     struct raft_blob *b = NULL;
     int rv = op == FSM_CMD_PUT ? fsm_cmd_put_alloc(rid, path, strlen(path), size, &b, &body)
                                : fsm_cmd_delete(rid, path, strlen(path), &b);
