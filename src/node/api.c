@@ -10,6 +10,7 @@
 #include "http.h"
 #include "log.h"
 #include "node_api.h"
+#include "codec.h"
 #include "transport.h"
 
 static void api_hex(const uint8_t *in, size_t len, char *out)
@@ -43,6 +44,12 @@ void node_api_complete(struct node *n, struct node_op *op, const struct fsm_resu
     struct http_req *req = api_take_req(op);
     switch (op->kind) {
     case OP_PUT:
+        if (res->status == ERR_EXISTS) {
+            http_reply_error(req, 409, "path_conflict",
+                             "%s: a component of the path is a file, or the path is a directory",
+                             op->path);
+            break;
+        }
         http_reply_json(req, res->created ? 201 : 200,
                         api_file_json(op->path, res->size, res->sha256, res->index));
         break;
@@ -165,16 +172,16 @@ int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payl
 {
     int rv = ERR_INVALID;
     *term = n->term;
-    if (op_code == TRANSPORT_FWD_PROPOSE) {
+    if (op_code == CODEC_FWD_PROPOSE) {
         n->m.proposals++;
         return raft_propose(n->raft, payload, index, term);
     }
-    if (op_code == TRANSPORT_FWD_JOIN) {
+    if (op_code == CODEC_FWD_JOIN) {
         struct raft_member m;
         rv = node_member_from_blob(payload, &m);
         if (rv == 0)
             rv = raft_add_member(n->raft, &m, index);
-    } else if (op_code == TRANSPORT_FWD_REMOVE && payload && payload->len == 8) {
+    } else if (op_code == CODEC_FWD_REMOVE && payload && payload->len == 8) {
         raft_id id = 0;
         for (int i = 0; i < 8; i++)
             id = (id << 8) | payload->data[i];

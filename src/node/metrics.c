@@ -108,12 +108,27 @@ static void metrics_net(struct node *n, struct metrics_buf *b)
                 t.connected_peers);
 }
 
+static void metrics_http(struct node *n, struct metrics_buf *b)
+{
+    char probe[1];
+    size_t need = http_stats_prometheus(n->http, probe, sizeof probe);
+    char *text = malloc(need + 1);
+    if (!text) {
+        b->oom = true;
+        return;
+    }
+    http_stats_prometheus(n->http, text, need + 1);
+    metrics_printf(b, "%s", text);
+    free(text);
+}
+
 void node_metrics_reply(struct node *n, struct http_req *req)
 {
     struct metrics_buf b = {0};
     metrics_raft(n, &b);
     metrics_store(n, &b);
     metrics_net(n, &b);
+    metrics_http(n, &b);
     if (b.oom || !b.data) {
         free(b.data);
         http_reply_error(req, 503, "no_memory", "out of memory");

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "node_api.h"
 #include "rassert.h"
+#include "codec.h"
 #include "transport.h"
 
 #define NODE_RECENT 1024 /* outcomes of recently applied entries, by index */
@@ -119,11 +120,11 @@ static uint8_t ops_fwd_code(const struct node_op *op)
 {
     switch (op->kind) {
     case OP_JOIN:
-        return TRANSPORT_FWD_JOIN;
+        return CODEC_FWD_JOIN;
     case OP_REMOVE:
-        return TRANSPORT_FWD_REMOVE;
+        return CODEC_FWD_REMOVE;
     default:
-        return TRANSPORT_FWD_PROPOSE;
+        return CODEC_FWD_PROPOSE;
     }
 }
 
