@@ -224,9 +224,9 @@ void http_stop(struct http_server *s)
     ASSERT(!s->running);
     /* MHD must not be stopped with suspended connections: answer them first. The backend
      * still owes its reply; it will find the request orphaned and discard it. */
-    while (s->pending) {
-        struct http_req *req = s->pending;
-        s->pending = req->next;
+    struct http_req *orphans = s->pending;
+    s->pending = NULL;
+    for (struct http_req *req = orphans; req; req = req->next) {
         req->suspended = false;
         struct MHD_Response *r =
             http_error_response(req, 503, "shutting_down", "the node is shutting down");
@@ -238,7 +238,15 @@ void http_stop(struct http_server *s)
     }
     ev_io_stop(s->loop, &s->io);
     ev_timer_stop(s->loop, &s->timer);
-    MHD_stop_daemon(s->d); /* runs the completion callback for every connection */
+    MHD_stop_daemon(s->d); /* runs the completion callback for every connection it had */
+    /* Whether or not it did for these, none may point at the daemon or at s any more. The
+     * backend cannot reply in between, so every one of them is still allocated. */
+    for (struct http_req *req = orphans, *next; req; req = next) {
+        next = req->next;
+        req->prev = req->next = NULL;
+        req->conn = NULL;
+        req->s = NULL;
+    }
     http_conn_close(s);
     free(s);
 }
