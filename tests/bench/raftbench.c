@@ -75,10 +75,14 @@ static size_t bench_write_cb(char *buf, size_t size, size_t nitems, void *ud)
 static void bench_issue(CURLM *multi, struct bench_conn *c)
 {
     const char *server = bench_o.servers[c->index % bench_o.n_servers];
-    uint64_t k = bench_o.paths ? c->seq % (uint64_t)bench_o.paths : c->seq;
     c->is_get = bench_o.get_percent > 0 && (int)(rand() % 100) < bench_o.get_percent;
-    snprintf(c->url, sizeof c->url, "http://%s/v1/files/bench/c%d/%s%llu?stale=false", server,
-             c->index, bench_o.paths ? "ow" : "new", (unsigned long long)k);
+    if (bench_o.paths) /* every connection cycles through one shared set of paths */
+        snprintf(c->url, sizeof c->url, "http://%s/v1/files/bench/ow%llu", server,
+                 (unsigned long long)((c->seq + (uint64_t)c->index * 7919) %
+                                      (uint64_t)bench_o.paths));
+    else
+        snprintf(c->url, sizeof c->url, "http://%s/v1/files/bench/c%d/new%llu", server,
+                 c->index, (unsigned long long)c->seq);
     curl_easy_setopt(c->easy, CURLOPT_URL, c->url);
     if (c->is_get) {
         curl_easy_setopt(c->easy, CURLOPT_UPLOAD, 0L);
