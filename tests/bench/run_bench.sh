@@ -37,6 +37,9 @@ leader=$(curl -s "http://127.0.0.1:$H1/v1/status" | python3 -c 'import json,sys;
 rss() { for n in node1 node2 node3; do printf '%s %s KiB  ' "$n" "$(awk '/VmRSS/{print $2}' /proc/"$(cat "$WORK/data/$n/node.pid")"/status)"; done; echo; }
 echo "resident memory, idle:        $(rss)"
 B="$BUILD/tests/bench/raftbench --fsync-dir $WORK -d $DUR"
+# Warm-up: the overwrite cases reuse 1,024 paths; create them first so those cases measure
+# overwrites (TESTBED.md: creating an inode costs ~50x a rename here).
+$BUILD/tests/bench/raftbench --fsync-dir "$WORK" -d 3 --server "$leader" -c 64 -s 1024 >/dev/null
 echo "== leader $leader, ${DUR}s per case"
 $B --server "$leader" -c 1 -s 1024
 $B --server "$leader" -c 64 -s 1024
