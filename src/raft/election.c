@@ -110,8 +110,16 @@ static void raft_become_candidate(struct raft *r)
     raft_tally_reset(r);
     raft_election_reset_timer(r);
     raft_tracef(r, "campaigning at term %llu", (unsigned long long)r->term);
-    raft_tally(r, r->cfg.id, true);
+    /* Its own vote counts once durable (raft_election_on_persisted): a single voter that
+     * crashed before that could otherwise lead twice in one term. */
     raft_campaign_send(r, RAFT_MSG_VOTE, r->term);
+}
+
+void raft_election_on_persisted(struct raft *r)
+{
+    ASSERT(r->role == RAFT_CANDIDATE);
+    if (r->durable_term != r->term || r->durable_vote != r->cfg.id) return;
+    raft_tally(r, r->cfg.id, true);
     raft_check_tally(r);
 }
 
@@ -140,13 +148,22 @@ static void raft_check_tally(struct raft *r)
     }
 }
 
-/* Only a voter of its own latest configuration campaigns (learners and removed nodes wait). */
+/* Who may campaign: a voter of its own latest configuration; and (thesis §4.2.2, Figure 4.6)
+ * a node whose own removal is appended but not known committed, since the remaining members
+ * may need it to commit that removal (it never counts its own vote then). Learners and nodes
+ * whose removal is committed never campaign. */
+bool raft_promotable(const struct raft *r)
+{
+    if (raft_conf_is_voter(&r->conf, r->cfg.id)) return true;
+    return r->conf_index > r->commit && !raft_configuration_find(&r->conf, r->cfg.id) &&
+           raft_conf_voters(&r->conf) > 0;
+}
+
+/* Only a promotable node campaigns. */
 static void raft_campaign(struct raft *r)
 {
-    if (!raft_conf_is_voter(&r->conf, r->cfg.id)) {
-        r->election_elapsed = 0;
-        return;
-    }
+    /* The timer stays expired, so the lease is over and prevotes/votes are answered. */
+    if (!raft_promotable(r)) return;
     if (r->cfg.prevote)
         raft_become_precandidate(r);
     else

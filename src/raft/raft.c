@@ -102,8 +102,8 @@ static int raft_load_boot(struct raft *r, const struct raft_boot *b)
     int rv = raft_boot_check(b);
     if (rv) return rv;
     raft_log_init(&r->log, b->snapshot_index, b->snapshot_term);
-    r->term = b->term;
-    r->vote = b->vote;
+    r->term = r->durable_term = b->term;
+    r->vote = r->durable_vote = b->vote;
     for (size_t i = 0; i < b->n_entries; i++) {
         const struct raft_entry *e = &b->entries[i];
         rv = raft_append_entry(r, e->term, e->type, raft_blob_ref(e->data),

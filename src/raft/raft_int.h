@@ -74,6 +74,8 @@ struct raft_progress {
     bool recent_active;     /* heard from within this check-quorum period */
     bool removed;           /* not in the latest configuration; dropped once that commits */
     raft_index sent_commit; /* commit index last sent to this peer */
+    raft_index told_commit; /* highest commit the peer may have adopted (min(commit, prev+n)) */
+    raft_index removed_at;  /* conf_index of the configuration that removed it */
     uint64_t acked_ctx;     /* highest heartbeat sequence echoed back (ReadIndex) */
     raft_index *inflight;   /* ring of last indexes of unacknowledged appends */
     uint32_t in_head;
@@ -91,6 +93,8 @@ struct raft_write {
     uint64_t seq;
     raft_index index;
     raft_term term;
+    raft_term hs_term; /* the term and vote that are durable once this write is */
+    raft_id hs_vote;
 };
 
 /* A ReadIndex request waiting on the leader. ctx == 0: waiting for an own-term commit. */
@@ -121,6 +125,8 @@ struct raft {
     /* Hard state (durable through ready batches). */
     raft_term term;
     raft_id vote;
+    raft_term durable_term; /* term and vote as last acknowledged durable */
+    raft_id durable_vote;
 
     /* Soft state. */
     enum raft_role role;
@@ -207,6 +213,8 @@ int raft_recv_prevote(struct raft *r, const struct raft_msg *m);
 int raft_recv_vote(struct raft *r, const struct raft_msg *m);
 int raft_recv_vote_resp(struct raft *r, const struct raft_msg *m);
 bool raft_in_lease(const struct raft *r);
+bool raft_promotable(const struct raft *r);
+void raft_election_on_persisted(struct raft *r);
 bool raft_log_up_to_date(const struct raft *r, raft_index last_index, raft_term last_term);
 
 /* replication.c */

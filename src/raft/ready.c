@@ -159,7 +159,8 @@ static int raft_ready_push_write(struct raft *r, uint64_t seq)
         r->cap_writes = cap;
     }
     raft_index last = raft_log_last(&r->log);
-    r->writes[r->n_writes++] = (struct raft_write){seq, last, raft_log_term(&r->log, last)};
+    r->writes[r->n_writes++] =
+        (struct raft_write){seq, last, raft_log_term(&r->log, last), r->term, r->vote};
     return 0;
 }
 
@@ -268,6 +269,8 @@ void raft_persisted(struct raft *r, uint64_t persist_seq)
     size_t done = 0;
     while (done < r->n_writes && r->writes[done].seq <= persist_seq) {
         const struct raft_write *w = &r->writes[done++];
+        r->durable_term = w->hs_term;
+        r->durable_vote = w->hs_vote;
         if (w->index > r->stable && w->index <= raft_log_last(&r->log) &&
             raft_log_term(&r->log, w->index) == w->term)
             r->stable = w->index;
@@ -276,4 +279,5 @@ void raft_persisted(struct raft *r, uint64_t persist_seq)
     r->n_writes -= done;
     if (r->failed) return;
     if (r->role == RAFT_LEADER) raft_maybe_commit(r);
+    if (r->role == RAFT_CANDIDATE) raft_election_on_persisted(r);
 }

@@ -27,13 +27,19 @@ struct raft_progress *raft_progress_find(struct raft *r, raft_id id)
 }
 
 /* Brings the peer set in line with the latest configuration: new members get a progress;
- * removed ones are kept (so they learn of their removal) until the removal commits. */
+ * removed ones are kept until they learnt that their removal committed. */
 void raft_progress_sync(struct raft *r)
 {
     for (uint32_t i = 0; i < r->n_prs;) {
         struct raft_progress *pr = &r->prs[i];
-        pr->removed = !raft_configuration_find(&r->conf, pr->id);
-        if (pr->removed && r->commit >= r->conf_index) {
+        bool gone = !raft_configuration_find(&r->conf, pr->id);
+        if (gone && !pr->removed) pr->removed_at = r->conf_index;
+        pr->removed = gone;
+        /* Kept until it was told its removal committed (else, not knowing, it would keep
+         * campaigning), or until a newer configuration. */
+        bool told = r->commit >= r->conf_index && pr->match >= r->conf_index &&
+                    pr->told_commit >= r->conf_index;
+        if (pr->removed && (told || pr->removed_at != r->conf_index)) {
             raft_index *keep = pr->inflight;
             *pr = r->prs[r->n_prs - 1];
             r->prs[r->n_prs - 1].inflight = keep;
@@ -116,6 +122,14 @@ static uint32_t raft_append_load(struct raft *r, struct raft_msg *m, raft_index 
     return k;
 }
 
+/* A follower adopts min(leader commit, last index the append vouched for). */
+static void raft_progress_told(struct raft *r, struct raft_progress *pr, raft_index vouched)
+{
+    raft_index c = r->commit < vouched ? r->commit : vouched;
+    pr->sent_commit = r->commit;
+    if (c > pr->told_commit) pr->told_commit = c;
+}
+
 /* Sends the next append to pr if its state allows; false when nothing was sent. */
 static bool raft_send_append(struct raft *r, struct raft_progress *pr)
 {
@@ -137,7 +151,7 @@ static bool raft_send_append(struct raft *r, struct raft_progress *pr)
     } else {
         pr->probe_sent = true;
     }
-    pr->sent_commit = r->commit;
+    raft_progress_told(r, pr, m.index + k);
     raft_send_now(r, &m);
     return true;
 }
@@ -148,7 +162,7 @@ static void raft_send_heartbeat(struct raft *r, struct raft_progress *pr)
 {
     struct raft_msg m;
     raft_append_msg_init(r, &m, pr->id, pr->match);
-    pr->sent_commit = r->commit;
+    raft_progress_told(r, pr, pr->match);
     raft_send_now(r, &m);
 }
 
@@ -188,6 +202,7 @@ static void raft_repl_check_stall(struct raft_progress *pr)
 
 void raft_repl_heartbeat(struct raft *r)
 {
+    raft_progress_sync(r);
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress *pr = &r->prs[i];
         raft_repl_check_stall(pr);

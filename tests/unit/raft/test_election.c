@@ -13,9 +13,11 @@ static void test_bootstrap_single_voter_elects_itself_without_messages(void)
     CHECK_EQ_U(raft_bootstrap(tc_raft(&tc, 1), &c), ERR_EXISTS);
     tc_flush(&tc);
     tc_tick(&tc, 1, 25);
-    CHECK_EQ_U(tc_role(&tc, 1), RAFT_LEADER);
-    CHECK_EQ_U(tc.n_net, 0);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_CANDIDATE); /* until its own vote is durable */
     tc_flush(&tc);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_LEADER);
+    for (int t = 0; t < RAFT_MSG__COUNT; t++)
+        CHECK_EQ_U(tc.sent_by_type[t], 0);
     struct raft_status st = tc_status(&tc, 1);
     CHECK_EQ_U(st.last_index, 2); /* config + the leader's no-op */
     CHECK_EQ_U(st.commit_index, 2);
@@ -31,6 +33,31 @@ static void test_bootstrap_refuses_config_without_self_voter(void)
     struct raft_configuration c;
     tc_conf(&c, 1, 1); /* node 2 is a learner */
     CHECK_EQ_U(raft_bootstrap(tc_raft(&tc, 2), &c), ERR_INVALID);
+    tc_free(&tc);
+}
+
+static void test_candidate_counts_own_vote_only_once_durable(void)
+{
+    struct tc tc;
+    tc_init(&tc, 1);
+    tc.n[0].cfg.prevote = false;
+    raft_term terms[] = {1};
+    tc_set_log(&tc, 1, terms, 1, 1, 1);
+    tc_start_all(&tc);
+    tc_node(&tc, 1)->manual_persist = true;
+    tc_tick(&tc, 1, 25);
+    tc_ready_all(&tc);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_CANDIDATE);
+    /* A crash now loses the self-vote of term 2: the restarted node must not have led. */
+    tc_stop(&tc, 1);
+    tc_start(&tc, 1);
+    CHECK_EQ_U(tc_status(&tc, 1).term, 1);
+    tc_node(&tc, 1)->manual_persist = true;
+    tc_tick(&tc, 1, 25);
+    tc_ready_all(&tc);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_CANDIDATE);
+    CHECK(tc_persist(&tc, 1));
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_LEADER);
     tc_free(&tc);
 }
 
@@ -429,6 +456,7 @@ int main(void)
 {
     RUN(test_bootstrap_single_voter_elects_itself_without_messages);
     RUN(test_bootstrap_refuses_config_without_self_voter);
+    RUN(test_candidate_counts_own_vote_only_once_durable);
     RUN(test_vote_only_for_up_to_date_log);
     RUN(test_vote_at_most_once_per_term);
     RUN(test_vote_response_only_after_persist);
