@@ -70,6 +70,8 @@ static int db_open_one(DB_ENV *env, const char *file, DB **out, char *err, size_
     DB *db = NULL;
     int ret = db_create(&db, env, 0);
     if (ret == 0)
+        ret = db->set_flags(db, DB_CHKSUM); /* torn or rotten pages are detected, not used */
+    if (ret == 0)
         ret =
             db->open(db, NULL, file, NULL, DB_BTREE, DB_CREATE | DB_THREAD | DB_AUTO_COMMIT, 0644);
     if (ret) {

@@ -680,6 +680,21 @@ static void test_fsm_second_open_refused(void)
     t_fini(&t);
 }
 
+static void test_fsm_open_bad_node_dir(void)
+{
+    struct tenv t;
+    t_init(&t);
+    char path[128], err[256] = "";
+    snprintf(path, sizeof path, "%s/plainfile", t.dir);
+    fclose(fopen(path, "w"));
+    struct fsm *g = (struct fsm *)1;
+    struct fsm_options o = {0};
+    CHECK_EQ_U(fsm_open_opts(t.env, path, &o, &g, err, sizeof err), ERR_IO);
+    CHECK(g == NULL);
+    CHECK(strstr(err, "plainfile") != NULL);
+    t_fini(&t);
+}
+
 static void test_fsm_reopen_keeps_state(void)
 {
     struct tenv t;
@@ -763,6 +778,7 @@ int main(void)
     RUN(test_fsm_leftovers_cleaned_on_open);
     RUN(test_fsm_reopen_keeps_state);
     RUN(test_fsm_second_open_refused);
+    RUN(test_fsm_open_bad_node_dir);
     RUN(test_fsm_replay_after_checkpoint);
     RUN(test_fsm_replay_bdb_behind_files);
     RUN(test_fsm_background_threads);
