@@ -114,6 +114,19 @@ static void sim_driver_bootstrap(struct sim *s, struct sim_node *n, unsigned vot
     sim_node_drain(s, n);
 }
 
+/* Restarts n from its disk. A node whose bootstrap write never became durable comes back
+ * empty and is bootstrapped again, as raftsup does for a first node with an empty state. */
+static void sim_driver_restart(struct sim *s, struct sim_node *n)
+{
+    bool empty = !n->d_n && !n->d_term;
+    sim_node_boot(s, n);
+    if (!empty || s->failed || !n->up) return;
+    if (!s->p.membership)
+        sim_driver_bootstrap(s, n, s->p.n_target);
+    else if (n->id == 1 && s->gcommit == 0)
+        sim_driver_bootstrap(s, n, 1);
+}
+
 void sim_driver_init(struct sim *s)
 {
     sim_driver_params(s);
@@ -221,7 +234,8 @@ static void sim_driver_faults(struct sim *s)
     }
     for (unsigned i = 0; i < s->n_slots && !s->failed; i++) {
         struct sim_node *n = &s->nodes[i];
-        if (n->started && !n->up && !n->retired && n->restart_step <= s->step) sim_node_boot(s, n);
+        if (n->started && !n->up && !n->retired && n->restart_step <= s->step)
+            sim_driver_restart(s, n);
     }
 }
 
@@ -244,7 +258,7 @@ static void sim_driver_heal(struct sim *s)
             n->retired = true;
             sim_trace(s, "n%llu retired (not a member)", ULL(n->id));
         } else if (!n->up) {
-            sim_node_boot(s, n);
+            sim_driver_restart(s, n);
         }
     }
 }
