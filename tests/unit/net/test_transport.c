@@ -3,6 +3,7 @@
  * Every wait polls a condition with a deadline (ev_run ONCE + a waking timer), never sleeps. */
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,8 @@ struct tnode {
     raft_id id;
     raft_id accept[4]; /* ids accept_peer() lets in */
     int n_msgs;
+    raft_id count_from; /* n_from counts the messages from this id */
+    int n_from;
     struct raft_msg last; /* scalars of the last message (entries dropped) */
     uint32_t last_n_entries;
     uint32_t last_entry_len;
@@ -44,6 +47,7 @@ static void tn_on_msg(void *ctx, const struct raft_msg *m)
 {
     struct tnode *n = ctx;
     n->n_msgs++;
+    n->n_from += m->from == n->count_from;
     n->last = *m;
     n->last.entries = NULL;
     n->last_n_entries = m->n_entries;
@@ -420,6 +424,50 @@ static void test_hostile_inbound(void)
     transport_free(good.t);
 }
 
+/* A peer that floods valid frames as fast as it can does not starve another peer: reads are
+ * budgeted per callback, so the good peer's messages keep arriving during the flood. */
+static void test_flood_fairness(void)
+{
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11, 44}, .count_from = 44};
+    struct tnode good = {.name = "node4", .id = 44};
+    tn_start(&b, "127.0.0.1:0");
+    tn_start(&good, "127.0.0.1:0");
+    tn_link(&good, &b);
+    int fd = raw_connect(transport_port(b.t));
+    raw_hello(fd, "node1", 11);
+    CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
+    struct codec_buf burst;
+    codec_buf_init(&burst);
+    for (int i = 0; i < 1000; i++) {
+        struct raft_msg m = msg(RAFT_MSG_APPEND, 11, 22, (uint64_t)i);
+        CHECK_EQ_U(codec_encode_msg(&m, &burst), 0);
+    }
+    size_t flooded = 0, off = 0;
+    int sent_good = 0;
+    ev_tstamp deadline = ev_time() + 20;
+    while (flooded < (64u << 20) && ev_time() < deadline) {
+        ssize_t w = send(fd, burst.data + off, burst.len - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            flooded += (size_t)w;
+            off = (off + (size_t)w) % burst.len;
+        }
+        if (b.n_from == sent_good && sent_good < 50) {
+            struct raft_msg m = msg(RAFT_MSG_VOTE, 44, 22, 0);
+            sent_good += transport_send(good.t, &m) == 0;
+        }
+        ev_run(loop, EVRUN_NOWAIT);
+    }
+    CHECK(flooded >= (64u << 20));
+    fprintf(stderr, "flood: %zu bytes, %d flood msgs, %d good msgs\n", flooded, b.n_msgs - b.n_from,
+            b.n_from);
+    CHECK(b.n_from >= 10); /* served many times while 64 MiB of flood went through */
+    CHECK(b.n_msgs - b.n_from > 10000);
+    close(fd);
+    codec_buf_free(&burst);
+    transport_free(b.t);
+    transport_free(good.t);
+}
+
 /* More inbound connections than the limit: the extra ones are closed at once. */
 static void test_inbound_limit(void)
 {
@@ -564,6 +612,7 @@ int main(void)
     RUN(test_bad_listen_addresses);
     RUN(test_handshake_refusals);
     RUN(test_hostile_inbound);
+    RUN(test_flood_fairness);
     RUN(test_inbound_limit);
     RUN(test_accept_emfile);
     RUN(test_reconnect);
