@@ -38,11 +38,16 @@ def pid_cmdline(pid):
         return f.read().split(b"\0")
 
 
-def test_bootstrap_once_and_joins(track):
+def started_fake(track, n=3):
+    """A running raftsup over n fake nodes; returns (cluster, {id: pid})."""
     h.need_binaries(False)
-    c = track(h.Cluster(3, fake=True))
+    c = track(h.Cluster(n, fake=True))
     c.start()
-    pids = c.wait_node_pids()
+    return c, c.wait_node_pids()
+
+
+def test_bootstrap_once_and_joins(track):
+    c, pids = started_fake(track, 3)
     h.wait_until(lambda: sorted(joins(c)) == ["node2", "node3"], 10, "joins of node2, node3")
     for nid, pid in pids.items():
         argv = pid_cmdline(pid)
@@ -68,10 +73,7 @@ def test_bootstrap_once_and_joins(track):
 
 
 def test_restart_after_kill(track):
-    h.need_binaries(False)
-    c = track(h.Cluster(3, fake=True))
-    c.start()
-    old = c.wait_node_pids()
+    c, old = started_fake(track, 3)
     h.wait_until(lambda: "membership complete" in sup_log(c), 10, "membership")
     for victim, sig in (("node2", signal.SIGKILL), ("node1", signal.SIGSEGV)):
         h.wait_until(lambda: c.status(victim), 5, "%s serving" % victim)
@@ -134,10 +136,8 @@ def test_bootstrap_retried_after_early_crash(track):
 
 
 def test_second_supervisor_refused(track):
-    h.need_binaries(False)
-    c = track(h.Cluster(2, fake=True))
-    first = c.start()
-    pids = c.wait_node_pids()
+    c, pids = started_fake(track, 2)
+    first = c.sup
     p = subprocess.run([h.RAFTSUP, c.config], capture_output=True, timeout=10, env=c.env)
     err = p.stderr.decode()
     h.log("second raftsup:", p.returncode, err.strip())
@@ -150,10 +150,7 @@ def test_second_supervisor_refused(track):
 
 
 def test_sigterm_escalates_to_sigkill(track):
-    h.need_binaries(False)
-    c = track(h.Cluster(2, fake=True))
-    c.start()
-    pids = c.wait_node_pids()
+    c, pids = started_fake(track, 2)
     h.wait_until(lambda: c.status("node2"), 5, "node2 serving")
     open(os.path.join(c.data, "node2", "ignore_term"), "w").close()
     t0 = time.monotonic()
@@ -166,10 +163,7 @@ def test_sigterm_escalates_to_sigkill(track):
 
 
 def test_sigkill_leaves_no_orphans(track):
-    h.need_binaries(False)
-    c = track(h.Cluster(3, fake=True))
-    c.start()
-    pids = c.wait_node_pids()
+    c, pids = started_fake(track, 3)
     c.kill_sup()
     h.wait_until(lambda: not any(h.pid_alive(p) for p in pids.values()), 5,
                  "children of a SIGKILLed raftsup to exit")
@@ -183,10 +177,7 @@ def test_sigkill_leaves_no_orphans(track):
 
 
 def test_sigint_stops_cleanly(track):
-    h.need_binaries(False)
-    c = track(h.Cluster(2, fake=True))
-    c.start()
-    pids = c.wait_node_pids()
+    c, pids = started_fake(track, 2)
     c.sup.send_signal(signal.SIGINT)
     assert c.sup.wait(10) == 0
     assert not any(h.pid_alive(p) for p in pids.values())
