@@ -199,6 +199,13 @@ static void test_fsm_put_new_replace_delete(void)
     CHECK_EQ_U(del(t.f, 4, 4, "dir/sub/a.txt", &r), 0);
     CHECK_EQ_U(r.status, ERR_NOTFOUND);
     CHECK_EQ_U(fsm_applied(t.f), 4);
+    /* Empty bodies, odd but valid names. */
+    CHECK_EQ_U(put(t.f, 5, 5, "sp ace/new\nline/\xc3\xa9", "", &r), 0);
+    CHECK(r.created && r.size == 0);
+    CHECK(file_is(&t, "sp ace/new\nline/\xc3\xa9", ""));
+    CHECK_EQ_U(put(t.f, 6, 6, "sp ace/new\nline/\xc3\xa9", "x", &r), 0);
+    CHECK_EQ_U(put(t.f, 7, 7, "sp ace/new\nline/\xc3\xa9", "", &r), 0);
+    CHECK(!r.created && file_is(&t, "sp ace/new\nline/\xc3\xa9", ""));
     t_fini(&t);
 }
 
