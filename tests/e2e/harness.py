@@ -146,9 +146,11 @@ class Cluster:
         self.sup = None
 
     # --- the supervisor -------------------------------------------------------------
-    def start(self, expect_running=True):
+    def start(self, expect_running=True, relative=False):
+        """relative: pass the config as a path relative to the cwd (the temp dir)."""
         out = open(os.path.join(self.dir, "raftsup.out.%d" % len(self.procs)), "ab")
-        p = subprocess.Popen([RAFTSUP, self.config], stdout=out, stderr=subprocess.STDOUT,
+        conf = os.path.basename(self.config) if relative else self.config
+        p = subprocess.Popen([RAFTSUP, conf], stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=self.env, cwd=self.dir,
                              start_new_session=True)
         out.close()

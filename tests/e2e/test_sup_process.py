@@ -135,6 +135,19 @@ def test_bootstrap_retried_after_early_crash(track):
     assert c.stop() == 0
 
 
+def test_relative_paths(track):
+    """`raftsup cluster.json` with "data_dir": "data", both relative to the cwd, as the
+    demo runs it; the nodes resolve them against the same cwd."""
+    h.need_binaries(False)
+    c = track(h.Cluster(3, fake=True, extra={"data_dir": "data"}))
+    c.start(relative=True)
+    pids = c.wait_node_pids()
+    h.wait_until(lambda: sorted(joins(c)) == ["node2", "node3"], 10, "joins")
+    for pid in pids.values():
+        assert b"cluster.json" in pid_cmdline(pid)
+    assert c.stop() == 0
+
+
 def test_second_supervisor_refused(track):
     c, pids = started_fake(track, 2)
     first = c.sup
@@ -185,6 +198,6 @@ def test_sigint_stops_cleanly(track):
 
 if __name__ == "__main__":
     h.main([test_bootstrap_once_and_joins, test_restart_after_kill, test_crash_loop_backs_off,
-            test_bootstrap_retried_after_early_crash,
+            test_bootstrap_retried_after_early_crash, test_relative_paths,
             test_second_supervisor_refused, test_sigterm_escalates_to_sigkill,
             test_sigkill_leaves_no_orphans, test_sigint_stops_cleanly], 150)
