@@ -263,7 +263,11 @@ static int files_write(struct fsm_spare *s, const uint8_t *body, uint64_t len)
         size_t chunk = len - off > (1u << 30) ? (1u << 30) : (size_t)(len - off);
         ssize_t n = pwrite(s->fd, body + off, chunk, (off_t)off);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return files_errno(n < 0 ? errno : ENOSPC);
+        if (n <= 0) {
+            int e = n < 0 ? errno : ENOSPC;
+            if (off > s->size) s->size = off; /* keeps the next user's truncate honest */
+            return files_errno(e);
+        }
         off += (uint64_t)n;
     }
     if (off > s->size) s->size = off;
