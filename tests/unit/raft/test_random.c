@@ -13,7 +13,12 @@ struct rt {
     struct tc tc;
     uint64_t rng;
     raft_id leader_of_term[RT_TERMS];
-    raft_term applied_term[TC_APPLIED_MAX]; /* first term seen applied at each index */
+    raft_term applied_term[TC_APPLIED_MAX];   /* first term seen applied at each index */
+    raft_index max_commit;                    /* highest commit index any node ever had */
+    raft_term committed_term[TC_APPLIED_MAX]; /* term of each index once seen committed */
+    raft_index read_min[1024];                /* by read id: max_commit when it was asked */
+    uint64_t n_read_ids;
+    size_t reads_seen[RT_NODES + 1];
     bool failed;
 };
 
@@ -32,6 +37,30 @@ static void rt_check(struct rt *s, uint64_t seed, int step)
         if (t->down) continue;
         raft_check_invariants(t->r);
         struct raft_status st = tc_status(&s->tc, id);
+        if (st.commit_index > s->max_commit) s->max_commit = st.commit_index;
+        /* A committed entry never changes (checked on the durable logs). */
+        raft_index upto = st.commit_index < st.stable_index ? st.commit_index : st.stable_index;
+        for (raft_index i = 1; i <= upto && i < TC_APPLIED_MAX; i++) {
+            raft_term *g = &s->committed_term[i];
+            if (*g == 0) *g = t->log[i - 1].term;
+            if (*g != t->log[i - 1].term && !s->failed) {
+                fprintf(stderr, "seed %llu step %d: committed index %llu changed term\n",
+                        (unsigned long long)seed, step, (unsigned long long)i);
+                s->failed = true;
+            }
+        }
+        for (; s->reads_seen[id] < t->n_reads; s->reads_seen[id]++) {
+            const struct raft_read_state *rs = &t->reads[s->reads_seen[id]];
+            if (rs->failed || rs->id == 0 || rs->id > s->n_read_ids) continue;
+            if (rs->index < s->read_min[rs->id - 1] && !s->failed) {
+                fprintf(stderr,
+                        "seed %llu step %d: read %llu answered at %llu, but %llu was "
+                        "committed before it began\n",
+                        (unsigned long long)seed, step, (unsigned long long)rs->id,
+                        (unsigned long long)rs->index, (unsigned long long)s->read_min[rs->id - 1]);
+                s->failed = true;
+            }
+        }
         if (st.role == RAFT_LEADER && st.term < RT_TERMS) {
             raft_id *l = &s->leader_of_term[st.term];
             if (*l && *l != id && !s->failed) {
@@ -114,7 +143,11 @@ static void rt_step(struct rt *s)
         raft_id l = rt_leader(s);
         if (l) tc_propose(tc, l, "v", NULL);
     } else if (a < 95) {
-        raft_read_index(t->r, rt_rand(s));
+        /* Linearizability: the answer must cover everything committed before the ask. */
+        if (s->n_read_ids < 1024 && raft_read_index(t->r, s->n_read_ids + 1) == 0) {
+            s->read_min[s->n_read_ids] = s->max_commit;
+            s->n_read_ids++;
+        }
     } else if (a < 96) {
         raft_id l = rt_leader(s);
         if (l) rt_membership(s, l);
@@ -157,6 +190,7 @@ static void rt_trace_cb(void *ctx, const char *line)
 }
 
 static bool rt_verbose;
+static uint32_t rt_bugs; /* RAFT_RANDOM_BUGS: planted bugs (a core built with them) */
 
 static bool rt_run(uint64_t seed, int steps)
 {
@@ -172,6 +206,7 @@ static bool rt_run(uint64_t seed, int steps)
         s.tc.n[i].cfg.max_append_entries = 1 + (uint32_t)(seed % 7);
         s.tc.n[i].cfg.cache_bytes_max = seed % 2 ? 0 : 1u << 20;
         s.tc.n[i].manual_persist = true;
+        s.tc.n[i].cfg.bugs = rt_bugs;
         if (rt_verbose) s.tc.n[i].cfg.trace = rt_trace_cb;
     }
     tc_start_all(&s.tc);
@@ -217,6 +252,8 @@ static void test_random_clusters_keep_safety(void)
     int ok = 0, seeds = 200;
     const char *env = getenv("RAFT_RANDOM_SEEDS");
     if (env) seeds = atoi(env);
+    if (getenv("RAFT_RANDOM_BUGS"))
+        rt_bugs = (uint32_t)strtoul(getenv("RAFT_RANDOM_BUGS"), NULL, 0);
     const char *one = getenv("RAFT_RANDOM_SEED"); /* replay one seed with a trace */
     if (one) {
         rt_verbose = true;
