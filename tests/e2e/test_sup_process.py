@@ -67,6 +67,8 @@ def test_bootstrap_once_and_joins(track):
     h.wait_until(lambda: sup_log(c).count("membership complete") == 2, 10, "second pass")
     assert sorted(joins(c)) == ["node2", "node3"], joins(c)
     for nid in ("node1", "node2", "node3"):
+        # Under load a fake node may still be starting when the leader reports it a member.
+        h.wait_until(lambda: len(starts(c, nid)) == 2, 10, "%s started twice" % nid)
         boots = [b for _, b in starts(c, nid)]
         assert boots == ([1, 0] if nid == "node1" else [0, 0]), (nid, boots)
     assert c.stop() == 0
