@@ -17,8 +17,12 @@ die()  { printf '%s\n' "${R}demo: $*${N}" >&2; exit 1; }
 now_ms() { date +%s%3N; }
 
 # conf_get EXPR — evaluates a python expression over the config (`c`).
-conf_get() { python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$CONFIG" "$1"; }
-DATA=$(conf_get 'c["data_dir"]')
+conf_get() { python3 -c 'import json,sys
+try:
+    c = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))
+except Exception as e:
+    sys.exit("demo: cannot read %s: %s" % (sys.argv[1], e))' "$CONFIG" "$1"; }
+DATA=$(conf_get 'c["data_dir"]') || exit 2
 mapfile -t IDS < <(conf_get '"\n".join(n["id"] for n in c["nodes"])')
 mapfile -t HTTPS < <(conf_get '"\n".join(n["http"] for n in c["nodes"])')
 mapfile -t RAFTS < <(conf_get '"\n".join(n["raft"] for n in c["nodes"])')
@@ -92,6 +96,15 @@ except Exception:
 sys.exit(0 if ok else 1)'
 }
 
+# nodes_ready, but a raftsup that exits (bad config, lock held) ends the demo at once.
+sup_alive_and_ready() {
+    if ! kill -0 "$SUP_PID" 2>/dev/null; then
+        sed 's/^/    /' "$DATA/raftsup.out" >&2
+        die "raftsup exited (output above, from $DATA/raftsup.out)"
+    fi
+    nodes_ready
+}
+
 put() {  # put HTTP PATH CONTENT — prints the status code
     curl -s -o /dev/null -w "%{http_code}" --max-time "${4:-2}" -X PUT --data-binary "$3" \
         "http://$1/v1/files/$2" || true
@@ -108,8 +121,9 @@ cmd_start() {
     mkdir -p "$DATA"
     say "Starting raftsup with $CONFIG (3 nodes, data in $DATA/)"
     setsid nohup "$BUILD/raftsup" "$CONFIG" >"$DATA/raftsup.out" 2>&1 </dev/null &
+    SUP_PID=$!
     local t0; t0=$(now_ms)
-    wait_for 30 "a leader with ${#IDS[@]} voters (see $DATA/raftsup.log)" nodes_ready
+    wait_for 30 "a leader with ${#IDS[@]} voters (see $DATA/raftsup.log)" sup_alive_and_ready
     local lead; lead=$(leader_id)
     info "raftsup pid $(cat "$DATA/raftsup.pid"); leader ${G}$lead${N}, ${#IDS[@]} voters, ready $(( $(now_ms) - t0 )) ms after the start"
     for i in "${!IDS[@]}"; do
@@ -144,6 +158,7 @@ cmd_start() {
     local took=$(( $(now_ms) - k0 ))
     local newlead; newlead=$(leader_id)
     info "new leader: ${G}$newlead${N}; first write accepted through $accepted ${B}$took ms${N} after the kill"
+    grep -hE "became leader|campaigning" "$DATA/$newlead/node.log" 2>/dev/null | tail -2 | sed 's/^/    /' || true
 
     say "raftsup restarts $victim (see $DATA/raftsup.log)"
     wait_for 15 "$victim to be restarted" bash -c "p=\$(cat '$DATA/$victim/node.pid' 2>/dev/null); [ -n \"\$p\" ] && [ \"\$p\" != '$vpid' ] && kill -0 \$p"
