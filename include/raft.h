@@ -11,6 +11,15 @@
  *   4. raft_advance(r, &rd);
  *   later, when write persist_seq is durable: send its msgs_after_persist, then call
  *   raft_persisted(r, persist_seq). Acknowledge writes in the order they were handed out.
+ * Details the core relies on:
+ *   - a batch may carry msgs_after_persist with persist_seq == 0: they wait for every write
+ *     handed out before (sent at once when none is pending);
+ *   - raft_persisted(r, s) acknowledges every write with seq <= s;
+ *   - the views are the core's own copies: inputs (step, tick, persisted, ...) may arrive
+ *     between raft_ready() and raft_advance(); raft_ready() twice without raft_advance() is a
+ *     programmer error;
+ *   - applied_index advances when raft_ready() hands entries out; committed entries are
+ *     never beyond the locally durable index.
  */
 #ifndef RAFTFS_RAFT_H
 #define RAFTFS_RAFT_H
@@ -249,7 +258,10 @@ int raft_read_index(struct raft *r, uint64_t id);
  * member (its info is left unchanged); ERR_NOTLEADER; ERR_INVALID when full. */
 int raft_add_member(struct raft *r, const struct raft_member *m, raft_index *index_out);
 /* Leader only; any member, the leader included (it steps down once the change commits).
- * ERR_NOTFOUND, ERR_BUSY, ERR_NOTLEADER, ERR_INVALID (would remove the last voter). */
+ * ERR_NOTFOUND, ERR_BUSY, ERR_NOTLEADER, ERR_INVALID (would remove the last voter).
+ * Learners and removed nodes still answer vote requests (a promotion or removal may be
+ * appended elsewhere and not yet known to them); a node whose own removal is appended but
+ * not known committed may still campaign (thesis 4.2.2); once it knows, it never does. */
 int raft_remove_member(struct raft *r, raft_id id, raft_index *index_out);
 
 /* ---- Outputs -------------------------------------------------------------------------------- */
