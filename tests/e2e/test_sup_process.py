@@ -96,7 +96,8 @@ def test_restart_after_kill(track):
 
 def test_crash_loop_backs_off(track):
     h.need_binaries(False)
-    c = track(h.Cluster(1, fake=True, extra={"restart_backoff_ms": [50, 400]}))
+    c = track(h.Cluster(1, fake=True, extra={"restart_backoff_ms": [50, 400],
+                                              "restart_reset_ms": 1000}))
     os.makedirs(os.path.join(c.data, "node1"))
     open(os.path.join(c.data, "node1", "crash"), "w").close()
     c.start()
@@ -113,9 +114,16 @@ def test_crash_loop_backs_off(track):
     h.log("delays", delays)
     assert delays[:5] == [50, 100, 200, 400, 400], delays
     assert "exited with status 3" in sup_log(c)
-    # It recovers once the fault is gone.
+    # It recovers once the fault is gone; after restart_reset_ms of uptime a crash is
+    # restarted at the minimum delay again.
     os.unlink(os.path.join(c.data, "node1", "crash"))
     h.wait_until(lambda: c.live_node_pid("node1") and c.status("node1"), 5, "node1 up")
+    up = time.monotonic()
+    h.wait_until(lambda: time.monotonic() - up > 1.2, 3, "1.2 s of uptime")
+    c.kill_node("node1")
+    h.wait_until(lambda: "killed by signal 9" in sup_log(c), 5, "the kill in raftsup's log")
+    last = [line for line in sup_log(c).splitlines() if "restarting in" in line][-1]
+    assert "killed by signal 9" in last and "restarting in 50 ms" in last, last
     assert c.stop() == 0
 
 
