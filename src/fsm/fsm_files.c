@@ -33,21 +33,41 @@ static void files_fresh_name(struct fsm_files *ff, char name[24])
     snprintf(name, 24, "s%llu", (unsigned long long)atomic_fetch_add(&ff->next_id, 1));
 }
 
+/* Queues a chore for the creator thread; false when there is none or the queue is full.
+ * Called with ff->lock held. */
+static bool files_chore_locked(struct fsm_files *ff, const char *name, bool trim)
+{
+    if (ff->target == 0 || ff->n_chores >= FSM_CHORES_MAX) return false;
+    struct fsm_chore *c = &ff->chores[ff->n_chores++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->trim = trim;
+    pthread_cond_signal(&ff->cond);
+    return true;
+}
+
 /* False when the pool and the reserve are full. A spare going to the reserve is emptied and
  * closed (rare: the open pool is full). */
 static bool files_pool_push(struct fsm_files *ff, const struct fsm_spare *s)
 {
     pthread_mutex_lock(&ff->lock);
-    bool ok = true;
+    bool ok = true, closed = false;
     if (ff->n_pool < FSM_SPARES_MAX) {
         ff->pool[ff->n_pool++] = *s;
-    } else if (ff->n_reserve < FSM_RESERVE_MAX && (s->size == 0 || ftruncate(s->fd, 0) == 0)) {
+    } else if (ff->n_reserve >= FSM_RESERVE_MAX) {
+        ok = false;
+    } else if (s->size == 0) {
         memcpy(ff->reserve[ff->n_reserve++], s->name, sizeof s->name);
-        close(s->fd);
+        closed = true;
+    } else if (files_chore_locked(ff, s->name, true)) {
+        closed = true; /* the thread empties it, then pools it */
+    } else if (ftruncate(s->fd, 0) == 0) {
+        memcpy(ff->reserve[ff->n_reserve++], s->name, sizeof s->name);
+        closed = true;
     } else {
         ok = false;
     }
     pthread_mutex_unlock(&ff->lock);
+    if (closed) close(s->fd);
     return ok;
 }
 
@@ -139,11 +159,7 @@ static bool files_unshared(int fd)
 static void files_unlink_later(struct fsm_files *ff, const char *name)
 {
     pthread_mutex_lock(&ff->lock);
-    bool queued = ff->target > 0 && ff->n_doomed < FSM_DOOMED_MAX;
-    if (queued) {
-        snprintf(ff->doomed[ff->n_doomed++], sizeof ff->doomed[0], "%s", name);
-        pthread_cond_signal(&ff->cond);
-    }
+    bool queued = files_chore_locked(ff, name, false);
     pthread_mutex_unlock(&ff->lock);
     if (!queued) unlinkat(ff->spare_fd, name, 0);
 }
@@ -168,6 +184,14 @@ static void files_recycle(struct fsm_files *ff, const char *name)
     }
     struct fsm_spare s = {.fd = fd, .size = keep ? (uint64_t)st.st_size : 0};
     if (keep && s.size > FSM_SPARE_KEEP_BYTES) {
+        pthread_mutex_lock(&ff->lock);
+        bool queued = files_chore_locked(ff, name, true);
+        pthread_mutex_unlock(&ff->lock);
+        if (queued) {
+            close(fd);
+            ff->recycled++;
+            return;
+        }
         keep = ftruncate(fd, 0) == 0;
         s.size = 0;
     }
@@ -216,6 +240,19 @@ static void files_spare_return(struct fsm_files *ff, struct fsm_spare *s)
     close(s->fd);
 }
 
+/* Runs one chore on the creator thread (any failure ends in an unlink). */
+static void files_chore_run(struct fsm_files *ff, const struct fsm_chore *c)
+{
+    if (c->trim) {
+        struct fsm_spare s = {.size = 0};
+        memcpy(s.name, c->name, sizeof s.name);
+        s.fd = openat(ff->spare_fd, s.name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (s.fd >= 0 && ftruncate(s.fd, 0) == 0 && files_pool_push(ff, &s)) return;
+        if (s.fd >= 0) close(s.fd);
+    }
+    unlinkat(ff->spare_fd, c->name, 0);
+}
+
 /* The creator thread: keeps the pool at or above target so new paths rarely pay for an inode
  * on the apply path. Sleeps while the pool is full enough; backs off after a failure. */
 static void *files_creator_main(void *arg)
@@ -223,11 +260,10 @@ static void *files_creator_main(void *arg)
     struct fsm_files *ff = arg;
     pthread_mutex_lock(&ff->lock);
     while (!ff->stop) {
-        if (ff->n_doomed > 0) {
-            char name[24];
-            memcpy(name, ff->doomed[--ff->n_doomed], sizeof name);
+        if (ff->n_chores > 0) {
+            struct fsm_chore c = ff->chores[--ff->n_chores];
             pthread_mutex_unlock(&ff->lock);
-            unlinkat(ff->spare_fd, name, 0);
+            files_chore_run(ff, &c);
             pthread_mutex_lock(&ff->lock);
             continue;
         }

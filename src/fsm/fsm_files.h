@@ -16,9 +16,14 @@
  * no truncate); bigger ones are truncated so the pool never pins much disk. */
 #define FSM_SPARE_KEEP_BYTES (64u * 1024u)
 
-/* Unlinks waiting for the creator thread (an unlink frees blocks, and with online discard
- * that can block for a millisecond: keep it off the apply path). */
-#define FSM_DOOMED_MAX 1024
+/* Block-freeing work (unlink, truncate) waiting for the creator thread: freeing blocks with
+ * online discard can block for milliseconds, so it stays off the apply path. */
+#define FSM_CHORES_MAX 1024
+
+struct fsm_chore {
+    char name[24]; /* in spare/ */
+    bool trim;     /* true: truncate to 0 and pool it; false: unlink */
+};
 
 struct fsm_spare {
     int fd;        /* O_RDWR, ours alone */
@@ -37,8 +42,8 @@ struct fsm_files {
     size_t n_pool;
     char reserve[FSM_RESERVE_MAX][24]; /* empty spares in spare/, by name, used next */
     size_t n_reserve;
-    char doomed[FSM_DOOMED_MAX][24]; /* in spare/, to be unlinked by the creator thread */
-    size_t n_doomed;
+    struct fsm_chore chores[FSM_CHORES_MAX]; /* for the creator thread */
+    size_t n_chores;
     unsigned target; /* creator keeps n_pool + n_reserve >= target; 0: no creator thread */
     bool stop;
     pthread_t creator;

@@ -759,6 +759,21 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static off_t largest_spare(const struct tenv *t)
+{
+    char full[300];
+    snprintf(full, sizeof full, "%s/spare", t->dir);
+    DIR *d = opendir(full);
+    off_t max = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode) && st.st_size > max)
+            max = st.st_size;
+    }
+    if (d) closedir(d);
+    return max;
+}
+
 /* With fsm_open's defaults, a thread keeps spares ready (new paths create no inode on the
  * apply path) and another checkpoints on request and at close. */
 static void test_fsm_background_threads(void)
@@ -789,11 +804,21 @@ static void test_fsm_background_threads(void)
     while (fsm_checkpointed(t.f) != 10 && now_s() < deadline)
         usleep(1000);
     CHECK_EQ_U(fsm_checkpointed(t.f), 10);
-    CHECK_EQ_U(put(t.f, 11, 11, "last", "x", &r), 0);
+    /* A big old inode is emptied by the thread, never on the apply path. */
+    static char big[100 * 1024 + 1];
+    memset(big, 'b', sizeof big - 1);
+    CHECK_EQ_U(put(t.f, 11, 11, "big", big, &r), 0);
+    CHECK_EQ_U(put(t.f, 12, 12, "big", "small now", &r), 0);
+    deadline = now_s() + 20;
+    while (largest_spare(&t) > 64 * 1024 && now_s() < deadline)
+        usleep(1000);
+    CHECK(largest_spare(&t) <= 64 * 1024);
+    CHECK(file_is(&t, "big", "small now"));
+    CHECK_EQ_U(put(t.f, 13, 13, "last", "x", &r), 0);
     t_close(&t); /* takes a last checkpoint */
     t.threads = false;
     t_open(&t);
-    CHECK_EQ_U(fsm_applied(t.f), 11);
+    CHECK_EQ_U(fsm_applied(t.f), 13);
     t_fini(&t);
 }
 
