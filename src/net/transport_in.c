@@ -156,6 +156,26 @@ static int transport_conn_frame(struct transport_conn *c, const struct codec_fra
     }
 }
 
+/* Sizes the buffer for the next read. It grows with the bytes that actually arrived
+ * (doubling, up to the frame in progress, whose length was checked against the maximum), so
+ * a header announcing 80 MiB costs nothing until the bytes come; it shrinks back once a big
+ * frame is gone. */
+static int transport_conn_buffer(struct transport_conn *c, size_t need)
+{
+    size_t want = c->len + TRANSPORT_READ_CHUNK;
+    if (need > want) {
+        size_t grow = c->cap * 2 > want ? c->cap * 2 : want;
+        want = grow < need ? grow : need;
+    }
+    bool shrink = c->cap > 4 * TRANSPORT_READ_CHUNK && want < c->cap / 2;
+    if (want <= c->cap && !shrink) return 0;
+    uint8_t *b = realloc(c->buf, want);
+    if (!b) return ERR_NOMEM;
+    c->buf = b;
+    c->cap = want;
+    return 0;
+}
+
 /* Dispatches every whole frame in the buffer and keeps the tail. Returns the bytes the next
  * step needs in total (> c->len), or 0 when c was closed. */
 static size_t transport_conn_drain(struct transport_conn *c)
@@ -176,23 +196,11 @@ static size_t transport_conn_drain(struct transport_conn *c)
     if (off) {
         memmove(c->buf, c->buf + off, c->len - off);
         c->len -= off;
+        /* Give a big frame's buffer back now, not at the next read (which may be far off):
+         * its decoded payloads already hold a copy. A failed shrink is harmless. */
+        (void)transport_conn_buffer(c, need);
     }
     return need;
-}
-
-/* Sizes the buffer for the next read: the frame in progress (already checked against the
- * maximum), at least one chunk; large buffers shrink back once their frame is gone. */
-static int transport_conn_buffer(struct transport_conn *c, size_t need)
-{
-    size_t want = need > c->len + TRANSPORT_READ_CHUNK ? need : c->len + TRANSPORT_READ_CHUNK;
-    if (want > CODEC_MAX_FRAME_BYTES) want = need > c->len ? need : c->len + 1;
-    bool shrink = c->cap > 4 * TRANSPORT_READ_CHUNK && want < c->cap / 2;
-    if (want <= c->cap && !shrink) return 0;
-    uint8_t *b = realloc(c->buf, want);
-    if (!b) return ERR_NOMEM;
-    c->buf = b;
-    c->cap = want;
-    return 0;
 }
 
 static void transport_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
