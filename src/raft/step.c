@@ -52,8 +52,16 @@ static bool raft_step_term(struct raft *r, const struct raft_msg *m)
                         (unsigned long long)m->from, (unsigned long long)m->term);
             return false;
         }
+        /* Figure 2 resets the election timer only for a live leader or a granted vote: a
+         * candidate that cannot win must not keep better-placed nodes from campaigning. */
+        bool keep = m->type == RAFT_MSG_VOTE && r->role != RAFT_LEADER;
+        unsigned elapsed = r->election_elapsed, timeout = r->election_timeout;
         raft_become_follower(r, m->term, m->type == RAFT_MSG_APPEND ? m->from : 0,
                              "saw a higher term");
+        if (keep) {
+            r->election_elapsed = elapsed;
+            r->election_timeout = timeout;
+        }
         return true;
     }
     if (m->term < r->term) {

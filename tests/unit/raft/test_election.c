@@ -170,6 +170,47 @@ static void test_higher_term_always_steps_down(void)
     tc_free(&tc);
 }
 
+static void test_refused_vote_does_not_reset_election_timer(void)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    tc.n[0].cfg.prevote = false;
+    tc.n[0].cfg.election_ticks_min = tc.n[0].cfg.election_ticks_max = 10;
+    raft_term terms[] = {1, 1, 1};
+    tc_set_log(&tc, 1, terms, 3, 1, 3);
+    tc_start_all(&tc);
+    tc_tick(&tc, 1, 9);
+    /* An outdated candidate's request: refused, and our timer keeps running. */
+    struct raft_msg m = tc_msg(RAFT_MSG_VOTE, 2, 1, 5, 1, 1);
+    raft_step(tc_raft(&tc, 1), &m);
+    CHECK_EQ_U(tc_status(&tc, 1).term, 5);
+    CHECK_EQ_U(tc_status(&tc, 1).vote, 0);
+    tc_tick(&tc, 1, 1);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_CANDIDATE);
+    CHECK_EQ_U(tc_status(&tc, 1).term, 6);
+    tc_free(&tc);
+}
+
+static void test_granted_vote_resets_election_timer(void)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    tc.n[0].cfg.prevote = false;
+    tc.n[0].cfg.election_ticks_min = tc.n[0].cfg.election_ticks_max = 10;
+    raft_term terms[] = {1};
+    tc_set_log(&tc, 1, terms, 1, 1, 3);
+    tc_start_all(&tc);
+    tc_tick(&tc, 1, 9);
+    struct raft_msg m = tc_msg(RAFT_MSG_VOTE, 2, 1, 5, 1, 1);
+    raft_step(tc_raft(&tc, 1), &m);
+    CHECK_EQ_U(tc_status(&tc, 1).vote, 2);
+    tc_tick(&tc, 1, 9);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_FOLLOWER);
+    tc_tick(&tc, 1, 1);
+    CHECK_EQ_U(tc_role(&tc, 1), RAFT_CANDIDATE);
+    tc_free(&tc);
+}
+
 static void test_stale_term_vote_rejected_with_our_term(void)
 {
     struct tc tc;
@@ -462,6 +503,8 @@ int main(void)
     RUN(test_vote_response_only_after_persist);
     RUN(test_candidate_requests_votes_only_after_persisting_term);
     RUN(test_higher_term_always_steps_down);
+    RUN(test_refused_vote_does_not_reset_election_timer);
+    RUN(test_granted_vote_resets_election_timer);
     RUN(test_stale_term_vote_rejected_with_our_term);
     RUN(test_prevote_does_not_bump_term);
     RUN(test_prevote_denied_while_leader_alive);
