@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
+#include <sodium.h>
 
 #include "err.h"
 #include "fsm_db.h"
@@ -178,9 +178,8 @@ int fsm_checkpoint_sync(struct fsm *f)
 
 static void fsm_sha256(const uint8_t *data, uint64_t len, uint8_t out[FSM_SHA256_LEN])
 {
-    unsigned int n = 0;
-    int ok = EVP_Digest(data, (size_t)len, out, &n, EVP_sha256(), NULL);
-    ASSERT(ok == 1 && n == FSM_SHA256_LEN);
+    int rv = crypto_hash_sha256(out, data, (unsigned long long)len);
+    ASSERT(rv == 0);
 }
 
 /* PUT at index i inside txn: outcome from metadata, then the file, then metadata. */

@@ -5,7 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/sha.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +65,8 @@ static int config_valid_id(const char *id)
 
 raft_id config_raft_id(const char *id)
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)id, strlen(id), md);
+    unsigned char md[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(md, (const unsigned char *)id, strlen(id));
     raft_id v = 0;
     for (int i = 0; i < 8; i++)
         v = (v << 8) | md[i];
