@@ -172,17 +172,26 @@ static void sim_check_vote(struct sim *s, struct sim_node *n, const struct raft_
                  ULL(n->id), ULL(m->term), ULL(m->to), ULL(n->d_term), ULL(n->d_vote));
 }
 
-/* A message leaves n: what it promises must already be durable. */
-void sim_check_send(struct sim *s, struct sim_node *n, const struct raft_msg *m)
+raft_term sim_check_ack_term(const struct sim_node *n, const struct raft_msg *m)
+{
+    if (m->type != RAFT_MSG_APPEND_RESP || m->reject || m->index == 0 || m->index > n->log_n)
+        return 0;
+    return n->log[m->index - 1].term;
+}
+
+/* A message leaves n: what it promises must already be durable. An acknowledgement that waited
+ * for its write may leave after a newer leader's entries replaced the acknowledged ones in the
+ * volatile log: it still tells the truth if the entries it acknowledges are durable now. */
+void sim_check_send(struct sim *s, struct sim_node *n, const struct raft_msg *m, raft_term ack_term)
 {
     if (m->from != n->id || m->to == n->id)
         sim_fail(s, "Message contract", "n%llu sends a message from %llu to %llu", ULL(n->id),
                  ULL(m->from), ULL(m->to));
     if (m->type == RAFT_MSG_VOTE_RESP && !m->reject) sim_check_vote(s, n, m);
     if (s->o.no_rules || m->type != RAFT_MSG_APPEND_RESP || m->reject || m->index == 0) return;
+    if (!ack_term) ack_term = sim_check_ack_term(n, m);
     bool durable = m->index <= n->d_n;
-    if (durable && m->index <= n->log_n)
-        durable = n->d_log[m->index - 1].term == n->log[m->index - 1].term;
+    if (durable && ack_term) durable = n->d_log[m->index - 1].term == ack_term;
     if (!durable)
         sim_fail(s, "Persistence",
                  "n%llu acknowledged its log up to %llu before it was durable (durable log %zu)",

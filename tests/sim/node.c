@@ -101,6 +101,7 @@ static void sim_node_write_free(struct sim_write *w)
     for (size_t i = 0; i < w->n_msgs; i++)
         sim_msg_release(&w->msgs[i]);
     free(w->msgs);
+    free(w->ack_terms);
     memset(w, 0, sizeof *w);
 }
 
@@ -126,14 +127,20 @@ void sim_node_crash(struct sim *s, struct sim_node *n)
     s->st.crashes++;
 }
 
-static void sim_node_attach_msgs(struct sim_write *w, const struct raft_msg *m, size_t count)
+static void sim_node_attach_msgs(const struct sim_node *n, struct sim_write *w,
+                                 const struct raft_msg *m, size_t count)
 {
     if (!count) return;
     struct raft_msg *v = realloc(w->msgs, (w->n_msgs + count) * sizeof *v);
     if (!v) abort();
-    for (size_t i = 0; i < count; i++)
-        sim_msg_copy(&m[i], &v[w->n_msgs + i]);
     w->msgs = v;
+    raft_term *t = realloc(w->ack_terms, (w->n_msgs + count) * sizeof *t);
+    if (!t) abort();
+    w->ack_terms = t;
+    for (size_t i = 0; i < count; i++) {
+        sim_msg_copy(&m[i], &v[w->n_msgs + i]);
+        t[w->n_msgs + i] = sim_check_ack_term(n, &m[i]);
+    }
     w->n_msgs += count;
 }
 
@@ -142,11 +149,12 @@ static void sim_node_attach_msgs(struct sim_write *w, const struct raft_msg *m, 
 static void sim_node_after_persist(struct sim *s, struct sim_node *n, const struct raft_ready *rd)
 {
     if (n->w_head < n->w_n) {
-        sim_node_attach_msgs(&n->w[n->w_n - 1], rd->msgs_after_persist, rd->n_msgs_after_persist);
+        sim_node_attach_msgs(n, &n->w[n->w_n - 1], rd->msgs_after_persist,
+                             rd->n_msgs_after_persist);
         return;
     }
     for (size_t i = 0; i < rd->n_msgs_after_persist; i++) {
-        sim_check_send(s, n, &rd->msgs_after_persist[i]);
+        sim_check_send(s, n, &rd->msgs_after_persist[i], 0);
         sim_net_send(s, &rd->msgs_after_persist[i]);
     }
 }
@@ -175,7 +183,7 @@ static void sim_node_queue_write(struct sim *s, struct sim_node *n, const struct
         }
         w->n_entries = rd->n_entries;
     }
-    sim_node_attach_msgs(w, rd->msgs_after_persist, rd->n_msgs_after_persist);
+    sim_node_attach_msgs(n, w, rd->msgs_after_persist, rd->n_msgs_after_persist);
     uint64_t done = s->now + sim_rng_range(&s->rng, 0, s->p.disk_max);
     if (done < n->w_done_at) done = n->w_done_at; /* FIFO: a write never overtakes an earlier one */
     n->w_done_at = done;
@@ -212,7 +220,7 @@ static void sim_node_ready(struct sim *s, struct sim_node *n)
     else if (rd.n_msgs_after_persist)
         sim_node_after_persist(s, n, &rd);
     for (size_t i = 0; i < rd.n_msgs; i++) {
-        sim_check_send(s, n, &rd.msgs[i]);
+        sim_check_send(s, n, &rd.msgs[i], 0);
         sim_net_send(s, &rd.msgs[i]);
     }
     for (size_t i = 0; i < rd.n_committed; i++)
@@ -305,7 +313,7 @@ void sim_node_persist_done(struct sim *s, struct sim_node *n)
               w->truncate_from ? w->truncate_from - 1 + w->n_entries : n->d_n + w->n_entries);
     sim_node_apply_write(s, n, w);
     for (size_t i = 0; i < w->n_msgs && !s->failed; i++) {
-        sim_check_send(s, n, &w->msgs[i]);
+        sim_check_send(s, n, &w->msgs[i], w->ack_terms[i]);
         sim_net_send(s, &w->msgs[i]);
     }
     sim_node_write_free(w);

@@ -77,6 +77,7 @@ struct sim_write {
     struct raft_entry *entries; /* owned array, one blob reference each */
     size_t n_entries;
     struct raft_msg *msgs; /* msgs_after_persist: owned deep copies */
+    raft_term *ack_terms;  /* per msg: term of the acknowledged entry when it was queued */
     size_t n_msgs;
 };
 
@@ -260,7 +261,11 @@ uint64_t sim_config_digest(const struct raft_blob *b);
 void sim_check_log_batch(struct sim *s, struct sim_node *n, const struct raft_ready *rd,
                          const struct raft_status *st);
 void sim_check_mirror_push(struct sim *s, struct sim_node *n, const struct raft_entry *e);
-void sim_check_send(struct sim *s, struct sim_node *n, const struct raft_msg *m);
+/* ack_term: for an APPEND_RESP queued behind a write, the term its index had in n's log when
+ * it was queued (the log may have been truncated since); 0: n's log now. */
+raft_term sim_check_ack_term(const struct sim_node *n, const struct raft_msg *m);
+void sim_check_send(struct sim *s, struct sim_node *n, const struct raft_msg *m,
+                    raft_term ack_term);
 void sim_check_apply(struct sim *s, struct sim_node *n, const struct raft_entry *e);
 void sim_check_node(struct sim *s, struct sim_node *n);
 void sim_check_boot(struct sim *s, struct sim_node *n);
