@@ -6,6 +6,7 @@
 #   ./run.sh sim N    run the Raft simulator over N seeds
 #   ./run.sh bench    run the benchmarks
 #   ./run.sh fuzz [S] run each fuzz target for S seconds (default 60)
+#   ./run.sh torture [M]  M minutes (default 10) of faults + linearizability checks
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -80,7 +81,9 @@ case "${1:-demo}" in
     sim) install_deps; build build; exec build/tests/sim/raft_sim --seeds "${2:-20000}" ;;
     bench) install_deps; build build; exec tests/bench/run_bench.sh "$ROOT/build" ;;
     fuzz) install_deps; build build; exec tests/fuzz/run_fuzz.sh "$ROOT/build" "${2:-60}" ;;
+    torture) install_deps; build build
+        RAFTFS_BUILD="$ROOT/build" exec python3 tests/lincheck/nemesis.py --minutes "${2:-10}" ;;
     stop) exec tests/e2e/demo.sh stop ;;
     demo) install_deps; build build; exec tests/e2e/demo.sh start ;;
-    *) echo "usage: $0 [demo|stop|test|sim N|bench|fuzz [SECONDS]]" >&2; exit 2 ;;
+    *) echo "usage: $0 [demo|stop|test|sim N|bench|fuzz [SECONDS]|torture [MINUTES]]" >&2; exit 2 ;;
 esac

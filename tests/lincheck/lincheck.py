@@ -77,11 +77,14 @@ class History:
             self._pending[h] = Op(key, kind, value, self._clock(), INF, client)
             return h
 
-    def ok(self, h, value=ABSENT, note=""):
-        """Completed. For a read, value is what was read (ABSENT for 404)."""
+    def ok(self, h, value=ABSENT, note="", as_read=False):
+        """Completed. For a read, value is what was read (ABSENT for 404). as_read: the
+        write turned out to be an observation (a DELETE answered 404 read ABSENT)."""
         with self._lock:
             op = self._pending.pop(h)
             op.ret = self._clock()
+            if as_read:
+                op.kind = READ
             if op.kind == READ:
                 op.value = value
             op.note = note

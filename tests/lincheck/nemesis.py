@@ -1,0 +1,576 @@
+"""nemesis.py — a seeded, time-bounded fault run against a real 3-node raftfs cluster:
+concurrent clients PUT/GET/DELETE small unique values on a few files through random nodes
+while a nemesis kills (-9), pauses (SIGSTOP/SIGCONT) and — as root with ip netns —
+partitions nodes; then heals and checks (lincheck.py) linearizability per file, no lost
+acknowledged write, identical files/ on every node, one leader per term, and that the
+cluster takes writes again within a bound. Never leaves namespaces or processes behind.
+
+  nemesis.py [--seed S] [--seconds N | --minutes M] [--mode auto|sup|netns] [--keep]
+Exit status: 0 every check passed, 1 a check failed, 77 the mode cannot run here.
+"""
+import argparse
+import atexit
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+import harness  # noqa: E402
+import lincheck as lc  # noqa: E402
+import netcluster  # noqa: E402
+
+CLIENT_TIMEOUT = 3.0  # longer than any pause, so a paused node's late answers are checked
+WRITABLE_BOUND = 15.0  # seconds from healing to the first accepted write
+CONVERGE_BOUND = 20.0  # seconds from healing to identical files/ on every node
+ROUND_SECONDS = 60  # torture runs rounds of this length, each checked on its own
+
+
+def log(*args):
+    print("[%8.3f]" % (time.monotonic() - T0), *args, flush=True)
+
+
+T0 = time.monotonic()
+
+
+class CheckFailed(Exception):
+    pass
+
+
+# --- the cluster under test, two flavours with one interface ------------------------------
+class SupTarget:
+    """Nodes on loopback under raftsup (harness.Cluster); raftsup restarts killed nodes."""
+
+    partitions = False
+
+    def __init__(self):
+        harness.need_binaries(real_node=True)
+        self.c = harness.Cluster(3, name="nemesis")
+        self.ids = [n["id"] for n in self.c.nodes]
+        self.dir, self.data = self.c.dir, self.c.data
+        self.paused = set()
+
+    def start(self):
+        self.c.start()
+        self.c.wait_leader(20)
+        self.c.wait_voters(3, 20)
+
+    def http(self, nid):
+        return self.c.node(nid)["http"]
+
+    def pid(self, nid):
+        return self.c.live_node_pid(nid)
+
+    def kill(self, nid):
+        pid = self.pid(nid)
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        self.paused.discard(nid)
+
+    def signal(self, nid, sig):
+        pid = self.pid(nid)
+        if pid:
+            os.kill(pid, sig)
+            (self.paused.add if sig == signal.SIGSTOP else self.paused.discard)(nid)
+
+    def after_kill(self, nid):
+        pass  # raftsup restarts it
+
+    def heal(self):
+        for nid in list(self.paused):
+            self.signal(nid, signal.SIGCONT)
+        harness.wait_until(lambda: all(self.pid(n) for n in self.ids), 15, "every node running")
+
+    def cleanup(self, keep):
+        for nid in list(self.paused):
+            try:
+                self.signal(nid, signal.SIGCONT)
+            except OSError:
+                pass
+        if keep:
+            os.environ["RAFTFS_KEEP_TMP"] = "1"
+        self.c.cleanup()
+
+
+class NetTarget:
+    """Nodes as hosts in network namespaces; this process restarts killed nodes."""
+
+    partitions = True
+
+    def __init__(self):
+        if not os.access(netcluster.RAFTNODE, os.X_OK):
+            raise harness.Skip("%s is not built" % netcluster.RAFTNODE)
+        self.c = netcluster.NetCluster(3)
+        self.ids = self.c.ids
+        self.dir, self.data = self.c.dir, self.c.data
+        self.paused = set()
+
+    def start(self):
+        self.c.build()
+        self.c.bootstrap_all()
+
+    def http(self, nid):
+        return self.c.http(nid)
+
+    def pid(self, nid):
+        return self.c.pid(nid)
+
+    def kill(self, nid):
+        self.c.kill(nid, signal.SIGCONT)
+        self.c.kill(nid, signal.SIGKILL)
+        self.paused.discard(nid)
+
+    def signal(self, nid, sig):
+        self.c.kill(nid, sig)
+        (self.paused.add if sig == signal.SIGSTOP else self.paused.discard)(nid)
+
+    def after_kill(self, nid):
+        self.c.restart_dead()
+
+    def heal(self):
+        for nid in list(self.paused):
+            self.signal(nid, signal.SIGCONT)
+        self.c.heal()
+        self.c.restart_dead()
+
+    def cleanup(self, keep):
+        self.c.cleanup(keep_dir=keep)
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+def request(addr, method, path, body=None, timeout=CLIENT_TIMEOUT):
+    """(status, body). Raises ConnectionRefusedError (request never sent) or another
+    OSError / HTTPException (outcome unknown)."""
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def status(target, nid, timeout=0.5):
+    try:
+        st, body = request(target.http(nid), "GET", "/v1/status", timeout=timeout)
+        return json.loads(body) if st == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+
+
+def find_leader(target):
+    for nid in target.ids:
+        if nid in target.paused:
+            continue
+        s = status(target, nid)
+        if s and s.get("state") == "leader":
+            return nid
+    return None
+
+
+# --- the workload --------------------------------------------------------------------------
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}
+        self.odd = []  # unexpected answers (e.g. a 4xx to a valid PUT)
+
+    def add(self, what, odd=None):
+        with self.lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+            if odd and len(self.odd) < 20:
+                self.odd.append(odd)
+
+
+def do_op(target, hist, stats, rng, cid, key, nid, seq, tag):
+    """One recorded operation through node nid."""
+    path = "/v1/files/" + key
+    x = rng.random()
+    if x < 0.45:
+        kind, method, value = lc.WRITE, "PUT", ("%s-c%d-%d" % (tag, cid, seq)).encode()
+    elif x < 0.52:
+        kind, method, value = lc.WRITE, "DELETE", lc.ABSENT
+    else:
+        kind, method, value = lc.READ, "GET", lc.ABSENT
+    h = hist.invoke(key, kind, value, client=cid)
+    try:
+        st, body = request(target.http(nid), method, path, value)
+    except ConnectionRefusedError:
+        hist.fail(h)  # never reached a node
+        stats.add(method + " refused")
+        return
+    except (OSError, http.client.HTTPException) as e:
+        hist.info(h, "%s via %s: %s" % (method, nid, type(e).__name__))
+        stats.add(method + " unknown")
+        return
+    if method == "GET" and st in (200, 404):
+        hist.ok(h, body if st == 200 else lc.ABSENT, note="via " + nid)
+    elif method == "PUT" and st in (200, 201):
+        hist.ok(h, note="via %s %d" % (nid, st))
+    elif method == "DELETE" and st == 204:
+        hist.ok(h, note="via " + nid)
+    elif method == "DELETE" and st == 404:
+        hist.ok(h, lc.ABSENT, note="via %s 404" % nid, as_read=True)
+    elif st >= 500:
+        hist.info(h, "%s via %s: %d" % (method, nid, st))
+        stats.add("%s %d" % (method, st))
+        return
+    else:
+        hist.fail(h)
+        stats.add("%s %d" % (method, st), "%s %s via %s -> %d %r" % (method, key, nid, st,
+                                                                      body[:200]))
+        return
+    stats.add(method + " ok")
+
+
+def client_loop(target, hist, stats, seed, cid, keys, stop, tag):
+    rng = random.Random(seed * 1000 + cid)
+    seq = 0
+    while not stop.is_set():
+        seq += 1
+        do_op(target, hist, stats, rng, cid, rng.choice(keys), rng.choice(target.ids), seq, tag)
+        time.sleep(rng.uniform(0, 0.02))
+
+
+# --- the nemesis ---------------------------------------------------------------------------
+FAULTS_ALL = ["kill-leader", "kill-follower", "pause-leader", "pause-follower"]
+FAULTS_NET = ["isolate-leader", "isolate-follower", "bridge", "one-way-from-leader",
+              "one-way-to-leader"]
+
+
+def pick_roles(target, rng):
+    lead = find_leader(target)
+    others = [n for n in target.ids if n != lead]
+    if lead is None:
+        lead = rng.choice(target.ids)
+        others = [n for n in target.ids if n != lead]
+    return lead, sorted(others)
+
+
+def apply_fault(target, fault, rng, events):
+    """Starts one fault; returns a function that ends it."""
+    lead, others = pick_roles(target, rng)
+    follower = rng.choice(others)
+    who = lead if "leader" in fault.split("-")[-1] else follower
+    if fault.startswith("kill"):
+        target.kill(who)
+        events.append("%s %s" % (fault, who))
+        return lambda: target.after_kill(who)
+    if fault.startswith("pause"):
+        target.signal(who, signal.SIGSTOP)
+        events.append("%s %s" % (fault, who))
+        return lambda: target.signal(who, signal.SIGCONT)
+    c = target.c
+    if fault.startswith("isolate"):
+        for o in target.ids:
+            if o != who:
+                c.cut(who, o)
+        events.append("%s %s" % (fault, who))
+    elif fault == "bridge":
+        a, b = others
+        c.cut(a, b)
+        events.append("bridge %s (cut %s|%s)" % (lead, a, b))
+    elif fault == "one-way-from-leader":
+        c.drop(lead, follower)
+        events.append("drop %s->%s" % (lead, follower))
+    elif fault == "one-way-to-leader":
+        c.drop(follower, lead)
+        events.append("drop %s->%s" % (follower, lead))
+    return c.heal
+
+
+def nemesis_loop(target, rng, deadline, events):
+    faults = FAULTS_ALL + (FAULTS_NET if target.partitions else [])
+    while time.monotonic() < deadline:
+        time.sleep(min(rng.uniform(0.3, 1.5), max(0, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            break
+        fault = rng.choice(faults)
+        hold = rng.uniform(0.5, 2.5) if fault.startswith("pause") else rng.uniform(0.5, 4.0)
+        t = time.monotonic() - T0
+        end = apply_fault(target, fault, rng, events)
+        events[-1] = "%.1fs %s for %.1fs" % (t, events[-1], hold)
+        log("nemesis:", events[-1])
+        time.sleep(hold)
+        end()
+
+
+# --- checks after healing ------------------------------------------------------------------
+def wait_writable(target, hist, key):
+    """Seconds from now until a PUT through some node is accepted (recorded in hist)."""
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < WRITABLE_BOUND:
+        for nid in target.ids:
+            n += 1
+            v = ("probe-%d" % n).encode()
+            h = hist.invoke(key, lc.WRITE, v, client=-1)
+            try:
+                st, _ = request(target.http(nid), "PUT", "/v1/files/" + key, v, 2.0)
+            except ConnectionRefusedError:
+                hist.fail(h)
+                continue
+            except (OSError, http.client.HTTPException):
+                hist.info(h, "probe")
+                continue
+            if st in (200, 201):
+                hist.ok(h)
+                return time.monotonic() - t0
+            (hist.info if st >= 500 else hist.fail)(h)
+        time.sleep(0.1)
+    raise CheckFailed("cluster not writable %.0f s after healing" % WRITABLE_BOUND)
+
+
+def final_reads(target, hist, keys):
+    """A linearizable GET of every key from every node (recorded); {key: value}."""
+    out = {}
+    for key in keys:
+        for nid in target.ids:
+            end = time.monotonic() + 10
+            while True:
+                h = hist.invoke(key, lc.READ, client=-2)
+                try:
+                    st, body = request(target.http(nid), "GET", "/v1/files/" + key)
+                except (OSError, http.client.HTTPException):
+                    st, body = 0, b""
+                if st in (200, 404):
+                    v = body if st == 200 else lc.ABSENT
+                    hist.ok(h, v, note="final via " + nid)
+                    out.setdefault(key, {})[nid] = v
+                    break
+                hist.fail(h)
+                if time.monotonic() > end:
+                    raise CheckFailed("final GET %s via %s kept failing (%d)" % (key, nid, st))
+                time.sleep(0.1)
+    return out
+
+
+def check_no_lost_write(hist, finals):
+    """The value every node reads at the end must come from a write that no acknowledged
+    write started after: otherwise an acknowledged write was lost."""
+    problems = []
+    by_key = hist.by_key()
+    for key, per_node in finals.items():
+        ops = [o for o in by_key.get(key, []) if o.kind == lc.WRITE]
+        acked = [o for o in ops if o.ret != lc.INF]
+        for nid, v in per_node.items():
+            src = [o for o in ops if o.value == v]
+            latest_ret = max([o.ret for o in src], default=-lc.INF)
+            later = [o for o in acked if o.call > latest_ret]
+            if later:
+                problems.append("%s via %s reads %s, but %r was acknowledged after that value "
+                                "was written" % (key, nid, lc._show(v), later[0]))
+    return problems
+
+
+def wait_files_identical(target):
+    """Every node's files/ the same, byte for byte (polls: applying may lag)."""
+    def snapshot(nid):
+        root = os.path.join(target.data, nid, "files")
+        out = {}
+        for dp, _, fns in os.walk(root):
+            for fn in fns:
+                p = os.path.join(dp, fn)
+                try:
+                    with open(p, "rb") as f:
+                        out[os.path.relpath(p, root)] = f.read()
+                except OSError:
+                    pass
+        return out
+
+    end = time.monotonic() + CONVERGE_BOUND
+    while True:
+        snaps = {nid: snapshot(nid) for nid in target.ids}
+        first = snaps[target.ids[0]]
+        diff = [nid for nid in target.ids if snaps[nid] != first]
+        if not diff:
+            return len(first)
+        if time.monotonic() > end:
+            lines = []
+            for nid in diff:
+                s = snaps[nid]
+                for p in sorted(set(s) | set(first)):
+                    if s.get(p) != first.get(p):
+                        lines.append("  %s: %s has %r, %s has %r" % (
+                            p, target.ids[0], first.get(p, b"<none>")[:40], nid,
+                            s.get(p, b"<none>")[:40]))
+            raise CheckFailed("files/ differ after %.0f s:\n%s" % (CONVERGE_BOUND,
+                                                                   "\n".join(lines[:20])))
+        time.sleep(0.2)
+
+
+LEADER_RE = re.compile(r"^\S+ +\S+ +(\S+) .*raft: became leader at term (\d+)")
+
+
+def leaders_per_term(target):
+    terms = {}
+    for nid in target.ids:
+        try:
+            with open(os.path.join(target.data, nid, "node.log"), errors="replace") as f:
+                for line in f:
+                    m = LEADER_RE.match(line)
+                    if m:
+                        terms.setdefault(int(m.group(2)), set()).add(m.group(1))
+        except OSError:
+            pass
+    return terms
+
+
+def check_round(target, hist, keys, stats, events, artifacts):
+    """Heal-time checks; raises CheckFailed with every problem found."""
+    problems = []
+    finals = final_reads(target, hist, keys)
+    hist.close()
+    nfiles = wait_files_identical(target)
+    log("files/ identical on every node (%d files)" % nfiles)
+    t0 = time.monotonic()
+    results = lc.check_history(hist)
+    for key, r in results.items():
+        log("lincheck %s: %d ops, %s (%d steps)" % (
+            key, len(r.ops), {True: "linearizable", False: "NOT LINEARIZABLE",
+                              None: "UNKNOWN"}[r.ok], r.steps))
+        if r.ok is not True:
+            problems.append("%s: %s" % (key, r.message))
+    log("checked in %.2f s" % (time.monotonic() - t0))
+    problems += check_no_lost_write(hist, finals)
+    terms = leaders_per_term(target)
+    multi = {t: sorted(ns) for t, ns in terms.items() if len(ns) > 1}
+    log("leaders elected in %d terms%s" % (len(terms), "" if not multi else ", SPLIT: %r" % multi))
+    if multi:
+        problems.append("more than one leader in a term: %r" % multi)
+    if problems:
+        hist.save(os.path.join(artifacts, "history.jsonl"))
+        raise CheckFailed("\n".join(problems))
+
+
+# --- one run -------------------------------------------------------------------------------
+def run_round(target, seed, rnd, seconds, args, artifacts):
+    rng = random.Random(seed * 7919 + rnd)
+    keys = ["lc/r%d/k%d" % (rnd, i) for i in range(args.keys)]
+    hist, stats, stop, events = lc.History(), Stats(), threading.Event(), []
+    tag = "s%dr%d" % (seed, rnd)
+    threads = [threading.Thread(target=client_loop, daemon=True,
+                                args=(target, hist, stats, seed + rnd, cid, keys, stop, tag))
+               for cid in range(args.clients)]
+    for th in threads:
+        th.start()
+    try:
+        nemesis_loop(target, rng, time.monotonic() + seconds, events)
+    finally:
+        stop.set()
+        target.heal()
+        log("healed")
+    t = wait_writable(target, hist, keys[0])
+    log("writable again %.2f s after healing" % t)
+    end = time.monotonic() + CLIENT_TIMEOUT * 3
+    for th in threads:
+        th.join(max(0.1, end - time.monotonic()))
+    log("round %d: %d faults; ops: %s" % (rnd, len(events), ", ".join(
+        "%s %d" % kv for kv in sorted(stats.counts.items()))))
+    for o in stats.odd:
+        log("unexpected answer:", o)
+    check_round(target, hist, keys, stats, events, artifacts)
+
+
+def choose_mode(mode):
+    if mode == "sup":
+        return SupTarget, None
+    why = netcluster.unavailable_reason()
+    if mode == "netns" and why:
+        raise harness.Skip("network partitions skipped: " + why)
+    if why:
+        log("network partitions skipped: %s; kills and pauses only (raftsup)" % why)
+        return SupTarget, None
+    return NetTarget, None
+
+
+_targets = []
+
+
+def _cleanup_all(keep=False):
+    while _targets:
+        t = _targets.pop()
+        try:
+            t.cleanup(keep)
+        except Exception:  # noqa: BLE001 — cleanup must go on
+            traceback.print_exc()
+
+
+def _on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--minutes", type=float, default=None, help="torture: rounds of 60 s")
+    ap.add_argument("--mode", choices=["auto", "sup", "netns"], default="auto")
+    ap.add_argument("--clients", type=int, default=5)
+    ap.add_argument("--keys", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the data dir")
+    args = ap.parse_args(argv[1:])
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    total = args.minutes * 60 if args.minutes else args.seconds
+    log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s" % (
+        seed, seed, total, args.mode))
+    atexit.register(_cleanup_all)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    signal.signal(signal.SIGALRM, _on_signal)
+    signal.alarm(int(total + 240))  # hard bound on the whole run
+    try:
+        cls, _ = choose_mode(args.mode)
+        target = cls()
+    except harness.Skip as e:
+        log("SKIP:", e)
+        return 77
+    _targets.append(target)
+    artifacts = tempfile.mkdtemp(prefix="raftfs-nemesis-%d-" % seed)
+    ok = False
+    try:
+        log("cluster in %s (%s)" % (target.dir, type(target).__name__))
+        target.start()
+        rounds = max(1, int(round(total / ROUND_SECONDS))) if args.minutes else 1
+        for rnd in range(rounds):
+            run_round(target, seed, rnd, total / rounds, args, artifacts)
+            log("round %d passed every check" % rnd)
+        ok = True
+    except (CheckFailed, AssertionError) as e:
+        log("FAIL (seed %d):\n%s" % (seed, e))
+    except SystemExit as e:
+        log("interrupted (%s)" % e)
+    except Exception:  # noqa: BLE001 — report, clean up, fail
+        traceback.print_exc()
+    finally:
+        signal.alarm(0)
+        keep = args.keep or not ok
+        if not ok:
+            for nid in target.ids:
+                src = os.path.join(target.data, nid, "node.log")
+                if os.path.exists(src):
+                    shutil.copy(src, os.path.join(artifacts, nid + ".log"))
+            log("artifacts (history, node logs) in", artifacts)
+        else:
+            shutil.rmtree(artifacts, ignore_errors=True)
+        _cleanup_all(keep and args.keep)
+    log("PASS" if ok else "FAIL", "seed", seed)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(CLIENT_TIMEOUT)
+    sys.exit(main(sys.argv))
