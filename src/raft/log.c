@@ -95,3 +95,21 @@ void raft_log_evict(struct raft_log *l, raft_index upto, uint64_t max_bytes)
         l->evict_next++;
     }
 }
+
+bool raft_entries_well_formed(const struct raft_entry *v, size_t n, raft_index first,
+                              raft_term min_term, raft_term max_term)
+{
+    if (n && !v) return false;
+    raft_term prev = min_term;
+    for (size_t i = 0; i < n; i++) {
+        const struct raft_entry *e = &v[i];
+        if (e->index != first + i || e->term < prev || e->term > max_term) return false;
+        if (e->type < RAFT_ENTRY_NOOP || e->type > RAFT_ENTRY_CONFIG) return false;
+        struct raft_configuration c;
+        if (e->type == RAFT_ENTRY_CONFIG &&
+            (!e->data || raft_configuration_decode(e->data->data, e->data->len, &c)))
+            return false;
+        prev = e->term;
+    }
+    return true;
+}

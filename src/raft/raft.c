@@ -77,37 +77,19 @@ static int raft_config_defaults(struct raft_config *c)
     return 0;
 }
 
-/* Checks the durable log's shape before trusting it. */
-static int raft_boot_check(const struct raft_boot *b)
-{
-    raft_term prev = b->snapshot_term;
-    if (b->n_entries && !b->entries) return ERR_CORRUPT;
-    for (size_t i = 0; i < b->n_entries; i++) {
-        const struct raft_entry *e = &b->entries[i];
-        if (e->index != b->snapshot_index + 1 + i || e->term < prev || e->term > b->term)
-            return ERR_CORRUPT;
-        if (e->type < RAFT_ENTRY_NOOP || e->type > RAFT_ENTRY_CONFIG) return ERR_CORRUPT;
-        if (e->type == RAFT_ENTRY_CONFIG) {
-            struct raft_configuration c;
-            if (!e->data || raft_configuration_decode(e->data->data, e->data->len, &c))
-                return ERR_CORRUPT;
-        }
-        prev = e->term;
-    }
-    return 0;
-}
-
 static int raft_load_boot(struct raft *r, const struct raft_boot *b)
 {
-    int rv = raft_boot_check(b);
-    if (rv) return rv;
+    /* The durable log's shape is checked before it is trusted. */
+    if (!raft_entries_well_formed(b->entries, b->n_entries, b->snapshot_index + 1, b->snapshot_term,
+                                  b->term))
+        return ERR_CORRUPT;
     raft_log_init(&r->log, b->snapshot_index, b->snapshot_term);
     r->term = r->durable_term = b->term;
     r->vote = r->durable_vote = b->vote;
     for (size_t i = 0; i < b->n_entries; i++) {
         const struct raft_entry *e = &b->entries[i];
-        rv = raft_append_entry(r, e->term, e->type, raft_blob_ref(e->data),
-                               e->type == RAFT_ENTRY_NORMAL && !e->data);
+        int rv = raft_append_entry(r, e->term, e->type, raft_blob_ref(e->data),
+                                   e->type == RAFT_ENTRY_NORMAL && !e->data);
         if (rv) return rv;
     }
     raft_index last = raft_log_last(&r->log);

@@ -51,6 +51,11 @@ void raft_log_truncate(struct raft_log *l, raft_index from);
  * are held. */
 void raft_log_evict(struct raft_log *l, raft_index upto, uint64_t max_bytes);
 
+/* Entries from outside (boot log, AppendEntries): contiguous from first, terms non-decreasing
+ * within [min_term, max_term], known types, CONFIG payloads that decode. */
+bool raft_entries_well_formed(const struct raft_entry *v, size_t n, raft_index first,
+                              raft_term min_term, raft_term max_term);
+
 /* A growable array of outbound messages; each owns its entries array and one blob ref per
  * entry. */
 struct raft_msgbuf {

@@ -205,7 +205,7 @@ void raft_repl_heartbeat(struct raft *r)
     raft_progress_sync(r);
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress *pr = &r->prs[i];
-        raft_repl_check_stall(pr);
+        if (!raft_bug(r, RAFT_BUG_NO_STALL_PROBE)) raft_repl_check_stall(pr);
         raft_send_heartbeat(r, pr);
         /* A lost probe is retried once per heartbeat interval. */
         if (pr->state == RAFT_PR_PROBE) pr->probe_sent = false;

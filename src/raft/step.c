@@ -7,25 +7,6 @@
 #include "raft_int.h"
 #include "rassert.h"
 
-static int raft_validate_entries(const struct raft_msg *m)
-{
-    if (m->n_entries > RAFT__APPEND_ENTRIES_MAX || (m->n_entries && !m->entries))
-        return ERR_INVALID;
-    raft_term prev = m->log_term;
-    for (uint32_t i = 0; i < m->n_entries; i++) {
-        const struct raft_entry *e = &m->entries[i];
-        if (e->index != m->index + 1 + i || e->term < prev || e->term > m->term) return ERR_INVALID;
-        if (e->type < RAFT_ENTRY_NOOP || e->type > RAFT_ENTRY_CONFIG) return ERR_INVALID;
-        if (e->type == RAFT_ENTRY_CONFIG) {
-            struct raft_configuration c;
-            if (!e->data || raft_configuration_decode(e->data->data, e->data->len, &c))
-                return ERR_INVALID;
-        }
-        prev = e->term;
-    }
-    return 0;
-}
-
 static int raft_validate(const struct raft *r, const struct raft_msg *m)
 {
     if (!m || m->type < RAFT_MSG_PREVOTE || m->type > RAFT_MSG_READINDEX_RESP) return ERR_INVALID;
@@ -33,7 +14,10 @@ static int raft_validate(const struct raft *r, const struct raft_msg *m)
         return ERR_INVALID;
     if (m->type == RAFT_MSG_APPEND) {
         if (m->index > UINT64_MAX - RAFT__APPEND_ENTRIES_MAX - 1) return ERR_INVALID;
-        return raft_validate_entries(m);
+        if (m->n_entries > RAFT__APPEND_ENTRIES_MAX ||
+            !raft_entries_well_formed(m->entries, m->n_entries, m->index + 1, m->log_term, m->term))
+            return ERR_INVALID;
+        return 0;
     }
     if (m->n_entries) return ERR_INVALID;
     return 0;

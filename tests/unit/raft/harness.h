@@ -477,4 +477,21 @@ static inline const struct raft_msg *tc_find_net(struct tc *tc, uint8_t type, ra
     return NULL;
 }
 
+/* Makes node id leader by hand: it times out, and `voter` grants its prevote and vote (no
+ * other message is delivered; whatever it sent is dropped). */
+static inline void tc_win_by_hand(struct tc *tc, raft_id id, raft_id voter)
+{
+    tc_tick(tc, id, 25);
+    for (int i = 0; i < 3 && tc_role(tc, id) != RAFT_LEADER; i++) {
+        tc_ready_all(tc);
+        tc_drop_net(tc);
+        struct raft_status st = tc_status(tc, id);
+        struct raft_msg v = st.role == RAFT_PRECANDIDATE
+                                ? tc_msg(RAFT_MSG_PREVOTE_RESP, voter, id, st.term + 1, 0, 0)
+                                : tc_msg(RAFT_MSG_VOTE_RESP, voter, id, st.term, 0, 0);
+        raft_step(tc_raft(tc, id), &v);
+    }
+    CHECK_EQ_U(tc_role(tc, id), RAFT_LEADER);
+}
+
 #endif

@@ -26,11 +26,7 @@ static raft_index old_term_ack(uint32_t bugs)
     raft_term terms[] = {1, 2};
     tc_set_log(&tc, 1, terms, 2, 2, 3);
     tc_start_all(&tc);
-    tc_tick(&tc, 1, 25);
-    tc_ready_all(&tc);
-    tc_drop_net(&tc);
-    struct raft_msg v = tc_msg(RAFT_MSG_VOTE_RESP, 2, 1, 3, 0, 0);
-    raft_step(tc_raft(&tc, 1), &v);
+    tc_win_by_hand(&tc, 1, 2);
     tc_ready_all(&tc);
     tc_drop_net(&tc);
     struct raft_msg a = tc_msg(RAFT_MSG_APPEND_RESP, 2, 1, 3, 2, 0);
@@ -120,11 +116,7 @@ static int change_before_noop(uint32_t bugs)
     tc_set_log(&tc, 1, terms, 1, 1, 3);
     tc_node(&tc, 1)->boot_commit = 1; /* the configuration is committed */
     tc_start_all(&tc);
-    tc_tick(&tc, 1, 25);
-    tc_ready_all(&tc);
-    tc_drop_net(&tc);
-    struct raft_msg v = tc_msg(RAFT_MSG_VOTE_RESP, 2, 1, 2, 0, 0);
-    raft_step(tc_raft(&tc, 1), &v);
+    tc_win_by_hand(&tc, 1, 2);
     struct raft_member m;
     memset(&m, 0, sizeof m);
     m.id = 4;

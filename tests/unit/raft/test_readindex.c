@@ -82,16 +82,7 @@ static void test_readindex_waits_for_own_term_commit(void)
     tc.cut[2][1] = tc.cut[3][1] = true;
     tc.n[0].cfg.prevote = false;
     /* Win with the votes by hand, acks are cut: the no-op stays uncommitted. */
-    tc_tick(&tc, 1, 25);
-    tc_ready_all(&tc);
-    tc_drop_net(&tc);
-    struct raft_msg v = tc_msg(RAFT_MSG_PREVOTE_RESP, 2, 1, 2, 0, 0);
-    raft_step(tc_raft(&tc, 1), &v);
-    tc_ready_all(&tc);
-    tc_drop_net(&tc);
-    v = tc_msg(RAFT_MSG_VOTE_RESP, 2, 1, 2, 0, 0);
-    raft_step(tc_raft(&tc, 1), &v);
-    CHECK_EQ_U(tc_role(&tc, 1), RAFT_LEADER);
+    tc_win_by_hand(&tc, 1, 2);
     CHECK_EQ_U(raft_read_index(tc_raft(&tc, 1), 5), 0);
     tc_flush(&tc);
     CHECK_EQ_U(reads_of(&tc, 1, 5, NULL, NULL), 0);

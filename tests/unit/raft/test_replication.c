@@ -161,16 +161,7 @@ static void test_previous_term_entry_not_committed_by_counting(void)
     tc_start_all(&tc);
     tc_node(&tc, 1)->cfg.prevote = false;
     /* Become candidate of term 3 and collect the votes by hand. */
-    tc_tick(&tc, 1, 25);
-    tc_ready_all(&tc);
-    tc_drop_net(&tc);
-    struct raft_msg v = tc_msg(RAFT_MSG_PREVOTE_RESP, 2, 1, 3, 0, 0);
-    raft_step(tc_raft(&tc, 1), &v);
-    tc_ready_all(&tc);
-    tc_drop_net(&tc);
-    v = tc_msg(RAFT_MSG_VOTE_RESP, 2, 1, 3, 0, 0);
-    raft_step(tc_raft(&tc, 1), &v);
-    CHECK_EQ_U(tc_role(&tc, 1), RAFT_LEADER);
+    tc_win_by_hand(&tc, 1, 2);
     CHECK_EQ_U(tc_status(&tc, 1).term, 3);
     tc_ready_all(&tc);
     tc_drop_net(&tc);
