@@ -87,6 +87,12 @@ struct fsm_cmd {
 /* A PUT command whose body the caller writes in place (no second copy of the body): on success
  * *out is a new blob (caller owns one reference) and *body_out points at its body_len
  * uninitialised body bytes. ERR_INVALID (bad path), ERR_TOOBIG (does not fit a blob), ERR_NOMEM. */
+/* A new request id: 8 bytes of big-endian wall-clock microseconds, then 8 random bytes.
+ * Unique like a random id, but ids of one period sort together, so the dedup table's inserts
+ * and lookups stay on a few hot B-tree pages instead of touching a random page each.
+ * ERR_IO when no randomness is available. */
+int fsm_req_id_new(uint8_t out[FSM_REQ_ID_LEN]);
+
 int fsm_cmd_put_alloc(const uint8_t req_id[FSM_REQ_ID_LEN], const char *path, size_t path_len,
                       uint64_t body_len, struct raft_blob **out, uint8_t **body_out);
 /* A DELETE command; *out as above. ERR_INVALID (bad path), ERR_NOMEM. */

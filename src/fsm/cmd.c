@@ -1,6 +1,8 @@
 /* cmd.c — encoding and decoding of file-store commands (the NORMAL entry payload). Decoding
  * treats its input as hostile (it comes from disk and the network) and never reads past it. */
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "err.h"
 #include "fsm_be.h"
@@ -83,5 +85,17 @@ int fsm_cmd_decode(const uint8_t *data, size_t len, struct fsm_cmd *out)
     memcpy(out->req_id, data + 2, FSM_REQ_ID_LEN);
     out->path = path;
     out->path_len = path_len;
+    return 0;
+}
+
+int fsm_req_id_new(uint8_t out[FSM_REQ_ID_LEN])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(us >> (56 - 8 * i));
+    if (getrandom(out + 8, FSM_REQ_ID_LEN - 8, 0) != (ssize_t)(FSM_REQ_ID_LEN - 8))
+        return ERR_IO;
     return 0;
 }

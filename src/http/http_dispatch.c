@@ -15,7 +15,7 @@ static enum MHD_Result http_dispatch_chunked_cmd(struct http_req *req, bool *ok)
 {
     uint8_t req_id[FSM_REQ_ID_LEN];
     *ok = false;
-    if (getrandom(req_id, sizeof req_id, 0) != (ssize_t)sizeof req_id)
+    if (fsm_req_id_new(req_id))
         return http_fail_now(req, 503, "no_entropy", "cannot draw a request id");
     int rv = fsm_cmd_put_alloc(req_id, req->path, strlen(req->path), req->body_got, &req->cmd,
                                &req->body);

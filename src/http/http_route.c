@@ -136,7 +136,7 @@ static enum MHD_Result http_route_put_begin(struct http_req *req)
         return MHD_YES;
     }
     uint8_t req_id[FSM_REQ_ID_LEN];
-    if (getrandom(req_id, sizeof req_id, 0) != (ssize_t)sizeof req_id)
+    if (fsm_req_id_new(req_id))
         return http_fail_now(req, 503, "no_entropy", "cannot draw a request id");
     req->body_len = (uint64_t)cl;
     int rv = fsm_cmd_put_alloc(req_id, req->path, strlen(req->path), req->body_len, &req->cmd,

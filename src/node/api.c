@@ -225,7 +225,7 @@ static void api_del(void *ctx, struct http_req *req, const char *path)
     struct node *n = ctx;
     uint8_t req_id[16];
     struct raft_blob *cmd = NULL;
-    if (getrandom(req_id, sizeof req_id, 0) != (ssize_t)sizeof req_id ||
+    if (fsm_req_id_new(req_id) ||
         fsm_cmd_delete(req_id, path, strlen(path), &cmd)) {
         http_reply_error(req, 503, "no_memory", "cannot build the command");
         return;
