@@ -60,6 +60,10 @@
 /* More empty spares kept by name only (no fd): a deleted inode is kept rather than unlinked,
  * since on these VMs creating an inode soon after many unlinks is what costs most. */
 #define FSM_RESERVE_MAX 4096
+/* Spare inodes kept ready by default (open pool + empty reserve), created at idle priority:
+ * a burst of up to this many new paths pays a rename, not an inode creation (TESTBED.md: a
+ * create costs ~50x a rename on these disks). */
+#define FSM_SPARE_TARGET 1024
 
 /* ---- Commands (payload of RAFT_ENTRY_NORMAL entries) ----------------------------------------
  * Encoding, version 1, all integers big-endian:
@@ -132,7 +136,8 @@ struct fsm; /* opaque */
 
 struct fsm_options {
     /* A thread pre-creates spare inodes whenever fewer than this many are pooled, so a new
-     * path rarely pays for an inode on the apply path (0: no thread; at most FSM_SPARES_MAX). */
+     * path rarely pays for an inode on the apply path (0: no thread; at most FSM_SPARES_MAX +
+     * FSM_RESERVE_MAX). The thread runs at SCHED_IDLE: it never competes with the apply path. */
     unsigned spare_target;
     /* A thread checkpoints this often when something was applied (0: no thread; checkpoints
      * happen only through fsm_checkpoint). */
@@ -141,7 +146,7 @@ struct fsm_options {
 
 /* Opens (creating when absent) the store of node_dir with its DBs in env (a transactional
  * environment opened with DB_THREAD by the caller, who keeps it open until fsm_close). Cleans
- * spare/ and trash/ left by a crash. Defaults: spare_target FSM_SPARES_MAX / 2,
+ * spare/ and trash/ left by a crash. Defaults: spare_target FSM_SPARE_TARGET,
  * checkpoint_interval_ms 1000. ERR_BUSY when another open store uses node_dir (flock);
  * ERR_IO/ERR_NOMEM with a message in err. */
 int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len);

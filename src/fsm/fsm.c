@@ -68,7 +68,7 @@ static void fsm_free(struct fsm *f)
 
 int fsm_open(DB_ENV *env, const char *node_dir, struct fsm **out, char *err, size_t err_len)
 {
-    struct fsm_options o = {.spare_target = FSM_SPARES_MAX / 2, .checkpoint_interval_ms = 1000};
+    struct fsm_options o = {.spare_target = FSM_SPARE_TARGET, .checkpoint_interval_ms = 1000};
     return fsm_open_opts(env, node_dir, &o, out, err, err_len);
 }
 

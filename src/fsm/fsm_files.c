@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/openat2.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,11 @@ static void files_chore_run(struct fsm_files *ff, const struct fsm_chore *c)
 static void *files_creator_main(void *arg)
 {
     struct fsm_files *ff = arg;
+    /* Idle priority: spares are made from CPU nobody else wants, never at the expense of the
+     * loop; when the pool runs dry under load, the apply path creates its own inode. */
+    struct sched_param sp = {.sched_priority = 0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+        LOG_DEBUG("fsm: spare-inode thread keeps normal priority");
     pthread_mutex_lock(&ff->lock);
     while (!ff->stop) {
         if (ff->n_chores > 0) {
@@ -558,7 +564,7 @@ int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, 
     if (rv == 0) rv = files_scan(ff, ff->trash_fd, files_scan_trash_cb);
     if (rv == 0) rv = files_scan(ff, ff->spare_fd, files_scan_spare_cb);
     if (rv && !err[0]) snprintf(err, err_len, "cleaning %s: %s", node_dir, err_str(rv));
-    ff->target = target < FSM_SPARES_MAX ? target : FSM_SPARES_MAX;
+    ff->target = target < FSM_SPARES_MAX + FSM_RESERVE_MAX ? target : FSM_SPARES_MAX + FSM_RESERVE_MAX;
     if (rv == 0 && ff->target > 0 && pthread_create(&ff->creator, NULL, files_creator_main, ff)) {
         snprintf(err, err_len, "cannot start the spare-inode thread");
         ff->target = 0;
