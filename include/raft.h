@@ -138,6 +138,7 @@ enum raft_bug {
     RAFT_BUG_VOTE_NOT_PERSISTED = 1u << 2, /* answer a vote before the vote is durable */
     RAFT_BUG_READ_NO_CONFIRM = 1u << 3,    /* serve ReadIndex without a heartbeat round */
     RAFT_BUG_CONFIG_BEFORE_NOOP = 1u << 4, /* config change before an own-term commit */
+    RAFT_BUG_NO_STALL_PROBE = 1u << 5,     /* wait forever for lost pipelined appends */
 };
 
 struct raft_config {

@@ -27,11 +27,14 @@ static void sim_driver_faults_params(struct sim *s, struct sim_params *p)
     p->crash_pm = sim_rng_chance(&s->rng, 600) ? (uint32_t)sim_rng_range(&s->rng, 3, 25) : 0;
     static const unsigned disk[] = {0, 3, 10, 30};
     p->disk_max = sim_pick(s, disk, 4);
+    if (sim_rng_chance(&s->frng, 500))
+        p->queue_drop_pm = (uint32_t)sim_rng_range(&s->frng, 300, 1000);
 }
 
 static void sim_driver_params(struct sim *s)
 {
     struct sim_params *p = &s->p;
+    sim_rng_seed(&s->frng, sim_mix(s->o.seed ^ 0x71756575652d6472ull));
     p->n_target = s->o.nodes ? s->o.nodes : (s->o.seed % 2 ? 3 : 5);
     p->membership = s->o.seed % 3 == 0;
     unsigned mode = (unsigned)sim_rng_below(&s->rng, 10);
@@ -140,12 +143,13 @@ void sim_driver_init(struct sim *s)
     sim_trace(s,
               "seed %llu: %u nodes, %s, prevote %d, check_quorum %d, heartbeat %u, election "
               "%u-%u, append %u/%uB x%u, cache %lluB, lazy boot %d, loss %u dup %u reorder %u "
-              "per mille, delay %u-%u, partitions %u crashes %u per mille, disk <=%u, steps %u",
+              "per mille, delay %u-%u, partitions %u crashes %u queue drops %u per mille, disk "
+              "<=%u, steps %u",
               ULL(s->o.seed), p->n_target, p->membership ? "membership" : "static", p->prevote,
               p->check_quorum, p->heartbeat, p->election_min, p->election_max,
               p->max_append_entries, p->max_append_bytes, p->max_inflight, ULL(p->cache_bytes_max),
               p->lazy_boot, p->loss_pm, p->dup_pm, p->reorder_pm, p->delay_min, p->delay_max,
-              p->partition_pm, p->crash_pm, p->disk_max, p->end_step);
+              p->partition_pm, p->crash_pm, p->queue_drop_pm, p->disk_max, p->end_step);
     for (unsigned i = 0; i < p->n_target && !s->failed; i++) {
         struct sim_node *n = &s->nodes[i];
         sim_node_boot(s, n);
@@ -213,6 +217,22 @@ static void sim_driver_partition(struct sim *s)
         }
     s->partition_end = s->step + (unsigned)sim_rng_range(&s->rng, 5, 120);
     sim_trace(s, "partition: %s n%u until step %u", names[kind], x + 1, s->partition_end);
+    if (!sim_rng_chance(&s->frng, s->p.queue_drop_pm)) return;
+    unsigned k = 0;
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = 0; j < n; j++)
+            if (s->blocked[i][j]) k += sim_net_drop_link(s, i, j);
+    sim_trace(s, "partition: the cut links dropped their queues (%u messages)", k);
+}
+
+/* A crashed process's connections fail: both directions drop what they had queued. */
+static void sim_driver_crash_links(struct sim *s, const struct sim_node *v)
+{
+    if (!sim_rng_chance(&s->frng, s->p.queue_drop_pm)) return;
+    unsigned k = 0, x = (unsigned)v->id - 1;
+    for (unsigned i = 0; i < s->n_slots; i++)
+        if (i != x) k += sim_net_drop_link(s, i, x) + sim_net_drop_link(s, x, i);
+    sim_trace(s, "crash: the links of n%llu dropped their queues (%u messages)", ULL(v->id), k);
 }
 
 static void sim_driver_faults(struct sim *s)
@@ -230,6 +250,7 @@ static void sim_driver_faults(struct sim *s)
         if (v && !v->retired) {
             v->restart_step = s->step + (unsigned)sim_rng_range(&s->rng, 1, 60);
             sim_node_crash(s, v);
+            sim_driver_crash_links(s, v);
         }
     }
     for (unsigned i = 0; i < s->n_slots && !s->failed; i++) {

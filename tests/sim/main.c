@@ -18,17 +18,22 @@ struct sim_cli {
     uint64_t first, count;
     bool expect_fail, determinism, keep_going;
     const char *regressions;
+    const char *expect_prop; /* a liveness bug is caught only by this property */
 };
 
+/* prop: the liveness property a liveness bug must break; NULL for a safety bug, which must
+ * break a safety property or protocol rule (a liveness failure alone does not count). */
 static const struct {
     const char *name;
     uint32_t bit;
+    const char *prop;
 } sim_bugs[] = {
-    {"commit_old_term", RAFT_BUG_COMMIT_OLD_TERM},
-    {"double_vote", RAFT_BUG_DOUBLE_VOTE},
-    {"vote_not_persisted", RAFT_BUG_VOTE_NOT_PERSISTED},
-    {"read_no_confirm", RAFT_BUG_READ_NO_CONFIRM},
-    {"config_before_noop", RAFT_BUG_CONFIG_BEFORE_NOOP},
+    {"commit_old_term", RAFT_BUG_COMMIT_OLD_TERM, NULL},
+    {"double_vote", RAFT_BUG_DOUBLE_VOTE, NULL},
+    {"vote_not_persisted", RAFT_BUG_VOTE_NOT_PERSISTED, NULL},
+    {"read_no_confirm", RAFT_BUG_READ_NO_CONFIRM, NULL},
+    {"config_before_noop", RAFT_BUG_CONFIG_BEFORE_NOOP, NULL},
+    {"no_stall_probe", RAFT_BUG_NO_STALL_PROBE, "Catch-up"},
 };
 
 static void sim_usage(FILE *f)
@@ -42,7 +47,8 @@ static void sim_usage(FILE *f)
             "  --steps K        virtual steps (base ticks) per run (default %d)\n"
             "  --nodes 3|5      cluster size (default: 3 for odd seeds, 5 for even)\n"
             "  --bug NAME       plant a bug: commit_old_term, double_vote,\n"
-            "                   vote_not_persisted, read_no_confirm, config_before_noop\n"
+            "                   vote_not_persisted, read_no_confirm, config_before_noop,\n"
+            "                   no_stall_probe\n"
             "  --expect-fail    succeed only if some seed fails (prints the first)\n"
             "  --no-rules       check only the safety properties, not the protocol rules\n"
             "  --determinism    run each seed twice and compare the trace hashes\n"
@@ -61,14 +67,22 @@ static bool sim_parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
-static int sim_parse_bug(const char *name, uint32_t *bits)
+static int sim_parse_bug(const char *name, struct sim_cli *c)
 {
     for (size_t i = 0; i < sizeof sim_bugs / sizeof sim_bugs[0]; i++)
         if (strcmp(name, sim_bugs[i].name) == 0) {
-            *bits |= sim_bugs[i].bit;
+            c->o.bugs |= sim_bugs[i].bit;
+            if (sim_bugs[i].prop) c->expect_prop = sim_bugs[i].prop;
             return 0;
         }
     return -1;
+}
+
+/* --expect-fail: does a failure of prop show the planted bug? */
+static bool sim_caught(const struct sim_cli *c, const char *prop)
+{
+    if (c->expect_prop && strcmp(prop, c->expect_prop) == 0) return true;
+    return strcmp(prop, "Liveness") != 0 && strcmp(prop, "Catch-up") != 0;
 }
 
 static int sim_parse_args(int argc, char **argv, struct sim_cli *c)
@@ -91,7 +105,7 @@ static int sim_parse_args(int argc, char **argv, struct sim_cli *c)
             c->regressions = val;
             i++;
         } else if (strcmp(a, "--bug") == 0 && val) {
-            if (sim_parse_bug(val, &c->o.bugs) != 0) return -1;
+            if (sim_parse_bug(val, c) != 0) return -1;
             i++;
         } else if (!num) {
             return -1;
@@ -259,8 +273,9 @@ int main(int argc, char **argv)
             rc = 1;
             continue;
         }
-        /* A planted bug must break a safety property or protocol rule, not just liveness. */
-        if (strcmp(prop, "Liveness") == 0) continue;
+        /* A planted bug must break a safety property or protocol rule, not just liveness
+         * (unless it is a liveness bug, which must break its own property). */
+        if (!sim_caught(&c, prop)) continue;
         rc = 1;
         if (!c.keep_going) sim_one(&c, seed, false, &tot, NULL);
         printf("caught: the planted bug fails seed %llu (%s)\n", (unsigned long long)seed, prop);

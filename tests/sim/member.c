@@ -13,6 +13,8 @@
 #define SIM_LIVE_COMMIT_STEPS 60  /* a proposal to it commits this soon */
 #define SIM_LIVE_MEMBER_STEPS 300 /* a membership change in flight completes this soon */
 #define SIM_MOP_RETRY_STEPS 60    /* resubmit a change that has not committed by then */
+#define SIM_STALL_BEATS 3         /* RAFT_STALL_BEATS (src/raft/raft_int.h) */
+#define SIM_CATCHUP_SLACK 30      /* steps of round trips (<= 4 steps each once healed) */
 
 static bool sim_mop_done(const struct sim *s, const struct sim_mop *op)
 {
@@ -143,7 +145,67 @@ static void sim_driver_probe(struct sim *s, struct sim_node *l)
     s->probes[s->n_probes++] = (struct sim_probe){idx, term, s->step, idx <= s->gcommit};
 }
 
-/* After the faults heal: a stable leader soon, and every proposal to it committed soon. */
+/* Members the leader must bring up to date: live, in the committed configuration and in the
+ * leader's latest one (a removal it appended may drop a peer before we learn it committed). */
+static bool sim_catchup_member(const struct sim *s, const struct sim_node *n,
+                               const struct sim_node *l)
+{
+    if (!n->up || n->retired || n == l) return false;
+    if (!raft_configuration_find(&s->gconf, n->id)) return false;
+    return raft_configuration_find(raft_configuration(l->r), n->id) != NULL;
+}
+
+/* Every step once a stable leader is known after healing: a member behind the leader's commit
+ * index must apply or append something at least every catchup_steps steps. A leader that waits
+ * forever for acknowledgements of pipelined appends that were lost fails this (the other
+ * members still commit, so the proposal probes alone do not notice). The timers restart when
+ * the leader changes. */
+static void sim_driver_catchup(struct sim *s, const struct sim_node *l)
+{
+    bool reset = !l || l->id != s->cu_leader || l->obs.term != s->cu_term;
+    s->cu_leader = l ? l->id : 0;
+    s->cu_term = l ? l->obs.term : 0;
+    for (unsigned i = 0; i < s->n_slots && !s->failed; i++) {
+        struct sim_node *n = &s->nodes[i];
+        bool lagging = l && sim_catchup_member(s, n, l) && n->applied < l->obs.commit_index;
+        if (reset || !lagging || n->applied != n->cu_applied || n->log_n != n->cu_last) {
+            n->cu_applied = n->applied;
+            n->cu_last = n->log_n;
+            n->cu_step = s->step;
+        } else if (s->step - n->cu_step > s->catchup_steps) {
+            sim_fail(s, "Catch-up",
+                     "member n%llu stuck at applied %llu (log %zu) for %u steps while leader "
+                     "n%llu of term %llu has commit %llu",
+                     ULL(n->id), ULL(n->applied), n->log_n, s->step - n->cu_step, ULL(l->id),
+                     ULL(l->obs.term), ULL(l->obs.commit_index));
+        }
+    }
+}
+
+/* The last step: proposals stopped long ago, so every member has converged on the leader's
+ * commit index, which covers what was committed when the first stable leader was seen. */
+static void sim_driver_converged(struct sim *s, const struct sim_node *l)
+{
+    if (!l) {
+        sim_fail(s, "Catch-up", "no stable leader at the end of the run");
+        return;
+    }
+    for (unsigned i = 0; i < s->n_slots && !s->failed; i++) {
+        const struct sim_node *n = &s->nodes[i];
+        if (!sim_catchup_member(s, n, l)) continue;
+        if (n->applied < s->cu_target || n->obs.commit_index != l->obs.commit_index ||
+            n->applied != n->obs.commit_index)
+            sim_fail(s, "Catch-up",
+                     "at the end member n%llu has commit %llu, applied %llu; leader n%llu has "
+                     "commit %llu (%llu was committed when healed)",
+                     ULL(n->id), ULL(n->obs.commit_index), ULL(n->applied), ULL(l->id),
+                     ULL(l->obs.commit_index), ULL(s->cu_target));
+    }
+}
+
+/* After the faults heal: a stable leader soon, then a quiet spell in which lagging members
+ * must catch up with no new entries, then every proposal to the leader committed soon, and
+ * every member converged at the end. */
 void sim_driver_liveness(struct sim *s)
 {
     struct sim_node *l = sim_driver_leader(s);
@@ -151,8 +213,14 @@ void sim_driver_liveness(struct sim *s)
     if (!s->leader_step) {
         if (stable) {
             s->leader_step = s->step;
-            sim_trace(s, "liveness: leader n%llu %u steps after healing", ULL(l->id),
-                      s->step - s->p.heal_step);
+            /* The leader notices lost appends after SIM_STALL_BEATS + 1 heartbeats, probes,
+             * backtracks: a few round trips. */
+            s->catchup_steps = 2 * (SIM_STALL_BEATS + 2) * s->p.heartbeat + SIM_CATCHUP_SLACK;
+            s->quiet_steps = s->catchup_steps + 10;
+            s->cu_target = s->gcommit > l->obs.commit_index ? s->gcommit : l->obs.commit_index;
+            sim_trace(s, "liveness: leader n%llu %u steps after healing; members must reach %llu",
+                      ULL(l->id), s->step - s->p.heal_step, ULL(s->cu_target));
+            sim_driver_catchup(s, l);
         } else if (s->step > s->p.heal_step + SIM_LIVE_LEADER_STEPS) {
             sim_fail(s, "Liveness", "no stable leader %u steps after the faults healed",
                      SIM_LIVE_LEADER_STEPS);
@@ -169,7 +237,10 @@ void sim_driver_liveness(struct sim *s)
                      "proposal (%llu, t%llu) to the leader not committed in %u steps",
                      ULL(p->index), ULL(p->term), SIM_LIVE_COMMIT_STEPS);
     }
+    sim_driver_catchup(s, stable ? l : NULL);
+    if (!s->failed && s->step == s->p.end_step) sim_driver_converged(s, stable ? l : NULL);
     if (!s->failed && stable && !s->mop_submitted && s->step % 4 == 0 &&
+        s->step >= s->leader_step + s->quiet_steps &&
         s->step + SIM_LIVE_COMMIT_STEPS < s->p.end_step &&
         s->n_probes < sizeof s->probes / sizeof s->probes[0])
         sim_driver_probe(s, l);

@@ -144,3 +144,20 @@ void sim_net_deliver(struct sim *s, struct raft_msg *m)
     sim_msg_release(m);
     free(m);
 }
+
+unsigned sim_net_drop_link(struct sim *s, unsigned from, unsigned to)
+{
+    unsigned k = 0;
+    for (size_t i = 0; i < s->heap_n; i++) {
+        struct sim_event *ev = &s->heap[i];
+        if (ev->kind != SIM_EV_DELIVER || ev->msg->from != from + 1 || ev->msg->to != to + 1)
+            continue;
+        sim_msg_release(ev->msg);
+        free(ev->msg);
+        ev->msg = NULL;
+        ev->kind = SIM_EV_DROPPED; /* the heap orders by (time, seq) only: still a heap */
+        s->st.msgs_dropped++;
+        k++;
+    }
+    return k;
+}

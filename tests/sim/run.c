@@ -118,6 +118,8 @@ static void sim_dispatch(struct sim *s, struct sim_event *ev)
     case SIM_EV_DELIVER:
         sim_net_deliver(s, ev->msg);
         break;
+    case SIM_EV_DROPPED:
+        break;
     default:
         abort();
     }

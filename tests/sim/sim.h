@@ -49,13 +49,22 @@ struct sim_params {
     uint32_t loss_pm, dup_pm, reorder_pm; /* per-message chances, per mille */
     unsigned delay_min, delay_max;        /* network latency, time units */
     uint32_t partition_pm, crash_pm;      /* per-step chance of starting one */
-    unsigned disk_max;                    /* storage write latency bound, time units */
+    uint32_t queue_drop_pm; /* chance a crash or a new partition also drops every message in
+                               flight on the failed links (a transport drops its queue) */
+    unsigned disk_max;      /* storage write latency bound, time units */
     uint32_t propose_pm, read_pm;
     unsigned heal_step, member_stop_step, end_step;
 };
 
 /* ---- Events ------------------------------------------------------------------------------- */
-enum sim_event_kind { SIM_EV_DRIVER = 1, SIM_EV_TICK, SIM_EV_PERSIST, SIM_EV_DELIVER };
+/* SIM_EV_DROPPED: a delivery cancelled in flight (its message already freed). */
+enum sim_event_kind {
+    SIM_EV_DRIVER = 1,
+    SIM_EV_TICK,
+    SIM_EV_PERSIST,
+    SIM_EV_DELIVER,
+    SIM_EV_DROPPED
+};
 
 struct sim_event {
     uint64_t time;
@@ -122,6 +131,9 @@ struct sim_node {
     struct sim_pending_read *reads;
     size_t n_reads, reads_cap;
     struct raft_status obs; /* status after the last input */
+    /* Catch-up check after healing: (applied, last index) at cu_step, when it last moved. */
+    raft_index cu_applied, cu_last;
+    unsigned cu_step;
     /* History over all incarnations: the candidate this node voted for, by term. */
     raft_id *votes;
     size_t votes_cap;
@@ -172,6 +184,9 @@ struct sim {
     struct sim_opts o;
     struct sim_params p;
     struct sim_rng rng;
+    /* Fault decisions added after seeds were recorded: a separate stream, so a run without
+     * them keeps the schedule (and the regressions their meaning) of the main stream. */
+    struct sim_rng frng;
     uint64_t now;
     unsigned step;
     struct sim_event *heap;
@@ -204,7 +219,13 @@ struct sim {
     unsigned mop_step, mop_next_try;
     unsigned next_fresh_id;
     /* liveness */
-    unsigned leader_step; /* step a stable leader was seen after healing (0: not yet) */
+    unsigned leader_step;   /* step a stable leader was seen after healing (0: not yet) */
+    unsigned quiet_steps;   /* no probes this long after leader_step: lagging members must
+                               catch up with no new entries to push them */
+    unsigned catchup_steps; /* a lagging member must progress at least this often */
+    raft_index cu_target;   /* every live member must apply this by the end of the run */
+    raft_id cu_leader;      /* the stable leader the catch-up timers run against */
+    raft_term cu_term;
     struct sim_probe probes[64];
     unsigned n_probes;
     /* failure */
@@ -247,6 +268,8 @@ struct raft_msg *sim_msg_copy(const struct raft_msg *m, struct raft_msg *into);
 void sim_msg_release(struct raft_msg *m);
 void sim_msg_describe(const struct raft_msg *m, char *buf, size_t len);
 const char *sim_msg_type_str(uint8_t type);
+/* Drops every message in flight from slot `from` to slot `to`; returns how many. */
+unsigned sim_net_drop_link(struct sim *s, unsigned from, unsigned to);
 
 /* node.c */
 void sim_node_boot(struct sim *s, struct sim_node *n);
