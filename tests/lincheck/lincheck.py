@@ -33,9 +33,9 @@ INFO = "info"  # indeterminate: may or may not have happened
 class Op:
     """One operation on one key. call/ret are times (ret INF when indeterminate)."""
 
-    __slots__ = ("id", "key", "kind", "value", "call", "ret", "client", "note")
+    __slots__ = ("id", "key", "kind", "value", "call", "ret", "client", "note", "existed")
 
-    def __init__(self, key, kind, value, call, ret, client=None, note=""):
+    def __init__(self, key, kind, value, call, ret, client=None, note="", existed=None):
         self.id = -1
         self.key = key
         self.kind = kind
@@ -44,6 +44,9 @@ class Op:
         self.ret = ret
         self.client = client
         self.note = note
+        # For a completed write: did the file exist just before it (PUT 200 / DELETE 204:
+        # True, PUT 201: False)? None when unknown. Checked by the model.
+        self.existed = existed
 
     def __repr__(self):
         ret = "inf" if self.ret == INF else "%.4f" % self.ret
@@ -77,12 +80,14 @@ class History:
             self._pending[h] = Op(key, kind, value, self._clock(), INF, client)
             return h
 
-    def ok(self, h, value=ABSENT, note="", as_read=False):
+    def ok(self, h, value=ABSENT, note="", as_read=False, existed=None):
         """Completed. For a read, value is what was read (ABSENT for 404). as_read: the
-        write turned out to be an observation (a DELETE answered 404 read ABSENT)."""
+        write turned out to be an observation (a DELETE answered 404 read ABSENT).
+        existed: for a write, whether the answer says the file existed before it."""
         with self._lock:
             op = self._pending.pop(h)
             op.ret = self._clock()
+            op.existed = existed
             if as_read:
                 op.kind = READ
             if op.kind == READ:
@@ -139,13 +144,14 @@ def _op_to_json(op):
     return {"key": op.key, "kind": op.kind,
             "value": None if v is ABSENT else (v.decode("latin-1") if isinstance(v, bytes) else v),
             "call": op.call, "ret": None if op.ret == INF else op.ret,
-            "client": op.client, "note": op.note}
+            "client": op.client, "note": op.note, "existed": op.existed}
 
 
 def _op_from_json(d):
     v = d["value"]
     return Op(d["key"], d["kind"], None if v is None else v.encode("latin-1"), d["call"],
-              INF if d["ret"] is None else d["ret"], d.get("client"), d.get("note", ""))
+              INF if d["ret"] is None else d["ret"], d.get("client"), d.get("note", ""),
+              d.get("existed"))
 
 
 class Result:
@@ -223,15 +229,40 @@ def _unlift(e):
 def _step(state, op):
     """The register model: (ok, new state)."""
     if op.kind == WRITE:
+        if op.existed is not None and op.existed != (state is not ABSENT):
+            return False, state
         return True, op.value
     return op.value == state, state
 
 
 def prune(ops):
     """Drops indeterminate writes whose value no read observed: each can always be
-    linearized last, so it cannot help or hurt. Keeps the search small under faults."""
+    linearized last, so it cannot make a read possible or impossible. It could still have
+    made the file exist just before a write answered "replaced" (existed=True), so from
+    the first dropped write's invocation on, existed=True claims are no longer checked
+    (existed=False claims stay: a dropped write can only contradict them). Keeps the
+    search small under faults."""
     seen = {op.value for op in ops if op.kind == READ}
-    return [op for op in ops if not (op.kind == WRITE and op.ret == INF and op.value not in seen)]
+    dropped = [op for op in ops if op.kind == WRITE and op.ret == INF and op.value not in seen]
+    if not dropped:
+        return list(ops)
+    gone = {id(op) for op in dropped}
+    first = min(op.call for op in dropped)
+    out = []
+    for op in ops:
+        if id(op) in gone:
+            continue
+        if op.existed is True and op.ret > first:
+            op = _copy(op)
+            op.existed = None
+        out.append(op)
+    return out
+
+
+def _copy(op):
+    c = Op(op.key, op.kind, op.value, op.call, op.ret, op.client, op.note, op.existed)
+    c.id = op.id
+    return c
 
 
 def check_ops(ops, key=None, initial=ABSENT, max_steps=2_000_000):
@@ -289,10 +320,15 @@ def _explain(ops, best, initial):
     lines.append("  register then holds %s" % _show(state))
     if stuck is not None:
         lines.append("  cannot place: %r" % (stuck,))
-        lo, hi = stuck.call - 2.0, stuck.ret + 0.5
-        near = [op for op in ops if op.ret >= lo and op.call <= hi][-30:]
+        lo, hi = stuck.call - 1.0, min(stuck.ret, stuck.call + 1.0) + 0.2
+        near = [op for op in ops if op.ret >= lo and op.call <= hi]
+        near = sorted(sorted(near, key=lambda o: abs(o.call - stuck.call))[:30],
+                      key=lambda o: o.call)
         lines.append("  ops overlapping [%.3f, %.3f]:" % (lo, hi))
-        lines += ["    %s%r" % ("* " if op.id in done else "  ", op) for op in near]
+        lines += ["    %s%r%s" % ("* " if op.id in done else "  ", op,
+                                 "" if op.existed is None else " existed=%s" % op.existed)
+                  for op in near]
+        lines.append("  (* = placed in that linearization)")
     return "\n".join(lines)
 
 

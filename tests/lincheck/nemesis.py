@@ -56,10 +56,12 @@ class SupTarget:
 
     def __init__(self):
         harness.need_binaries(real_node=True)
-        self.c = harness.Cluster(3, name="nemesis")
+        # A short restart backoff: nodes the nemesis held down come back quickly.
+        self.c = harness.Cluster(3, name="nemesis", extra={"restart_backoff_ms": [100, 1000]})
         self.ids = [n["id"] for n in self.c.nodes]
         self.dir, self.data = self.c.dir, self.c.data
         self.paused = set()
+        self.held = set()
 
     def start(self):
         self.c.start()
@@ -73,6 +75,9 @@ class SupTarget:
         return self.c.live_node_pid(nid)
 
     def kill(self, nid):
+        """SIGKILL; raftsup's restarts fail until after_kill(nid), so the node stays down."""
+        self.c.hold(nid)
+        self.held.add(nid)
         pid = self.pid(nid)
         if pid:
             os.kill(pid, signal.SIGCONT)
@@ -86,9 +91,13 @@ class SupTarget:
             (self.paused.add if sig == signal.SIGSTOP else self.paused.discard)(nid)
 
     def after_kill(self, nid):
-        pass  # raftsup restarts it
+        if nid in self.held:
+            self.held.discard(nid)
+            self.c.release(nid)  # raftsup's next restart succeeds
 
     def heal(self):
+        for nid in list(self.held):
+            self.after_kill(nid)
         for nid in list(self.paused):
             self.signal(nid, signal.SIGCONT)
         harness.wait_until(lambda: all(self.pid(n) for n in self.ids), 15, "every node running")
@@ -219,9 +228,9 @@ def do_op(target, hist, stats, rng, cid, key, nid, seq, tag):
     if method == "GET" and st in (200, 404):
         hist.ok(h, body if st == 200 else lc.ABSENT, note="via " + nid)
     elif method == "PUT" and st in (200, 201):
-        hist.ok(h, note="via %s %d" % (nid, st))
+        hist.ok(h, note="via %s %d" % (nid, st), existed=(st == 200))
     elif method == "DELETE" and st == 204:
-        hist.ok(h, note="via " + nid)
+        hist.ok(h, note="via %s 204" % nid, existed=True)
     elif method == "DELETE" and st == 404:
         hist.ok(h, lc.ABSENT, note="via %s 404" % nid, as_read=True)
     elif st >= 500:
@@ -246,7 +255,8 @@ def client_loop(target, hist, stats, seed, cid, keys, stop, tag):
 
 
 # --- the nemesis ---------------------------------------------------------------------------
-FAULTS_ALL = ["kill-leader", "kill-follower", "pause-leader", "pause-follower"]
+FAULTS_ALL = ["kill-leader", "kill-follower", "pause-leader", "pause-follower", "kill-two",
+              "kill-all"]
 FAULTS_NET = ["isolate-leader", "isolate-follower", "bridge", "one-way-from-leader",
               "one-way-to-leader"]
 
@@ -265,6 +275,12 @@ def apply_fault(target, fault, rng, events):
     lead, others = pick_roles(target, rng)
     follower = rng.choice(others)
     who = lead if "leader" in fault.split("-")[-1] else follower
+    if fault in ("kill-two", "kill-all"):
+        victims = [lead, follower] if fault == "kill-two" else list(target.ids)
+        for v in victims:
+            target.kill(v)
+        events.append("%s %s" % (fault, "+".join(victims)))
+        return lambda: [target.after_kill(v) for v in victims]
     if fault.startswith("kill"):
         target.kill(who)
         events.append("%s %s" % (fault, who))
@@ -298,14 +314,23 @@ def nemesis_loop(target, rng, deadline, events):
         time.sleep(min(rng.uniform(0.3, 1.5), max(0, deadline - time.monotonic())))
         if time.monotonic() >= deadline:
             break
-        fault = rng.choice(faults)
-        hold = rng.uniform(0.5, 2.5) if fault.startswith("pause") else rng.uniform(0.5, 4.0)
+        chosen = [rng.choice(faults)]
+        if target.partitions and rng.random() < 0.3:
+            # A partition together with a crash or a pause.
+            chosen = [rng.choice(FAULTS_NET), rng.choice(FAULTS_ALL[:4])]
+        hold = rng.uniform(0.5, 2.5) if any(f.startswith("pause") for f in chosen) \
+            else rng.uniform(0.5, 4.0)
         t = time.monotonic() - T0
-        end = apply_fault(target, fault, rng, events)
-        events[-1] = "%.1fs %s for %.1fs" % (t, events[-1], hold)
+        ends = []
+        for fault in chosen:
+            ends.append(apply_fault(target, fault, rng, events))
+        what = " + ".join(events[-len(chosen):])
+        del events[-len(chosen):]
+        events.append("%.1fs %s for %.1fs" % (t, what, hold))
         log("nemesis:", events[-1])
         time.sleep(hold)
-        end()
+        for end in reversed(ends):
+            end()
 
 
 # --- checks after healing ------------------------------------------------------------------

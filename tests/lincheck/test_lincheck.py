@@ -11,8 +11,8 @@ import lincheck as lc  # noqa: E402
 from lincheck import ABSENT, INF, READ, WRITE, Op  # noqa: E402
 
 
-def w(v, call, ret, key="f"):
-    return Op(key, WRITE, v if v is ABSENT else v.encode(), call, ret)
+def w(v, call, ret, key="f", existed=None):
+    return Op(key, WRITE, v if v is ABSENT else v.encode(), call, ret, existed=existed)
 
 
 def r(v, call, ret, key="f"):
@@ -65,6 +65,12 @@ class MustPass(unittest.TestCase):
     def test_delete_then_absent(self):
         self.assertTrue(verdict([w("a", 0, 1), dele(2, 3), r(ABSENT, 4, 5), w("b", 6, 7),
                                  r("b", 8, 9)]))
+
+    def test_created_and_replaced_flags(self):
+        self.assertTrue(verdict([w("a", 0, 1, existed=False), w("b", 2, 3, existed=True),
+                                 dele(4, 5), w("c", 6, 7, existed=False)]))
+        # Concurrent creates: exactly one of them may say "created".
+        self.assertTrue(verdict([w("a", 0, 3, existed=False), w("b", 1, 4, existed=True)]))
 
     def test_touching_intervals_count_as_concurrent(self):
         self.assertTrue(verdict([w("a", 0, 1), w("b", 1, 2), r("a", 2, 3)]))
@@ -129,6 +135,12 @@ class MustFail(unittest.TestCase):
         self.assertFalse(verdict([w("a", 0, 2), w("b", 0, 2), r("a", 3, 4), r("b", 5, 6),
                                   r("a", 7, 8)]))
 
+    def test_two_creates_of_one_file(self):
+        self.assertFalse(verdict([w("a", 0, 3, existed=False), w("b", 1, 4, existed=False)]))
+
+    def test_replace_of_absent_file(self):
+        self.assertFalse(verdict([w("a", 0, 1), dele(2, 3), w("b", 4, 5, existed=True)]))
+
     def test_failure_names_the_op(self):
         res = lc.check_ops([w("a", 0, 1), w("b", 2, 3), r("a", 4, 5)], "f")
         self.assertIn("cannot place", res.message)
@@ -181,6 +193,14 @@ class Pruning(unittest.TestCase):
     def test_unobserved_indeterminate_writes_are_dropped(self):
         ops = [w("a", 0, 1)] + [w("x%d" % i, 2, INF) for i in range(200)] + [r("a", 5, 6)]
         self.assertEqual(len(lc.prune(ops)), 2)
+
+    def test_dropped_write_may_explain_replaced(self):
+        # The indeterminate PUT of "x" (never read) may have recreated the file, so the
+        # "replaced" answer that follows the delete is fine.
+        ops = [w("a", 0, 1), dele(2, 3), w("x", 4, INF), w("b", 5, 6, existed=True),
+               r("b", 7, 8)]
+        self.assertTrue(verdict(ops))
+        self.assertFalse(verdict(ops[:2] + ops[3:]))
 
     def test_budget_gives_unknown(self):
         # Many mutually concurrent writes that are all observed, with a contradiction at the
