@@ -35,17 +35,6 @@ uint64_t raft_rand(struct raft *r)
     return z ^ (z >> 31);
 }
 
-bool raft_bug(const struct raft *r, uint32_t bug)
-{
-#ifdef RAFT_PLANTED_BUGS
-    return (r->cfg.bugs & bug) != 0;
-#else
-    (void)r;
-    (void)bug;
-    return false;
-#endif
-}
-
 const char *raft_role_str(enum raft_role role)
 {
     switch (role) {

@@ -189,11 +189,18 @@ struct raft {
     struct raft_handed h;
 };
 
+/* Planted bugs (enum raft_bug) exist only in the RAFT_PLANTED_BUGS build; in production the
+ * test is a constant false and the buggy branches compile away. */
+#ifdef RAFT_PLANTED_BUGS
+#define raft_bug(r, bug) (((r)->cfg.bugs & (uint32_t)(bug)) != 0)
+#else
+#define raft_bug(r, bug) ((void)(r), false)
+#endif
+
 /* raft.c */
 void raft_tracef(struct raft *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void raft_fail(struct raft *r, const char *why);
 uint64_t raft_rand(struct raft *r);
-bool raft_bug(const struct raft *r, uint32_t bug);
 
 /* ready.c: outbound messages. raft_send queues m (copied; entries moved, not copied) in
  * msgs for a leader and in msgs_after_persist otherwise. */
