@@ -69,9 +69,9 @@ void raft_reads_check(struct raft *r)
 
 void raft_reads_fail_all(struct raft *r)
 {
+    /* Remote askers hear it too, so their callers retry at once instead of timing out. */
     for (size_t i = 0; i < r->n_reads; i++)
-        if (r->reads[i].from == r->cfg.id)
-            raft_read_out_push(r, r->reads[i].id, r->reads[i].index, true);
+        raft_read_answer(r, &r->reads[i], true);
     free(r->reads);
     r->reads = NULL;
     r->n_reads = 0;

@@ -113,6 +113,27 @@ static void test_readindex_fails_on_leadership_loss(void)
     tc_free(&tc);
 }
 
+static void test_readindex_forwarded_read_fails_when_leader_steps_down(void)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    tc_cluster(&tc, 3);
+    tc.cut[3][1] = true;
+    raft_read_index(tc_raft(&tc, 2), 12);
+    tc_ready_all(&tc);
+    tc_deliver(&tc);     /* the leader has the request */
+    tc.cut[2][1] = true; /* and no acknowledgement reaches it */
+    tc_flush(&tc);
+    struct raft_msg up = tc_msg(RAFT_MSG_APPEND_RESP, 3, 1, 50, 0, 0);
+    up.reject = true;
+    raft_step(tc_raft(&tc, 1), &up);
+    tc_flush(&tc);
+    bool failed = false;
+    CHECK_EQ_U(reads_of(&tc, 2, 12, &failed, NULL), 1);
+    CHECK(failed);
+    tc_free(&tc);
+}
+
 static void test_readindex_forwarded_by_follower(void)
 {
     struct tc tc;
@@ -154,6 +175,7 @@ int main(void)
     RUN(test_readindex_waits_for_own_term_commit);
     RUN(test_readindex_fails_on_leadership_loss);
     RUN(test_readindex_forwarded_by_follower);
+    RUN(test_readindex_forwarded_read_fails_when_leader_steps_down);
     RUN(test_readindex_refused_without_known_leader);
     return check_report();
 }
