@@ -35,6 +35,7 @@ CLIENT_TIMEOUT = 3.0  # longer than any pause, so a paused node's late answers a
 WRITABLE_BOUND = 15.0  # seconds from healing to the first accepted write
 CONVERGE_BOUND = 20.0  # seconds from healing to identical files/ on every node
 ROUND_SECONDS = 60  # torture runs rounds of this length, each checked on its own
+STALE_READS = False  # --stale-reads: GET ?stale=true, to show the checker catches them
 
 
 def log(*args):
@@ -215,6 +216,8 @@ def do_op(target, hist, stats, rng, cid, key, nid, seq, tag):
     else:
         kind, method, value = lc.READ, "GET", lc.ABSENT
     h = hist.invoke(key, kind, value, client=cid)
+    if method == "GET" and STALE_READS:
+        path += "?stale=true"
     try:
         st, body = request(target.http(nid), method, path, value)
     except ConnectionRefusedError:
@@ -547,7 +550,11 @@ def main(argv):
     ap.add_argument("--clients", type=int, default=5)
     ap.add_argument("--keys", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
+    ap.add_argument("--stale-reads", action="store_true",
+                    help="clients read with ?stale=true (not linearizable: should FAIL)")
     args = ap.parse_args(argv[1:])
+    global STALE_READS
+    STALE_READS = args.stale_reads
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     total = args.minutes * 60 if args.minutes else args.seconds
     log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s" % (
