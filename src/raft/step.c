@@ -145,5 +145,8 @@ void raft_check_invariants(const struct raft *r)
         ASSERT(r->n_reads == 0);
     }
     if (r->role == RAFT_CANDIDATE) ASSERT(r->vote == r->cfg.id);
-    if (r->role == RAFT_CANDIDATE || r->role == RAFT_PRECANDIDATE) ASSERT(r->leader == 0);
+    if (r->role == RAFT_CANDIDATE || r->role == RAFT_PRECANDIDATE) {
+        ASSERT(r->leader == 0);
+        ASSERT(raft_promotable(r)); /* learners and known-removed nodes never campaign */
+    }
 }

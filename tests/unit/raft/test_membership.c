@@ -172,6 +172,32 @@ static void test_change_refused_on_follower(void)
     tc_free(&tc);
 }
 
+static void test_add_member_refuses_bad_members(void)
+{
+    struct tc tc;
+    tc_init(&tc, 1);
+    tc_cluster(&tc, 1);
+    struct raft *r = tc_raft(&tc, 1);
+    struct raft_member m = member(0);
+    CHECK_EQ_U(raft_add_member(r, &m, NULL), ERR_INVALID);
+    CHECK_EQ_U(raft_add_member(r, NULL, NULL), ERR_INVALID);
+    m = member(2);
+    m.info_len = RAFT_MEMBER_INFO_MAX + 1;
+    CHECK_EQ_U(raft_add_member(r, &m, NULL), ERR_INVALID);
+    m = member(1);
+    CHECK_EQ_U(raft_add_member(r, &m, NULL), ERR_EXISTS);
+    /* Fill the configuration (learners that never answer, so never promoted). */
+    for (raft_id id = 2; id <= RAFT_MAX_NODES; id++) {
+        m = member(id);
+        CHECK_EQ_U(raft_add_member(r, &m, NULL), 0);
+        tc_flush(&tc);
+    }
+    CHECK_EQ_U(raft_configuration(r)->n, RAFT_MAX_NODES);
+    m = member(RAFT_MAX_NODES + 1);
+    CHECK_EQ_U(raft_add_member(r, &m, NULL), ERR_INVALID);
+    tc_free(&tc);
+}
+
 static void test_last_voter_cannot_be_removed(void)
 {
     struct tc tc;
@@ -276,6 +302,7 @@ int main(void)
     RUN(test_one_config_change_at_a_time);
     RUN(test_config_change_refused_before_own_term_commit);
     RUN(test_change_refused_on_follower);
+    RUN(test_add_member_refuses_bad_members);
     RUN(test_last_voter_cannot_be_removed);
     RUN(test_removed_follower_stops_campaigning);
     RUN(test_removed_leader_steps_down_after_commit);
