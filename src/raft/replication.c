@@ -141,6 +141,8 @@ static bool raft_send_append(struct raft *r, struct raft_progress *pr)
     raft_append_msg_init(r, &m, pr->id, pr->next - 1);
     uint32_t k = raft_append_load(r, &m, pr->next);
     if (r->failed) {
+        for (uint32_t i = 0; i < m.n_entries; i++)
+            raft_blob_unref(m.entries[i].data);
         free(m.entries);
         return false;
     }

@@ -47,6 +47,7 @@ struct tnode {
     struct raft_read_state reads[TC_READS_MAX];
     size_t n_reads;
     int fetch_calls;
+    raft_index fail_fetch_from; /* non-zero: fetching this index or later fails */
 };
 
 struct tc {
@@ -92,6 +93,7 @@ static inline int tc_fetch_cb(void *ctx, raft_index index, struct raft_blob **ou
 {
     struct tnode *t = ctx;
     t->fetch_calls++;
+    if (t->fail_fetch_from && index >= t->fail_fetch_from) return ERR_IO;
     if (index == 0 || index > t->n_log) return ERR_NOTFOUND;
     *out = raft_blob_ref(t->log[index - 1].data);
     return 0;

@@ -477,6 +477,31 @@ static void test_fetch_of_evicted_payloads(void)
     tc_free(&tc);
 }
 
+static void test_fetch_failure_while_replicating_fails_the_core(void)
+{
+    struct tc tc;
+    tc_init(&tc, 2);
+    for (int i = 0; i < 2; i++)
+        tc.n[i].cfg.cache_bytes_max = 0;
+    tc_cluster(&tc, 1);
+    raft_index idx = 0;
+    for (int i = 0; i < 4; i++)
+        tc_propose(&tc, 1, "payload", &idx);
+    tc_flush(&tc);
+    tc_node(&tc, 1)->fail_fetch_from = idx; /* the disk fails under the last entry */
+    struct raft_member m;
+    memset(&m, 0, sizeof m);
+    m.id = 2;
+    CHECK_EQ_U(raft_add_member(tc_raft(&tc, 1), &m, NULL), 0);
+    for (int i = 0; i < 10 && !raft_failed(tc_raft(&tc, 1)); i++) {
+        tc_tick(&tc, 1, 1);
+        tc_flush(&tc);
+    }
+    CHECK(raft_failed(tc_raft(&tc, 1)));
+    CHECK(tc_status(&tc, 1).failed);
+    tc_free(&tc);
+}
+
 static void test_restart_refetches_payloads_to_apply(void)
 {
     struct tc tc;
@@ -599,6 +624,7 @@ int main(void)
     RUN(test_probe_mode_sends_one_append_until_answered);
     RUN(test_batching_limits_entries_and_bytes);
     RUN(test_fetch_of_evicted_payloads);
+    RUN(test_fetch_failure_while_replicating_fails_the_core);
     RUN(test_restart_refetches_payloads_to_apply);
     RUN(test_fetch_failure_puts_core_in_failed_state);
     RUN(test_propose_refused_on_follower_with_leader_hint);
