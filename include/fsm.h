@@ -60,7 +60,7 @@
 /* More empty spares kept by name only (no fd): a deleted inode is kept rather than unlinked,
  * since on these VMs creating an inode soon after many unlinks is what costs most. */
 #define FSM_RESERVE_MAX 4096
-/* Spare inodes kept ready by default (open pool + empty reserve), created at idle priority:
+/* Spare inodes kept ready by default (open pool + empty reserve), created at low priority:
  * a burst of up to this many new paths pays a rename, not an inode creation (TESTBED.md: a
  * create costs ~50x a rename on these disks). */
 #define FSM_SPARE_TARGET 1024
@@ -137,7 +137,7 @@ struct fsm; /* opaque */
 struct fsm_options {
     /* A thread pre-creates spare inodes whenever fewer than this many are pooled, so a new
      * path rarely pays for an inode on the apply path (0: no thread; at most FSM_SPARES_MAX +
-     * FSM_RESERVE_MAX). The thread runs at SCHED_IDLE: it never competes with the apply path. */
+     * FSM_RESERVE_MAX). The thread runs at nice 19, so it yields to the apply path. */
     unsigned spare_target;
     /* A thread checkpoints this often when something was applied (0: no thread; checkpoints
      * happen only through fsm_checkpoint). */

@@ -8,7 +8,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/openat2.h>
-#include <sched.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,10 +259,10 @@ static void files_chore_run(struct fsm_files *ff, const struct fsm_chore *c)
 static void *files_creator_main(void *arg)
 {
     struct fsm_files *ff = arg;
-    /* Idle priority: spares are made from CPU nobody else wants, never at the expense of the
-     * loop; when the pool runs dry under load, the apply path creates its own inode. */
-    struct sched_param sp = {.sched_priority = 0};
-    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+    /* Lowest nice: spares are made mostly from CPU nobody else wants, not at the expense of the
+     * loop (when the pool runs dry under load, the apply path creates its own inode). Not
+     * SCHED_IDLE: a saturated machine would starve the thread completely. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 19) != 0)
         LOG_DEBUG("fsm: spare-inode thread keeps normal priority");
     pthread_mutex_lock(&ff->lock);
     while (!ff->stop) {
