@@ -37,6 +37,8 @@ struct config {
     unsigned restart_backoff_min_ms;  /* "restart_backoff_ms": [100, 5000] by default */
     unsigned restart_backoff_max_ms;
     unsigned restart_reset_ms;      /* "restart_reset_ms", default 30000 */
+    unsigned spare_inodes;          /* "spare_inodes", default 1024: empty inodes each node
+                                       keeps ready for new paths (0..4160) */
 };
 
 /* Loads and validates path. On error returns ERR_INVALID (or ERR_NOTFOUND/ERR_IO for the

@@ -199,9 +199,10 @@ static int node_open_io(struct node *n, char *err, size_t err_len)
 {
     char raft_dir[4300];
     snprintf(raft_dir, sizeof raft_dir, "%s/raft", n->node_dir);
+    struct fsm_options fo = {.spare_target = n->cfg.spare_inodes, .checkpoint_interval_ms = 1000};
     int rv = store_open(raft_dir, &n->store, err, err_len);
     if (rv == 0)
-        rv = fsm_open(store_env(n->store), n->node_dir, &n->fsm, err, err_len);
+        rv = fsm_open_opts(store_env(n->store), n->node_dir, &fo, &n->fsm, err, err_len);
     if (rv == 0)
         n->applied = fsm_applied(n->fsm);
     return rv;

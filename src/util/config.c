@@ -175,6 +175,7 @@ static void config_defaults(struct config *c)
     c->restart_backoff_min_ms = 100;
     c->restart_backoff_max_ms = 5000;
     c->restart_reset_ms = 30000;
+    c->spare_inodes = 1024;
 }
 
 static int config_parse_nodes(json_t *nodes, struct config *c, char *err, size_t err_len)
@@ -217,6 +218,8 @@ static int config_parse_key(const char *key, json_t *v, struct config *c, char *
     } else if (!strcmp(key, "restart_backoff_ms")) {
         return config_get_range(v, key, 1, 3600000, &c->restart_backoff_min_ms,
                                 &c->restart_backoff_max_ms, err, err_len);
+    } else if (!strcmp(key, "spare_inodes")) {
+        return config_get_uint(v, key, 0, 4160, &c->spare_inodes, err, err_len);
     } else if (!strcmp(key, "restart_reset_ms")) {
         return config_get_uint(v, key, 1, 86400000, &c->restart_reset_ms, err, err_len);
     } else if (!strcmp(key, "max_body_bytes")) {

@@ -128,7 +128,8 @@ class Cluster:
         ports = free_ports(2 * n)
         self.nodes = [{"id": "node%d" % (i + 1), "raft": "127.0.0.1:%d" % ports[2 * i],
                        "http": "127.0.0.1:%d" % ports[2 * i + 1]} for i in range(n)]
-        conf = {"cluster": name, "data_dir": self.data, "nodes": self.nodes}
+        # A small spare-inode pool: each test cluster would otherwise create 3 x 1,024 inodes.
+        conf = {"cluster": name, "data_dir": self.data, "nodes": self.nodes, "spare_inodes": 32}
         conf.update(extra or {})
         self.config = os.path.join(self.dir, "cluster.json")
         with open(self.config, "w") as f:

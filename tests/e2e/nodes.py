@@ -74,7 +74,8 @@ class Cluster:
             self.nodes.append({"id": "node%d" % (i + 1),
                                "raft": "127.0.0.1:%d" % ports[2 * i],
                                "http": "127.0.0.1:%d" % ports[2 * i + 1]})
-        conf = {"cluster": name, "data_dir": os.path.join(self.dir, "data"), "nodes": self.nodes}
+        conf = {"cluster": name, "data_dir": os.path.join(self.dir, "data"), "nodes": self.nodes,
+                "spare_inodes": 32}  # each test cluster would otherwise create 3 x 1,024 inodes
         conf.update(extra or {})
         self.config = os.path.join(self.dir, "cluster.json")
         with open(self.config, "w") as f:

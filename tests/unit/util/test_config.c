@@ -32,6 +32,7 @@ static void test_config_good_loads_with_defaults(void)
     CHECK_EQ_U(c.election_timeout_min_ms, 150);
     CHECK_EQ_U(c.election_timeout_max_ms, 300);
     CHECK_EQ_U(c.max_body_bytes, 64ull << 20);
+    CHECK_EQ_U(c.spare_inodes, 1024);
     CHECK(config_find(&c, "node1") == &c.nodes[0]);
     CHECK(config_find(&c, "nodeX") == NULL);
 }
