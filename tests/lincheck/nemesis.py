@@ -425,7 +425,7 @@ def wait_files_identical(target):
         first = snaps[target.ids[0]]
         diff = [nid for nid in target.ids if snaps[nid] != first]
         if not diff:
-            return len(first)
+            return first
         if time.monotonic() > end:
             lines = []
             for nid in diff:
@@ -462,8 +462,13 @@ def check_round(target, hist, keys, stats, events, artifacts):
     problems = []
     finals = final_reads(target, hist, keys)
     hist.close()
-    nfiles = wait_files_identical(target)
-    log("files/ identical on every node (%d files)" % nfiles)
+    files = wait_files_identical(target)
+    log("files/ identical on every node (%d files)" % len(files))
+    for key, per_node in finals.items():
+        v = per_node[target.ids[0]]
+        if files.get(key, lc.ABSENT) != v:
+            problems.append("%s: files/ holds %r but GET answered %r" % (
+                key, files.get(key, "<absent>"), v))
     t0 = time.monotonic()
     results = lc.check_history(hist)
     for key, r in results.items():
