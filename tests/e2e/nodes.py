@@ -9,42 +9,28 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import wait_until as harness_wait_until  # noqa: E402
 
 BUILD = os.environ.get("RAFTFS_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 
 
-def free_ports(count):
-    """Ports that were free a moment ago, never the demo's 8001-8003/9001-9003."""
-    ports, socks = [], []
-    while len(ports) < count:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        if p not in (8001, 8002, 8003, 9001, 9002, 9003) and p not in ports:
-            ports.append(p)
-        socks.append(s)
-    for s in socks:
-        s.close()
-    return ports
+from harness import free_ports  # noqa: E402  (shared with the raftsup tests)
 
 
 def wait_until(pred, timeout, what, interval=0.05):
-    """Polls pred() until it returns a truthy value or timeout seconds pass."""
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
+    """harness.wait_until, also tolerating HTTP protocol errors while a node starts."""
+    def guarded():
         try:
-            last = pred()
-            if last:
-                return last
-        except (OSError, http.client.HTTPException, ValueError):
-            pass
-        time.sleep(interval)
-    raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+            return pred()
+        except http.client.HTTPException:
+            return None
+    return harness_wait_until(guarded, timeout, what, interval)
 
 
 def request(addr, method, path, body=None, headers=None, timeout=5.0):

@@ -24,13 +24,13 @@ def check(cond, msg):
 
 
 def files_in(c, i):
-    root = os.path.join(c.node_dir(i), "files")
+    """{relative path: bytes} of node i's files/."""
     out = {}
+    root = os.path.join(c.node_dir(i), "files")
     for d, _, names in os.walk(root):
         for name in names:
-            p = os.path.join(d, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
+            with open(os.path.join(d, name), "rb") as f:
+                out[os.path.relpath(os.path.join(d, name), root)] = f.read()
     return out
 
 
