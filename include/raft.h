@@ -170,6 +170,10 @@ struct raft_boot {
     raft_term term;
     raft_id vote;
     raft_index commit;         /* a lower bound; may be 0 */
+    /* The caller already applied every entry <= applied (0: none or unknown); they are not
+     * handed out in ready.committed again. Applied entries were committed, so the commit
+     * index starts at least here. ERR_CORRUPT when beyond the last entry. */
+    raft_index applied;
     raft_index snapshot_index; /* 0 until snapshots exist; entries start after it */
     raft_term snapshot_term;
     /* The whole durable log after snapshot_index, in index order. NORMAL entries may have

@@ -94,6 +94,8 @@ static int node_open_raft(struct node *n, bool bootstrap, char *err, size_t err_
     }
     struct raft_config rc;
     node_raft_config(n, &rc);
+    /* Entries the file store already applied are not handed out (and fetched) again. */
+    boot.applied = fsm_applied(n->fsm);
     rv = raft_new(&rc, &boot, &n->raft);
     store_boot_free(&boot);
     if (rv) {

@@ -84,9 +84,11 @@ static int raft_load_boot(struct raft *r, const struct raft_boot *b)
     raft_index last = raft_log_last(&r->log);
     r->stable = last;
     r->persist_from = last + 1;
+    if (b->applied > last) return ERR_CORRUPT; /* applied entries are always durable first */
     r->commit = b->commit < last ? b->commit : last;
+    if (r->commit < b->applied) r->commit = b->applied;
     if (r->commit < b->snapshot_index) r->commit = b->snapshot_index;
-    r->applied = b->snapshot_index;
+    r->applied = b->applied > b->snapshot_index ? b->applied : b->snapshot_index;
     r->log.evict_next = b->snapshot_index + 1;
     return 0;
 }

@@ -540,6 +540,43 @@ static void test_restart_refetches_payloads_to_apply(void)
     tc_free(&tc);
 }
 
+/* A restart with the caller's applied index hands out only what was not applied yet, and
+ * an applied index beyond the durable log is refused as corrupt. */
+static void test_restart_skips_entries_already_applied(void)
+{
+    struct tc tc;
+    tc_init(&tc, 1);
+    tc_cluster(&tc, 1);
+    raft_index i1 = 0, i2 = 0;
+    tc_propose(&tc, 1, "one", &i1);
+    tc_propose(&tc, 1, "two", &i2);
+    tc_flush(&tc);
+    tc_stop(&tc, 1);
+    struct tnode *t = tc_node(&tc, 1);
+    struct raft_boot boot;
+    memset(&boot, 0, sizeof boot);
+    boot.term = t->term;
+    boot.vote = t->vote;
+    boot.entries = t->log;
+    boot.n_entries = t->n_log;
+    boot.applied = t->n_log + 1;
+    CHECK_EQ_U(raft_new(&t->cfg, &boot, &t->r), ERR_CORRUPT);
+    boot.applied = i1; /* commit is 0 on disk: applied alone proves i1 committed */
+    CHECK_EQ_U(raft_new(&t->cfg, &boot, &t->r), 0);
+    t->down = false;
+    t->applied = i1;
+    struct raft_status st;
+    raft_status(t->r, &st);
+    CHECK_EQ_U(st.commit_index, i1);
+    CHECK_EQ_U(st.applied_index, i1);
+    struct raft_ready rd;
+    raft_ready(t->r, &rd);
+    for (size_t k = 0; k < rd.n_committed; k++)
+        CHECK(rd.committed[k].index > i1);
+    raft_advance(t->r, &rd);
+    tc_free(&tc);
+}
+
 static void test_fetch_failure_puts_core_in_failed_state(void)
 {
     struct tc tc;
@@ -626,6 +663,7 @@ int main(void)
     RUN(test_fetch_of_evicted_payloads);
     RUN(test_fetch_failure_while_replicating_fails_the_core);
     RUN(test_restart_refetches_payloads_to_apply);
+    RUN(test_restart_skips_entries_already_applied);
     RUN(test_fetch_failure_puts_core_in_failed_state);
     RUN(test_propose_refused_on_follower_with_leader_hint);
     RUN(test_entries_replicate_and_apply_everywhere);
