@@ -28,8 +28,8 @@ static json_t *api_file_json(const char *path, uint64_t size, const uint8_t sha[
 {
     char hex[65];
     api_hex(sha, 32, hex);
-    return json_pack("{s:s, s:I, s:s, s:I}", "path", path, "size", (json_int_t)size, "sha256",
-                     hex, "index", (json_int_t)index);
+    return json_pack("{s:s, s:I, s:s, s:I}", "path", path, "size", (json_int_t)size, "sha256", hex,
+                     "index", (json_int_t)index);
 }
 
 static struct http_req *api_take_req(struct node_op *op)
@@ -61,8 +61,8 @@ void node_api_complete(struct node *n, struct node_op *op, const struct fsm_resu
         break;
     case OP_JOIN:
     case OP_REMOVE:
-        http_reply_json(req, 200, json_pack("{s:s, s:I}", "result", "ok", "index",
-                                            (json_int_t)op->index));
+        http_reply_json(req, 200,
+                        json_pack("{s:s, s:I}", "result", "ok", "index", (json_int_t)op->index));
         break;
     default:
         http_reply_error(req, 500, "internal", "unexpected operation");
@@ -148,20 +148,17 @@ int node_member_from_blob(const struct raft_blob *b, struct raft_member *m)
 {
     char text[RAFT_MEMBER_INFO_MAX + 1], id[CONFIG_ID_MAX], raft[CONFIG_ADDR_MAX],
         http[CONFIG_ADDR_MAX];
-    if (!b || b->len == 0 || b->len > RAFT_MEMBER_INFO_MAX)
-        return ERR_INVALID;
+    if (!b || b->len == 0 || b->len > RAFT_MEMBER_INFO_MAX) return ERR_INVALID;
     memcpy(text, b->data, b->len);
     text[b->len] = '\0';
-    if (sscanf(text, "%63s %127s %127s", id, raft, http) != 3)
-        return ERR_INVALID;
+    if (sscanf(text, "%63s %127s %127s", id, raft, http) != 3) return ERR_INVALID;
     return node_member_info(id, raft, http, m);
 }
 
 struct raft_blob *node_remove_payload(raft_id id)
 {
     struct raft_blob *b = raft_blob_new(8);
-    if (!b)
-        return NULL;
+    if (!b) return NULL;
     for (int i = 0; i < 8; i++)
         b->data[i] = (uint8_t)(id >> (56 - 8 * i));
     return b;
@@ -179,8 +176,7 @@ int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payl
     if (op_code == CODEC_FWD_JOIN) {
         struct raft_member m;
         rv = node_member_from_blob(payload, &m);
-        if (rv == 0)
-            rv = raft_add_member(n->raft, &m, index);
+        if (rv == 0) rv = raft_add_member(n->raft, &m, index);
     } else if (op_code == CODEC_FWD_REMOVE && payload && payload->len == 8) {
         raft_id id = 0;
         for (int i = 0; i < 8; i++)
@@ -197,8 +193,7 @@ static struct node_op *api_op(struct node *n, enum node_op_kind kind, struct htt
                               ev_tstamp timeout_s)
 {
     struct node_op *op = node_op_new(n, kind, req, timeout_s);
-    if (!op)
-        http_reply_error(req, 503, "no_memory", "out of memory");
+    if (!op) http_reply_error(req, 503, "no_memory", "out of memory");
     return op;
 }
 
@@ -225,16 +220,15 @@ static void api_del(void *ctx, struct http_req *req, const char *path)
     struct node *n = ctx;
     uint8_t req_id[16];
     struct raft_blob *cmd = NULL;
-    if (fsm_req_id_new(req_id) ||
-        fsm_cmd_delete(req_id, path, strlen(path), &cmd)) {
+    if (fsm_req_id_new(req_id) || fsm_cmd_delete(req_id, path, strlen(path), &cmd)) {
         http_reply_error(req, 503, "no_memory", "cannot build the command");
         return;
     }
     api_write(n, OP_DELETE, req, path, cmd);
 }
 
-static void api_read(struct node *n, struct http_req *req, enum node_op_kind kind,
-                     const char *path, bool stale)
+static void api_read(struct node *n, struct http_req *req, enum node_op_kind kind, const char *path,
+                     bool stale)
 {
     if (stale) {
         n->m.reads_stale++;
@@ -245,8 +239,7 @@ static void api_read(struct node *n, struct http_req *req, enum node_op_kind kin
         return;
     }
     struct node_op *op = api_op(n, kind, req, NODE_READ_TIMEOUT_S);
-    if (!op)
-        return;
+    if (!op) return;
     snprintf(op->path, sizeof op->path, "%s", path);
     node_op_dispatch(n, op);
 }
@@ -274,8 +267,7 @@ static void api_join(void *ctx, struct http_req *req, const char *id, const char
     struct raft_blob *b = raft_blob_new(m.info_len);
     struct node_op *op = b ? api_op(n, OP_JOIN, req, NODE_WRITE_TIMEOUT_S) : NULL;
     if (!op) {
-        if (!b)
-            http_reply_error(req, 503, "no_memory", "out of memory");
+        if (!b) http_reply_error(req, 503, "no_memory", "out of memory");
         raft_blob_unref(b);
         return;
     }
@@ -289,8 +281,7 @@ static void api_remove(void *ctx, struct http_req *req, const char *id)
 {
     struct node *n = ctx;
     struct node_op *op = api_op(n, OP_REMOVE, req, NODE_WRITE_TIMEOUT_S);
-    if (!op)
-        return;
+    if (!op) return;
     op->target = config_raft_id(id);
     LOG_INFO("removal requested: %s", id);
     node_op_dispatch(n, op);
@@ -306,10 +297,8 @@ static void api_transfer(void *ctx, struct http_req *req, const char *id)
 
 static const char *api_state(const struct raft_status *st)
 {
-    if (st->role == RAFT_LEADER)
-        return "leader";
-    if (st->role == RAFT_CANDIDATE || st->role == RAFT_PRECANDIDATE)
-        return "candidate";
+    if (st->role == RAFT_LEADER) return "leader";
+    if (st->role == RAFT_CANDIDATE || st->role == RAFT_PRECANDIDATE) return "candidate";
     return st->member && !st->voter ? "learner" : "follower";
 }
 
@@ -319,11 +308,10 @@ static json_t *api_members(struct node *n)
     json_t *arr = json_array();
     for (uint32_t i = 0; arr && i < c->n; i++) {
         char id[CONFIG_ID_MAX], raft[CONFIG_ADDR_MAX], http[CONFIG_ADDR_MAX];
-        if (node_member_parse(&c->members[i], id, sizeof id, raft, sizeof raft, http,
-                              sizeof http))
+        if (node_member_parse(&c->members[i], id, sizeof id, raft, sizeof raft, http, sizeof http))
             continue;
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b}", "id", id, "raft", raft,
-                                             "http", http, "voter", c->members[i].voter));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b}", "id", id, "raft", raft, "http",
+                                             http, "voter", c->members[i].voter));
     }
     return arr;
 }
@@ -337,11 +325,11 @@ static void api_status(void *ctx, struct http_req *req)
     char name[CONFIG_ID_MAX], http[CONFIG_ADDR_MAX];
     if (st.leader && node_member_http(n, st.leader, name, sizeof name, http, sizeof http))
         leader = json_pack("{s:s, s:s}", "id", name, "http", http);
-    json_t *body = json_pack("{s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:o}", "id", n->self->id,
-                             "state", api_state(&st), "term", (json_int_t)st.term, "leader",
-                             leader, "commit_index", (json_int_t)st.commit_index,
-                             "applied_index", (json_int_t)n->applied, "last_log_index",
-                             (json_int_t)st.last_index, "members", api_members(n));
+    json_t *body =
+        json_pack("{s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:o}", "id", n->self->id, "state",
+                  api_state(&st), "term", (json_int_t)st.term, "leader", leader, "commit_index",
+                  (json_int_t)st.commit_index, "applied_index", (json_int_t)n->applied,
+                  "last_log_index", (json_int_t)st.last_index, "members", api_members(n));
     http_reply_json(req, 200, body);
 }
 

@@ -30,11 +30,21 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "c:i:bh", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'i': id = optarg; break;
-        case 'b': bootstrap = true; break;
-        case 'h': main_usage(stdout); return 0;
-        default: main_usage(stderr); return 2;
+        case 'c':
+            config = optarg;
+            break;
+        case 'i':
+            id = optarg;
+            break;
+        case 'b':
+            bootstrap = true;
+            break;
+        case 'h':
+            main_usage(stdout);
+            return 0;
+        default:
+            main_usage(stderr);
+            return 2;
         }
     }
     if (!config || !id || optind != argc) {

@@ -14,13 +14,10 @@ int node_member_info(const char *id, const char *raft_addr, const char *http_add
 {
     struct config_addr a;
     memset(m, 0, sizeof *m);
-    if (config_parse_addr(raft_addr, &a) || config_parse_addr(http_addr, &a))
-        return ERR_INVALID;
-    if (strlen(id) == 0 || strlen(id) >= CONFIG_ID_MAX || strpbrk(id, " /\t\n"))
-        return ERR_INVALID;
+    if (config_parse_addr(raft_addr, &a) || config_parse_addr(http_addr, &a)) return ERR_INVALID;
+    if (strlen(id) == 0 || strlen(id) >= CONFIG_ID_MAX || strpbrk(id, " /\t\n")) return ERR_INVALID;
     int len = snprintf((char *)m->info, sizeof m->info, "%s %s %s", id, raft_addr, http_addr);
-    if (len < 0 || (size_t)len >= sizeof m->info)
-        return ERR_TOOBIG;
+    if (len < 0 || (size_t)len >= sizeof m->info) return ERR_TOOBIG;
     m->info_len = (uint16_t)len;
     m->id = config_raft_id(id);
     m->voter = false;
@@ -31,16 +28,14 @@ int node_member_parse(const struct raft_member *m, char *id, size_t id_len, char
                       size_t raft_len, char *http_addr, size_t http_len)
 {
     char buf[RAFT_MEMBER_INFO_MAX + 1];
-    if (m->info_len > RAFT_MEMBER_INFO_MAX)
-        return ERR_CORRUPT;
+    if (m->info_len > RAFT_MEMBER_INFO_MAX) return ERR_CORRUPT;
     memcpy(buf, m->info, m->info_len);
     buf[m->info_len] = '\0';
     char *save = NULL;
     const char *f1 = strtok_r(buf, " ", &save);
     const char *f2 = f1 ? strtok_r(NULL, " ", &save) : NULL;
     const char *f3 = f2 ? strtok_r(NULL, " ", &save) : NULL;
-    if (!f3)
-        return ERR_CORRUPT;
+    if (!f3) return ERR_CORRUPT;
     snprintf(id, id_len, "%s", f1);
     snprintf(raft_addr, raft_len, "%s", f2);
     snprintf(http_addr, http_len, "%s", f3);
@@ -52,12 +47,10 @@ bool node_member_http(struct node *n, raft_id id, char *name, size_t name_len, c
 {
     const struct raft_member *m = raft_configuration_find(raft_configuration(n->raft), id);
     char raft_addr[CONFIG_ADDR_MAX];
-    if (m && node_member_parse(m, name, name_len, raft_addr, sizeof raft_addr, http,
-                               http_len) == 0)
+    if (m && node_member_parse(m, name, name_len, raft_addr, sizeof raft_addr, http, http_len) == 0)
         return true;
     for (size_t i = 0; i < n->cfg.n_nodes; i++) {
-        if (config_raft_id(n->cfg.nodes[i].id) != id)
-            continue;
+        if (config_raft_id(n->cfg.nodes[i].id) != id) continue;
         snprintf(name, name_len, "%s", n->cfg.nodes[i].id);
         snprintf(http, http_len, "%s", n->cfg.nodes[i].http.text);
         return true;
@@ -68,10 +61,8 @@ bool node_member_http(struct node *n, raft_id id, char *name, size_t name_len, c
 bool node_accept_peer_cb(void *ctx, raft_id id, const char *name)
 {
     struct node *n = ctx;
-    if (id != config_raft_id(name))
-        return false; /* the id must be the one its name hashes to */
-    if (raft_configuration_find(raft_configuration(n->raft), id))
-        return true;
+    if (id != config_raft_id(name)) return false; /* the id must be the one its name hashes to */
+    if (raft_configuration_find(raft_configuration(n->raft), id)) return true;
     return config_find(&n->cfg, name) != NULL;
 }
 
@@ -82,8 +73,7 @@ void node_sync_peers(struct node *n)
 {
     struct raft_configuration *last = &n->peers_conf;
     const struct raft_configuration *c = raft_configuration(n->raft);
-    if (n->peers_conf_valid && memcmp(last, c, sizeof *last) == 0)
-        return;
+    if (n->peers_conf_valid && memcmp(last, c, sizeof *last) == 0) return;
     for (size_t i = 0; i < n->cfg.n_nodes; i++) {
         raft_id id = config_raft_id(n->cfg.nodes[i].id);
         if (id != n->id && !raft_configuration_find(c, id))
@@ -91,8 +81,7 @@ void node_sync_peers(struct node *n)
     }
     for (uint32_t i = 0; i < c->n; i++) {
         char id[CONFIG_ID_MAX], raft_addr[CONFIG_ADDR_MAX], http[CONFIG_ADDR_MAX];
-        if (c->members[i].id == n->id)
-            continue;
+        if (c->members[i].id == n->id) continue;
         if (node_member_parse(&c->members[i], id, sizeof id, raft_addr, sizeof raft_addr, http,
                               sizeof http)) {
             LOG_WARN("member %016llx has unreadable info", (unsigned long long)c->members[i].id);
@@ -108,8 +97,7 @@ void node_sync_peers(struct node *n)
                 for (size_t j = 0; j < n->cfg.n_nodes; j++)
                     if (config_raft_id(n->cfg.nodes[j].id) == id)
                         snprintf(name, sizeof name, "%s", n->cfg.nodes[j].id);
-                if (!name[0])
-                    transport_remove_peer(n->tr, id);
+                if (!name[0]) transport_remove_peer(n->tr, id);
             }
         }
     }

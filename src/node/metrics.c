@@ -39,8 +39,8 @@ static void metrics_printf(struct metrics_buf *b, const char *fmt, ...)
     }
 }
 
-static void metrics_one(struct metrics_buf *b, const char *name, const char *type,
-                        const char *help, unsigned long long value)
+static void metrics_one(struct metrics_buf *b, const char *name, const char *type, const char *help,
+                        unsigned long long value)
 {
     metrics_printf(b, "# HELP raftfs_%s %s\n# TYPE raftfs_%s %s\nraftfs_%s %llu\n", name, help,
                    name, type, name, value);
@@ -56,8 +56,7 @@ static void metrics_raft(struct node *n, struct metrics_buf *b)
     for (int r = RAFT_FOLLOWER; r <= RAFT_LEADER; r++)
         metrics_printf(b, "raftfs_state{state=\"%s\"} %d\n", raft_role_str((enum raft_role)r),
                        st.role == (enum raft_role)r);
-    metrics_one(b, "commit_index", "gauge", "Highest log index known committed.",
-                st.commit_index);
+    metrics_one(b, "commit_index", "gauge", "Highest log index known committed.", st.commit_index);
     metrics_one(b, "applied_index", "gauge", "Highest log index applied to files/.", n->applied);
     metrics_one(b, "last_log_index", "gauge", "Last index in the local log.", st.last_index);
     metrics_one(b, "proposals_total", "counter", "Entries proposed by this node as leader.",
@@ -72,8 +71,7 @@ static void metrics_raft(struct node *n, struct metrics_buf *b)
                 n->m.reads_linearizable);
     metrics_one(b, "reads_stale_total", "counter", "Reads served with ?stale=true.",
                 n->m.reads_stale);
-    metrics_one(b, "leader_changes_total", "counter", "Leader changes seen.",
-                n->m.leader_changes);
+    metrics_one(b, "leader_changes_total", "counter", "Leader changes seen.", n->m.leader_changes);
 }
 
 static void metrics_store(struct node *n, struct metrics_buf *b)

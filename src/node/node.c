@@ -31,8 +31,7 @@ static void node_trace_cb(void *ctx, const char *line)
 
 static int node_mkdir(const char *path, char *err, size_t err_len)
 {
-    if (mkdir(path, 0755) == 0 || errno == EEXIST)
-        return 0;
+    if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
     snprintf(err, err_len, "mkdir %s: %s", path, strerror(errno));
     return ERR_IO;
 }
@@ -70,12 +69,11 @@ static int node_bootstrap(struct node *n, char *err, size_t err_len)
     }
     struct raft_configuration conf;
     memset(&conf, 0, sizeof conf);
-    int rv = node_member_info(n->self->id, n->self->raft.text, n->self->http.text,
-                              &conf.members[0]);
+    int rv =
+        node_member_info(n->self->id, n->self->raft.text, n->self->http.text, &conf.members[0]);
     conf.members[0].voter = true;
     conf.n = 1;
-    if (rv == 0)
-        rv = raft_bootstrap(n->raft, &conf);
+    if (rv == 0) rv = raft_bootstrap(n->raft, &conf);
     if (rv)
         snprintf(err, err_len, "bootstrap: %s", err_str(rv));
     else
@@ -118,8 +116,7 @@ static void node_on_msg_cb(void *ctx, const struct raft_msg *m)
 {
     struct node *n = ctx;
     int rv = raft_step(n->raft, m);
-    if (rv)
-        LOG_DEBUG("dropped message type %u: %s", m->type, err_str(rv));
+    if (rv) LOG_DEBUG("dropped message type %u: %s", m->type, err_str(rv));
 }
 
 static const struct transport_ops node_transport_ops = {
@@ -150,8 +147,7 @@ static void node_ckpt_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct node *n = w->data;
     int rv = fsm_checkpoint(n->fsm);
-    if (rv)
-        LOG_WARN("file store checkpoint: %s", err_str(rv));
+    if (rv) LOG_WARN("file store checkpoint: %s", err_str(rv));
 }
 
 static void node_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -203,10 +199,8 @@ static int node_open_io(struct node *n, char *err, size_t err_len)
     snprintf(raft_dir, sizeof raft_dir, "%s/raft", n->node_dir);
     struct fsm_options fo = {.spare_target = n->cfg.spare_inodes, .checkpoint_interval_ms = 1000};
     int rv = store_open(raft_dir, &n->store, err, err_len);
-    if (rv == 0)
-        rv = fsm_open_opts(store_env(n->store), n->node_dir, &fo, &n->fsm, err, err_len);
-    if (rv == 0)
-        n->applied = fsm_applied(n->fsm);
+    if (rv == 0) rv = fsm_open_opts(store_env(n->store), n->node_dir, &fo, &n->fsm, err, err_len);
+    if (rv == 0) n->applied = fsm_applied(n->fsm);
     return rv;
 }
 
@@ -214,8 +208,7 @@ static int node_open_net(struct node *n, char *err, size_t err_len)
 {
     int rv = transport_new(n->loop, n->cfg.cluster, n->self->id, n->id, n->self->raft.text,
                            &node_transport_ops, n, &n->tr, err, err_len);
-    if (rv)
-        return rv;
+    if (rv) return rv;
     node_sync_peers(n);
     rv = store_writer_start(n->store, n->loop, node_persist_done_cb, n, &n->writer);
     if (rv) {
@@ -231,8 +224,7 @@ int node_init(struct node *n, const char *config_path, const char *id, bool boot
 {
     memset(n, 0, sizeof *n);
     int rv = config_load(config_path, &n->cfg, err, err_len);
-    if (rv)
-        return rv;
+    if (rv) return rv;
     n->self = config_find(&n->cfg, id);
     if (!n->self) {
         snprintf(err, err_len, "%s: no node with id \"%s\"", config_path, id);
@@ -241,14 +233,10 @@ int node_init(struct node *n, const char *config_path, const char *id, bool boot
     n->id = config_raft_id(id);
     n->loop = ev_default_loop(0);
     rv = node_open_dirs(n, err, err_len);
-    if (rv == 0)
-        rv = node_open_io(n, err, err_len);
-    if (rv == 0)
-        rv = node_open_raft(n, bootstrap, err, err_len);
-    if (rv == 0)
-        rv = node_open_net(n, err, err_len);
-    if (rv == 0)
-        node_start_watchers(n);
+    if (rv == 0) rv = node_open_io(n, err, err_len);
+    if (rv == 0) rv = node_open_raft(n, bootstrap, err, err_len);
+    if (rv == 0) rv = node_open_net(n, err, err_len);
+    if (rv == 0) node_start_watchers(n);
     return rv;
 }
 
@@ -273,24 +261,18 @@ int node_run(struct node *n)
 
 void node_close(struct node *n)
 {
-    if (n->http)
-        http_stop(n->http);
+    if (n->http) http_stop(n->http);
     /* Stopping the writer finishes the writes already handed to it: what the core was told
      * is being persisted reaches the disk before we exit. */
-    if (n->writer)
-        store_writer_stop(n->writer);
+    if (n->writer) store_writer_stop(n->writer);
     node_outq_free_all(n);
-    if (n->tr)
-        transport_free(n->tr);
-    if (n->raft)
-        raft_free(n->raft);
+    if (n->tr) transport_free(n->tr);
+    if (n->raft) raft_free(n->raft);
     if (n->fsm) {
         fsm_checkpoint(n->fsm);
         fsm_close(n->fsm);
     }
-    if (n->store)
-        store_close(n->store);
-    if (n->loop)
-        ev_loop_destroy(n->loop);
+    if (n->store) store_close(n->store);
+    if (n->loop) ev_loop_destroy(n->loop);
     memset(n, 0, sizeof *n);
 }

@@ -22,9 +22,9 @@ struct node_outq;
 
 /* Counters exported on /metrics. */
 struct node_metrics {
-    uint64_t proposals;         /* entries proposed on this node as leader */
-    uint64_t proposals_failed;  /* refused or lost proposals */
-    uint64_t forwarded;         /* client writes forwarded to the leader */
+    uint64_t proposals;        /* entries proposed on this node as leader */
+    uint64_t proposals_failed; /* refused or lost proposals */
+    uint64_t forwarded;        /* client writes forwarded to the leader */
     uint64_t applied_entries;
     uint64_t reads_linearizable;
     uint64_t reads_stale;
@@ -47,17 +47,17 @@ struct node {
     struct http_server *http;
 
     ev_timer tick_timer;
-    ev_timer op_timer;      /* deadlines and retries of client operations */
-    ev_timer ckpt_timer;    /* file store checkpoints */
-    ev_prepare prepare;     /* drains ready batches once per loop iteration */
+    ev_timer op_timer;   /* deadlines and retries of client operations */
+    ev_timer ckpt_timer; /* file store checkpoints */
+    ev_prepare prepare;  /* drains ready batches once per loop iteration */
     ev_signal sig_term, sig_int;
 
     struct node_outq *outq_head, *outq_tail; /* after-persist messages by write seq */
     uint64_t last_submitted_seq;
     uint64_t last_persisted_seq;
 
-    struct node_op *ops;    /* pending client operations (doubly linked) */
-    uint64_t next_op_id;    /* read ids and forward ids */
+    struct node_op *ops; /* pending client operations (doubly linked) */
+    uint64_t next_op_id; /* read ids and forward ids */
 
     struct raft_configuration peers_conf; /* the configuration the transport follows */
     bool peers_conf_valid;

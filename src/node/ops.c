@@ -30,14 +30,12 @@ struct node_op *node_op_new(struct node *n, enum node_op_kind kind, struct http_
                             ev_tstamp timeout_s)
 {
     struct node_op *op = calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
+    if (!op) return NULL;
     op->kind = kind;
     op->req = req;
     op->deadline = ev_now(n->loop) + timeout_s;
     op->next = n->ops;
-    if (n->ops)
-        n->ops->prev = op;
+    if (n->ops) n->ops->prev = op;
     n->ops = op;
     return op;
 }
@@ -48,8 +46,7 @@ void node_op_done(struct node *n, struct node_op *op)
         op->prev->next = op->next;
     else
         n->ops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
+    if (op->next) op->next->prev = op->prev;
     raft_blob_unref(op->cmd);
     free(op);
 }
@@ -64,8 +61,7 @@ const void *node_recent_result(struct node *n, raft_index index, raft_term term)
 {
     (void)n;
     const struct node_recent *r = &node_recent_ring[index % NODE_RECENT];
-    if (r->index != index || r->term != term)
-        return NULL;
+    if (r->index != index || r->term != term) return NULL;
     return &r->res;
 }
 
@@ -82,8 +78,7 @@ static void ops_wait_apply(struct node *n, struct node_op *op, raft_index index,
     op->state = OPS_WAIT_APPLY;
     op->index = index;
     op->term = term;
-    if (index > n->applied)
-        return;
+    if (index > n->applied) return;
     const struct fsm_result *res = node_recent_result(n, index, term);
     if (res)
         node_api_complete(n, op, res);
@@ -91,8 +86,7 @@ static void ops_wait_apply(struct node *n, struct node_op *op, raft_index index,
         node_op_dispatch(n, op); /* lost (overwritten) or too old to tell: retry, deduplicated */
 }
 
-static int ops_propose_local(struct node *n, struct node_op *op, raft_index *index,
-                             raft_term *term)
+static int ops_propose_local(struct node *n, struct node_op *op, raft_index *index, raft_term *term)
 {
     switch (op->kind) {
     case OP_PUT:
@@ -102,8 +96,7 @@ static int ops_propose_local(struct node *n, struct node_op *op, raft_index *ind
     case OP_JOIN: {
         struct raft_member m;
         int rv = node_member_from_blob(op->cmd, &m);
-        if (rv == 0)
-            rv = raft_add_member(n->raft, &m, index);
+        if (rv == 0) rv = raft_add_member(n->raft, &m, index);
         *term = n->term;
         return rv;
     }
@@ -163,11 +156,9 @@ static void ops_dispatch_write(struct node *n, struct node_op *op)
     n->m.forwarded++;
     uint8_t code = ops_fwd_code(op);
     struct raft_blob *payload = raft_blob_ref(op->cmd);
-    if (op->kind == OP_REMOVE)
-        payload = node_remove_payload(op->target);
+    if (op->kind == OP_REMOVE) payload = node_remove_payload(op->target);
     int rv = transport_send_fwd_req(n->tr, n->leader, op->id, code, payload);
-    if (rv)
-        LOG_DEBUG("forward to leader: %s (will retry)", err_str(rv));
+    if (rv) LOG_DEBUG("forward to leader: %s (will retry)", err_str(rv));
 }
 
 static void ops_dispatch_read(struct node *n, struct node_op *op)
@@ -207,8 +198,7 @@ void node_ops_on_applied(struct node *n, const struct raft_entry *e, const void 
     struct node_op *op = n->ops, *next;
     for (; op; op = next) {
         next = op->next;
-        if (op->state != OPS_WAIT_APPLY || op->index != e->index)
-            continue;
+        if (op->state != OPS_WAIT_APPLY || op->index != e->index) continue;
         if (op->term == e->term)
             node_api_complete(n, op, &r->res);
         else
@@ -219,8 +209,7 @@ void node_ops_on_applied(struct node *n, const struct raft_entry *e, const void 
 void node_ops_on_read_state(struct node *n, const struct raft_read_state *rs)
 {
     for (struct node_op *op = n->ops; op; op = op->next) {
-        if (op->state != OPS_WAIT_READ || op->id != rs->id)
-            continue;
+        if (op->state != OPS_WAIT_READ || op->id != rs->id) continue;
         if (rs->failed) {
             op->state = OPS_WAIT_LEADER;
             op->retry_at = ev_now(n->loop) + 0.02;
@@ -249,11 +238,10 @@ void node_ops_on_leader_change(struct node *n)
     struct node_op *op = n->ops, *next;
     for (; op; op = next) {
         next = op->next;
-        bool lost_fwd = (op->state == OPS_WAIT_FWD || op->state == OPS_WAIT_READ) &&
-                        op->fwd_to != n->leader;
+        bool lost_fwd =
+            (op->state == OPS_WAIT_FWD || op->state == OPS_WAIT_READ) && op->fwd_to != n->leader;
         if (op->state == OPS_WAIT_LEADER || lost_fwd)
-            if (n->leader)
-                node_op_dispatch(n, op);
+            if (n->leader) node_op_dispatch(n, op);
     }
 }
 
@@ -282,8 +270,7 @@ void node_ops_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         bool retry = (op->state == OPS_WAIT_FWD || op->state == OPS_WAIT_READ ||
                       op->state == OPS_WAIT_LEADER) &&
                      now >= op->retry_at && n->leader;
-        if (retry)
-            node_op_dispatch(n, op);
+        if (retry) node_op_dispatch(n, op);
     }
 }
 
@@ -312,8 +299,7 @@ void node_fwd_resp_cb(void *ctx, uint64_t fwd_id, int err, raft_index index, raf
     struct node *n = ctx;
     (void)leader_name;
     for (struct node_op *op = n->ops; op; op = op->next) {
-        if (op->state != OPS_WAIT_FWD || op->id != fwd_id)
-            continue;
+        if (op->state != OPS_WAIT_FWD || op->id != fwd_id) continue;
         if (err)
             ops_write_error(n, op, err);
         else

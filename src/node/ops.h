@@ -23,15 +23,15 @@ struct node_op {
     enum node_op_kind kind;
     enum node_op_state state;
     struct http_req *req;
-    struct raft_blob *cmd;     /* PUT/DELETE command, JOIN member info (kept for retries) */
-    raft_id target;            /* REMOVE: the member */
-    char path[4097];           /* GET path or LIST prefix */
-    uint64_t id;               /* current forward id or read id */
-    raft_id fwd_to;            /* the leader we forwarded to */
+    struct raft_blob *cmd; /* PUT/DELETE command, JOIN member info (kept for retries) */
+    raft_id target;        /* REMOVE: the member */
+    char path[4097];       /* GET path or LIST prefix */
+    uint64_t id;           /* current forward id or read id */
+    raft_id fwd_to;        /* the leader we forwarded to */
     raft_index index;
     raft_term term;
-    ev_tstamp deadline;        /* answer 503 after this */
-    ev_tstamp retry_at;        /* re-dispatch a forward / read after this */
+    ev_tstamp deadline; /* answer 503 after this */
+    ev_tstamp retry_at; /* re-dispatch a forward / read after this */
 };
 
 #define NODE_WRITE_TIMEOUT_S 5.0

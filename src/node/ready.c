@@ -34,13 +34,11 @@ static void ready_msgs_free(struct raft_msg *msgs, size_t n)
 static struct raft_msg *ready_msgs_copy(const struct raft_msg *src, size_t n)
 {
     struct raft_msg *dst = calloc(n, sizeof *dst);
-    if (!dst)
-        return NULL;
+    if (!dst) return NULL;
     for (size_t i = 0; i < n; i++) {
         dst[i] = src[i];
         dst[i].entries = NULL;
-        if (src[i].n_entries == 0)
-            continue;
+        if (src[i].n_entries == 0) continue;
         dst[i].entries = calloc(src[i].n_entries, sizeof *dst[i].entries);
         if (!dst[i].entries) {
             dst[i].n_entries = 0;
@@ -64,8 +62,7 @@ static void ready_send(struct node *n, const struct raft_msg *msgs, size_t count
     }
 }
 
-static void ready_outq_push(struct node *n, uint64_t seq, const struct raft_msg *msgs,
-                            size_t count)
+static void ready_outq_push(struct node *n, uint64_t seq, const struct raft_msg *msgs, size_t count)
 {
     struct node_outq *q = calloc(1, sizeof *q);
     struct raft_msg *copy = q ? ready_msgs_copy(msgs, count) : NULL;
@@ -109,8 +106,7 @@ static int ready_submit(struct node *n, const struct raft_ready *rd)
     job.truncate_from = rd->truncate_from;
     if (rd->n_entries) {
         job.entries = calloc(rd->n_entries, sizeof *job.entries);
-        if (!job.entries)
-            return ERR_NOMEM;
+        if (!job.entries) return ERR_NOMEM;
         for (size_t i = 0; i < rd->n_entries; i++) {
             job.entries[i] = rd->entries[i];
             raft_blob_ref(job.entries[i].data);
@@ -118,8 +114,7 @@ static int ready_submit(struct node *n, const struct raft_ready *rd)
         job.n_entries = rd->n_entries;
     }
     int rv = store_writer_submit(n->writer, &job);
-    if (rv)
-        return rv;
+    if (rv) return rv;
     ASSERT(rd->persist_seq > n->last_submitted_seq);
     n->last_submitted_seq = rd->persist_seq;
     n->m.persist_batches++;
@@ -156,22 +151,19 @@ static void ready_soft_state(struct node *n, const struct raft_ready *rd)
         n->term = rd->term;
         log_set_term(rd->term);
     }
-    if (!rd->soft_changed)
-        return;
+    if (!rd->soft_changed) return;
     bool leader_changed = rd->leader != n->leader;
     if (rd->role != n->role)
         LOG_INFO("role %s -> %s", raft_role_str(n->role), raft_role_str(rd->role));
     n->role = rd->role;
     if (leader_changed) {
         char name[CONFIG_ID_MAX] = "none", http[CONFIG_ADDR_MAX] = "";
-        if (rd->leader)
-            node_member_http(n, rd->leader, name, sizeof name, http, sizeof http);
+        if (rd->leader) node_member_http(n, rd->leader, name, sizeof name, http, sizeof http);
         LOG_INFO("leader is now %s", name);
         n->leader = rd->leader;
         n->m.leader_changes++;
     }
-    if (leader_changed || rd->role != RAFT_LEADER)
-        node_ops_on_leader_change(n);
+    if (leader_changed || rd->role != RAFT_LEADER) node_ops_on_leader_change(n);
 }
 
 /* One batch, in the order the core's contract requires (include/raft.h). */
@@ -208,8 +200,7 @@ void node_ready_drain(struct node *n)
      * loop, so a handful of rounds always suffices. */
     for (int round = 0; round < 16 && !n->stopping && raft_has_ready(n->raft); round++)
         ready_one(n);
-    if (raft_failed(n->raft))
-        node_fail(n, "the raft core entered its failed state");
+    if (raft_failed(n->raft)) node_fail(n, "the raft core entered its failed state");
     node_sync_peers(n);
     node_ops_after_apply(n);
 }
@@ -229,8 +220,7 @@ void node_persist_done_cb(void *ctx, uint64_t seq, int err)
     while (n->outq_head && n->outq_head->seq <= seq) {
         struct node_outq *q = n->outq_head;
         n->outq_head = q->next;
-        if (!n->outq_head)
-            n->outq_tail = NULL;
+        if (!n->outq_head) n->outq_tail = NULL;
         ready_send(n, q->msgs, q->n);
         ready_msgs_free(q->msgs, q->n);
         free(q);

@@ -9,7 +9,6 @@ static const char *const err_msgs[] = {
 
 const char *err_str(int code)
 {
-    if (code < 0 || code >= ERR__COUNT)
-        return "unknown error";
+    if (code < 0 || code >= ERR__COUNT) return "unknown error";
     return err_msgs[code];
 }

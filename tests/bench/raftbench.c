@@ -77,12 +77,12 @@ static void bench_issue(CURLM *multi, struct bench_conn *c)
     const char *server = bench_o.servers[c->index % bench_o.n_servers];
     c->is_get = bench_o.get_percent > 0 && (int)(rand() % 100) < bench_o.get_percent;
     if (bench_o.paths) /* every connection cycles through one shared set of paths */
-        snprintf(c->url, sizeof c->url, "http://%s/v1/files/bench/ow%llu", server,
-                 (unsigned long long)((c->seq + (uint64_t)c->index * 7919) %
-                                      (uint64_t)bench_o.paths));
+        snprintf(
+            c->url, sizeof c->url, "http://%s/v1/files/bench/ow%llu", server,
+            (unsigned long long)((c->seq + (uint64_t)c->index * 7919) % (uint64_t)bench_o.paths));
     else
-        snprintf(c->url, sizeof c->url, "http://%s/v1/files/bench/c%d/new%llu", server,
-                 c->index, (unsigned long long)c->seq);
+        snprintf(c->url, sizeof c->url, "http://%s/v1/files/bench/c%d/new%llu", server, c->index,
+                 (unsigned long long)c->seq);
     curl_easy_setopt(c->easy, CURLOPT_URL, c->url);
     if (c->is_get) {
         curl_easy_setopt(c->easy, CURLOPT_UPLOAD, 0L);
@@ -103,16 +103,14 @@ static void bench_record(struct bench_stats *st, struct bench_conn *c, CURLcode 
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
     bool ok = code == CURLE_OK && status >= 200 && status < 300;
     /* A GET of a path never written yet answers 404: count it as served. */
-    if (c->is_get && code == CURLE_OK && status == 404)
-        ok = true;
+    if (c->is_get && code == CURLE_OK && status == 404) ok = true;
     if (!ok) {
         st->errors++;
         return;
     }
     st->ok++;
     st->bytes += bench_o.size;
-    if (st->n < BENCH_MAX_SAMPLES)
-        st->lat_us[st->n++] = (bench_now() - c->started) * 1e6;
+    if (st->n < BENCH_MAX_SAMPLES) st->lat_us[st->n++] = (bench_now() - c->started) * 1e6;
 }
 
 static int bench_cmp(const void *a, const void *b)
@@ -123,8 +121,7 @@ static int bench_cmp(const void *a, const void *b)
 
 static double bench_pct(const double *v, size_t n, double p)
 {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     size_t i = (size_t)(p / 100.0 * (double)(n - 1));
     return v[i];
 }
@@ -144,12 +141,10 @@ static void *bench_fsync_main(void *arg)
     memset(buf, 'f', sizeof buf);
     snprintf(path, sizeof path, "%s/raftbench-fsync.%d", bench_o.fsync_dir, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-        return NULL;
+    if (fd < 0) return NULL;
     while (!f->stop && f->n < sizeof f->lat_us / sizeof f->lat_us[0]) {
         double t0 = bench_now();
-        if (pwrite(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf || fdatasync(fd) != 0)
-            break;
+        if (pwrite(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf || fdatasync(fd) != 0) break;
         f->lat_us[f->n++] = (bench_now() - t0) * 1e6;
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -170,18 +165,15 @@ static void bench_loop(CURLM *multi, struct bench_conn *conns, struct bench_stat
         CURLMsg *msg;
         int left;
         while ((msg = curl_multi_info_read(multi, &left))) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
+            if (msg->msg != CURLMSG_DONE) continue;
             struct bench_conn *c = NULL;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
             bench_record(st, c, msg->data.result);
             curl_multi_remove_handle(multi, c->easy);
-            if (bench_now() < end)
-                bench_issue(multi, c);
+            if (bench_now() < end) bench_issue(multi, c);
         }
         curl_multi_perform(multi, &running);
-        if (running)
-            curl_multi_poll(multi, NULL, 0, 100, NULL);
+        if (running) curl_multi_poll(multi, NULL, 0, 100, NULL);
     }
 }
 
@@ -215,27 +207,47 @@ static void bench_usage(void)
 
 static int bench_parse(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"server", required_argument, NULL, 'S'}, {"conns", required_argument, NULL, 'c'},
-        {"size", required_argument, NULL, 's'},   {"duration", required_argument, NULL, 'd'},
-        {"paths", required_argument, NULL, 'p'},  {"get", required_argument, NULL, 'g'},
-        {"fsync-dir", required_argument, NULL, 'f'}, {"json", no_argument, NULL, 'j'},
-        {NULL, 0, NULL, 0}};
-    bench_o = (struct bench_opts){.conns = 1, .size = 1024, .seconds = 10, .paths = 1024,
-                                  .fsync_dir = "."};
+    static const struct option opts[] = {{"server", required_argument, NULL, 'S'},
+                                         {"conns", required_argument, NULL, 'c'},
+                                         {"size", required_argument, NULL, 's'},
+                                         {"duration", required_argument, NULL, 'd'},
+                                         {"paths", required_argument, NULL, 'p'},
+                                         {"get", required_argument, NULL, 'g'},
+                                         {"fsync-dir", required_argument, NULL, 'f'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    bench_o = (struct bench_opts){
+        .conns = 1, .size = 1024, .seconds = 10, .paths = 1024, .fsync_dir = "."};
     int ch;
     char *servers = NULL;
     while ((ch = getopt_long(argc, argv, "S:c:s:d:p:g:f:j", opts, NULL)) != -1) {
         switch (ch) {
-        case 'S': servers = optarg; break;
-        case 'c': bench_o.conns = atoi(optarg); break;
-        case 's': bench_o.size = (size_t)atol(optarg); break;
-        case 'd': bench_o.seconds = atof(optarg); break;
-        case 'p': bench_o.paths = atoi(optarg); break;
-        case 'g': bench_o.get_percent = atoi(optarg); break;
-        case 'f': bench_o.fsync_dir = optarg; break;
-        case 'j': bench_o.json = true; break;
-        default: return 2;
+        case 'S':
+            servers = optarg;
+            break;
+        case 'c':
+            bench_o.conns = atoi(optarg);
+            break;
+        case 's':
+            bench_o.size = (size_t)atol(optarg);
+            break;
+        case 'd':
+            bench_o.seconds = atof(optarg);
+            break;
+        case 'p':
+            bench_o.paths = atoi(optarg);
+            break;
+        case 'g':
+            bench_o.get_percent = atoi(optarg);
+            break;
+        case 'f':
+            bench_o.fsync_dir = optarg;
+            break;
+        case 'j':
+            bench_o.json = true;
+            break;
+        default:
+            return 2;
         }
     }
     if (!servers || bench_o.conns < 1 || bench_o.conns > 1024 || bench_o.seconds <= 0 ||
@@ -257,8 +269,7 @@ int main(int argc, char **argv)
     struct bench_stats st = {.lat_us = malloc(BENCH_MAX_SAMPLES * sizeof(double))};
     struct bench_conn *conns = calloc((size_t)bench_o.conns, sizeof *conns);
     static struct bench_fsync fs;
-    if (!body || !st.lat_us || !conns)
-        return 1;
+    if (!body || !st.lat_us || !conns) return 1;
     for (size_t i = 0; i < bench_o.size; i++)
         body[i] = (uint8_t)('a' + i % 26);
     bench_body = body;
