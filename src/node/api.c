@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
 
 #include "err.h"
 #include "fsm.h"
@@ -12,6 +13,20 @@
 #include "node_api.h"
 #include "codec.h"
 #include "transport.h"
+
+/* A write is admitted only while this node's disk has room for its entry in the BDB log and
+ * payload.db, its file in files/ (3 x the command) plus a reserve for metadata, checkpoints
+ * and elections: a storage write that fails later is fatal to the node (the core assumes a
+ * handed-out write succeeds), so a full disk is refused here, before anything is proposed. */
+#define API_SPACE_RESERVE_BYTES (2u << 20)
+
+int node_api_space_check(const struct node *n, size_t cmd_len)
+{
+    struct statvfs sv;
+    if (statvfs(n->node_dir, &sv) != 0) return 0; /* cannot tell: let the write try */
+    uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    return avail >= API_SPACE_RESERVE_BYTES + 3 * (uint64_t)cmd_len ? 0 : ERR_NOSPACE;
+}
 
 static void api_hex(const uint8_t *in, size_t len, char *out)
 {
@@ -85,6 +100,11 @@ void node_api_fail_write(struct node *n, struct node_op *op, int err)
         break;
     case ERR_TOOBIG:
         http_reply_error(req, 413, "too_large", "too large");
+        break;
+    case ERR_NOSPACE:
+        http_reply_error(req, 507, "no_space",
+                         "not enough free disk space on this node or the leader; retry when "
+                         "space is freed");
         break;
     case ERR_BUSY:
         http_reply_error(req, 503, "busy",
@@ -170,6 +190,11 @@ int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payl
     int rv = ERR_INVALID;
     *term = n->term;
     if (op_code == CODEC_FWD_PROPOSE) {
+        rv = payload ? node_api_space_check(n, payload->len) : 0;
+        if (rv) {
+            raft_blob_unref(payload);
+            return rv;
+        }
         n->m.proposals++;
         return raft_propose(n->raft, payload, index, term);
     }
@@ -207,6 +232,11 @@ static void api_write(struct node *n, enum node_op_kind kind, struct http_req *r
     }
     op->cmd = cmd;
     snprintf(op->path, sizeof op->path, "%s", path);
+    int rv = node_api_space_check(n, cmd->len);
+    if (rv) {
+        node_api_fail_write(n, op, rv);
+        return;
+    }
     node_op_dispatch(n, op);
 }
 

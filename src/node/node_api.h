@@ -12,6 +12,9 @@ struct fsm_result;
 void node_api_complete(struct node *n, struct node_op *op, const struct fsm_result *res);
 /* Answers a write op the leader refused with err; finishes op. */
 void node_api_fail_write(struct node *n, struct node_op *op, int err);
+/* 0 when this node's disk has room for a write of a cmd_len-byte command, else ERR_NOSPACE
+ * (HTTP 507 no_space). */
+int node_api_space_check(const struct node *n, size_t cmd_len);
 /* Answers a read op from local state (its read index is applied); finishes op. */
 void node_api_serve_read(struct node *n, struct node_op *op);
 /* Leader side of a forwarded (or local) write: takes ownership of one payload reference. */
