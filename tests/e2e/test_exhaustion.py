@@ -41,6 +41,20 @@ class Env:
             raise Skip("cannot mount a tmpfs: %s" % (r.stderr.strip() or r.returncode))
         self.mounts.append(d)
 
+    def check_logs(self):
+        """No sanitizer report or assertion failure in any node's log (or the restart log)."""
+        logs = [os.path.join(self.c.node_dir(i), "node.log") for i in range(3)]
+        logs.append(os.path.join(self.c.dir, "restart-on-full-disk.log"))
+        for path in logs:
+            try:
+                with open(path, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "assertion"):
+                at = text.find(bad)
+                assert at < 0, "%s in %s:\n%s" % (bad, path, text[max(0, at - 300):at + 1500])
+
     def cleanup(self):
         for p in self.c.procs.values():
             if p.poll() is None:
@@ -247,7 +261,14 @@ def test_disk_full(track):
         # Its log goes outside the full tmpfs, where node.log cannot grow any more.
         full_log = os.path.join(env.c.dir, "restart-on-full-disk.log")
         logf = open(full_log, "ab")
-        q = subprocess.Popen(args, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        # Under ASan: BDB 5.3 leaks 296 bytes (its own __os_malloc) when recovery fails for
+        # lack of space, even though the store closes the environment handle; nothing else
+        # is suppressed.
+        supp = os.path.join(env.c.dir, "lsan-bdb.supp")
+        with open(supp, "w") as f:
+            f.write("leak:libdb-5.3.so\n")
+        q = subprocess.Popen(args, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                             env=dict(os.environ, LSAN_OPTIONS="suppressions=" + supp))
         logf.close()
         env.c.procs[follower] = q
         try:
@@ -279,6 +300,7 @@ def test_disk_full(track):
     check_all_read_back(env, {"after/whole": data})
     check_stores_agree(env)
     log("(d) %d acknowledged files read back from every node; files/ identical" % len(acked))
+    env.check_logs()
 
 
 # ---- 2. too many client connections --------------------------------------------------------
@@ -375,6 +397,7 @@ def test_connection_flood(track):
     assert env.c.procs[target].poll() is None
     st, data = get(addr, "conn/fresh")
     assert st == 200, st
+    env.check_logs()
 
 
 # ---- 3. oversized requests -----------------------------------------------------------------
@@ -433,6 +456,7 @@ def test_oversized(track):
     put_ok(env, (leader + 2) % 3, "big/after", b"fine")
     check_stores_agree(env)
     assert set(files_tree(env, 0)) == {"big/edge", "big/after"}, files_tree(env, 0)
+    env.check_logs()
 
 
 # ---- 4. slowloris --------------------------------------------------------------------------
@@ -489,6 +513,7 @@ def test_slowloris(track):
             s.close()
     st, _ = get(env.c.http(0), "slow/x")
     assert st == 404, st
+    env.check_logs()
 
 
 # ---- 5. garbage on the Raft port -----------------------------------------------------------
@@ -537,6 +562,7 @@ def test_raft_garbage(track):
     assert env.c.leader() is not None
     check_all_read_back(env, dict(list(acked.items())[-5:]))
     check_stores_agree(env)
+    env.check_logs()
 
 
 if __name__ == "__main__":
