@@ -10,8 +10,10 @@
  * ---- Crash convergence (why replay from fsm_applied() always ends in the committed state) ----
  * Two durable indexes exist:
  *  A (fsm_state.db "applied"): the BDB state (metadata + dedup) is exactly the state after entry
- *    A. Every NORMAL entry is one BDB transaction (meta, dedup and A together), committed with
- *    DB_TXN_NOSYNC: BDB may lose a suffix of those transactions, never a part of one.
+ *    A. The NORMAL entries of one fsm_apply_batch() beyond A are one BDB transaction (their
+ *    meta and dedup, and A = the last of them), committed with DB_TXN_NOSYNC: BDB may lose a
+ *    suffix of those transactions, never a part of one. fsm_applied() moves only after the
+ *    commit, so a checkpoint never covers a batch that could still abort.
  *  C (fsm_ckpt.db "checkpoint"): fsm_checkpoint() reads the applied index i, syncfs()es the
  *    file system, and only then writes C = i with a synchronous commit. So every file content
  *    produced by entries <= C is durable, and since the BDB log is sequential, A >= C.
@@ -163,6 +165,12 @@ void fsm_close(struct fsm *f);
  * disk; restarting replays it). Entries at or below the BDB-applied index are redone
  * idempotently (see the header comment) and report their original outcome. */
 int fsm_apply(struct fsm *f, const struct raft_entry *e, struct fsm_result *res);
+/* Applies es[0..n) (consecutive committed entries, as for fsm_apply) with their metadata in
+ * one BDB transaction, res[k] for es[k]: per entry the same outcomes as n fsm_apply calls,
+ * at one transaction's cost. On an error nothing of the batch reaches BDB (files/ may be
+ * ahead, as after a crash: the node must stop and replay). Keep n modest (<= 64): the
+ * transaction holds a lock per page it touches. */
+int fsm_apply_batch(struct fsm *f, const struct raft_entry *es, size_t n, struct fsm_result *res);
 
 /* The last applied index (after fsm_open: where replay starts). */
 raft_index fsm_applied(struct fsm *f);

@@ -234,29 +234,20 @@ static bool fsm_is_duplicate(const struct fsm_result *rec, raft_index i)
     return rec->index < i && rec->index + FSM_DEDUP_WINDOW >= i;
 }
 
-/* A NORMAL entry beyond A: one BDB transaction holding meta, dedup and applied = i. */
-static int fsm_apply_normal(struct fsm *f, raft_index i, const struct fsm_cmd *c, const char *path,
-                            struct fsm_result *res)
+/* A NORMAL entry beyond A, inside the batch's transaction (meta and dedup). */
+static int fsm_apply_normal(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
+                            const char *path, struct fsm_result *res)
 {
-    DB_TXN *txn = NULL;
-    int rv = fsm_db_begin(&f->db, &txn);
-    if (rv) return rv;
-    rv = fsm_db_dedup_get(&f->db, txn, c->req_id, res);
+    int rv = fsm_db_dedup_get(&f->db, txn, c->req_id, res);
     if (rv == 0 && fsm_is_duplicate(res, i)) {
         res->duplicate = true;
-    } else if (rv == 0 || rv == ERR_NOTFOUND) {
-        memset(res, 0, sizeof *res);
-        rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
-                                  : fsm_apply_delete(f, txn, i, c, path, res);
-        if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res);
+        return 0;
     }
-    if (rv == 0) rv = fsm_db_put_index(f->db.state, txn, "applied", i);
-    if (rv) {
-        fsm_db_abort(txn);
-        return rv;
-    }
-    rv = fsm_db_commit(txn, false);
-    if (rv == 0) f->bdb_applied = i;
+    if (rv && rv != ERR_NOTFOUND) return rv;
+    memset(res, 0, sizeof *res);
+    rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
+                              : fsm_apply_delete(f, txn, i, c, path, res);
+    if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res);
     return rv;
 }
 
@@ -282,29 +273,63 @@ static int fsm_apply_redo(struct fsm *f, raft_index i, const struct fsm_cmd *c, 
     return 0;
 }
 
-int fsm_apply(struct fsm *f, const struct raft_entry *e, struct fsm_result *res)
+/* One entry; NORMAL entries beyond A join *txn (begun on first use). */
+static int fsm_apply_one(struct fsm *f, DB_TXN **txn, const struct raft_entry *e,
+                         struct fsm_result *res)
 {
-    ASSERT(f && e && res);
     ASSERT(e->index > 0);
     memset(res, 0, sizeof *res);
     res->index = e->index;
+    if (e->type != RAFT_ENTRY_NORMAL) return 0;
+    struct fsm_cmd c;
+    const struct raft_blob *b = e->data;
+    int rv = b ? fsm_cmd_decode(b->data, b->len, &c) : ERR_CORRUPT;
+    if (rv) {
+        LOG_ERROR("fsm: entry %llu: undecodable command", (unsigned long long)e->index);
+        return rv;
+    }
+    char path[FSPATH_MAX + 1];
+    memcpy(path, c.path, c.path_len);
+    path[c.path_len] = '\0';
+    if (e->index <= f->bdb_applied) return fsm_apply_redo(f, e->index, &c, path, res);
+    if (!*txn && (rv = fsm_db_begin(&f->db, txn)) != 0) return rv;
+    return fsm_apply_normal(f, *txn, e->index, &c, path, res);
+}
+
+int fsm_apply_batch(struct fsm *f, const struct raft_entry *es, size_t n, struct fsm_result *res)
+{
+    ASSERT(f && (es || n == 0) && (res || n == 0));
+    DB_TXN *txn = NULL;
+    raft_index last_normal = 0;
     int rv = 0;
-    if (e->type == RAFT_ENTRY_NORMAL) {
-        struct fsm_cmd c;
-        const struct raft_blob *b = e->data;
-        rv = b ? fsm_cmd_decode(b->data, b->len, &c) : ERR_CORRUPT;
+    for (size_t k = 0; k < n && rv == 0; k++) {
+        ASSERT(k == 0 || es[k].index > es[k - 1].index);
+        rv = fsm_apply_one(f, &txn, &es[k], &res[k]);
+        if (rv == 0 && txn && es[k].type == RAFT_ENTRY_NORMAL) last_normal = es[k].index;
+    }
+    if (txn) {
+        /* A moves with the metadata of the whole batch, atomically; on any failure nothing
+         * of the batch reaches BDB (files/ may be ahead: the replay after the restart fixes
+         * it, exactly as after a crash). */
+        if (rv == 0) rv = fsm_db_put_index(f->db.state, txn, "applied", last_normal);
         if (rv) {
-            LOG_ERROR("fsm: entry %llu: undecodable command", (unsigned long long)e->index);
+            fsm_db_abort(txn);
             return rv;
         }
-        char path[FSPATH_MAX + 1];
-        memcpy(path, c.path, c.path_len);
-        path[c.path_len] = '\0';
-        rv = e->index <= f->bdb_applied ? fsm_apply_redo(f, e->index, &c, path, res)
-                                        : fsm_apply_normal(f, e->index, &c, path, res);
+        rv = fsm_db_commit(txn, false);
+        if (rv) return rv;
+        f->bdb_applied = last_normal;
     }
-    if (rv == 0 && e->index > atomic_load(&f->applied)) atomic_store(&f->applied, e->index);
+    /* Advanced only now: a checkpoint must never cover metadata that may still abort. */
+    if (rv == 0 && n > 0 && es[n - 1].index > atomic_load(&f->applied))
+        atomic_store(&f->applied, es[n - 1].index);
     return rv;
+}
+
+int fsm_apply(struct fsm *f, const struct raft_entry *e, struct fsm_result *res)
+{
+    ASSERT(f && e && res);
+    return fsm_apply_batch(f, e, 1, res);
 }
 
 static int fsm_path_check(const char *path, size_t *len)

@@ -121,27 +121,33 @@ static int ready_submit(struct node *n, const struct raft_ready *rd)
     return 0;
 }
 
+#define READY_APPLY_CHUNK 64 /* entries per file-store transaction (fsm_apply_batch) */
+
 static void ready_apply(struct node *n, const struct raft_ready *rd)
 {
-    for (size_t i = 0; i < rd->n_committed && !n->stopping; i++) {
-        const struct raft_entry *e = &rd->committed[i];
-        struct fsm_result res;
-        memset(&res, 0, sizeof res);
-        if (e->index <= fsm_applied(n->fsm)) {
-            n->applied = e->index; /* replayed after a restart: already in files/ */
-            continue;
-        }
-        int rv = fsm_apply(n->fsm, e, &res);
+    size_t i = 0;
+    while (i < rd->n_committed && rd->committed[i].index <= fsm_applied(n->fsm))
+        n->applied = rd->committed[i++].index; /* replayed after a restart: already in files/ */
+    while (i < rd->n_committed && !n->stopping) {
+        const struct raft_entry *es = &rd->committed[i];
+        size_t cnt = rd->n_committed - i;
+        if (cnt > READY_APPLY_CHUNK) cnt = READY_APPLY_CHUNK;
+        struct fsm_result res[READY_APPLY_CHUNK];
+        int rv = fsm_apply_batch(n->fsm, es, cnt, res);
         if (rv) {
             char why[160];
-            snprintf(why, sizeof why, "applying entry %llu: %s", (unsigned long long)e->index,
+            snprintf(why, sizeof why, "applying entries %llu-%llu: %s",
+                     (unsigned long long)es[0].index, (unsigned long long)es[cnt - 1].index,
                      err_str(rv));
             node_fail(n, why);
             return;
         }
-        n->applied = e->index;
-        n->m.applied_entries++;
-        node_ops_on_applied(n, e, &res);
+        for (size_t k = 0; k < cnt; k++) {
+            n->applied = es[k].index;
+            n->m.applied_entries++;
+            node_ops_on_applied(n, &es[k], &res[k]);
+        }
+        i += cnt;
     }
 }
 

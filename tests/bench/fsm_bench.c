@@ -36,6 +36,23 @@ static int bench_rm_cb(const char *p, const struct stat *st, int flag, struct FT
 }
 
 static raft_index bench_index;
+/* BATCH=k in the environment: k entries per fsm_apply_batch (as the node applies a ready
+ * batch), default 1. */
+#define BENCH_BATCH_MAX 64
+static struct raft_entry bench_batch[BENCH_BATCH_MAX];
+static size_t bench_batched, bench_batch_max = 1;
+
+static int bench_flush(struct fsm *f)
+{
+    struct fsm_result res[BENCH_BATCH_MAX];
+    int rv = bench_batched ? fsm_apply_batch(f, bench_batch, bench_batched, res) : 0;
+    for (size_t k = 0; k < bench_batched; k++) {
+        if (rv == 0) rv = res[k].status;
+        raft_blob_unref(bench_batch[k].data);
+    }
+    bench_batched = 0;
+    return rv;
+}
 
 static int bench_apply(struct fsm *f, uint8_t op, const char *path, size_t size)
 {
@@ -48,11 +65,9 @@ static int bench_apply(struct fsm *f, uint8_t op, const char *path, size_t size)
                                : fsm_cmd_delete(rid, path, strlen(path), &b);
     if (rv) return rv;
     if (op == FSM_CMD_PUT) memset(body, (int)(i & 0xff), size);
-    struct raft_entry e = {.term = 1, .index = i, .type = RAFT_ENTRY_NORMAL, .data = b};
-    struct fsm_result res;
-    rv = fsm_apply(f, &e, &res);
-    raft_blob_unref(b);
-    return rv ? rv : res.status;
+    bench_batch[bench_batched++] =
+        (struct raft_entry){.term = 1, .index = i, .type = RAFT_ENTRY_NORMAL, .data = b};
+    return bench_batched < bench_batch_max ? 0 : bench_flush(f);
 }
 
 static void bench_report(const char *what, unsigned n, double t0, const double c0[2], struct fsm *f)
@@ -80,6 +95,11 @@ static int bench_phase(struct fsm *f, const char *what, uint8_t op, const char *
             return 1;
         }
     }
+    int rv = bench_flush(f);
+    if (rv) {
+        fprintf(stderr, "%s: %s\n", what, err_str(rv));
+        return 1;
+    }
     bench_report(what, n, t0, c0, f);
     return 0;
 }
@@ -97,7 +117,10 @@ int main(int argc, char **argv)
     DB_ENV *env = NULL;
     struct fsm *f = NULL;
     /* BG=0 in the environment: no spare-creating thread (every inode on the apply path). */
-    const char *bg = getenv("BG");
+    const char *bg = getenv("BG"), *batch = getenv("BATCH");
+    if (batch && atoi(batch) > 0)
+        bench_batch_max =
+            (size_t)atoi(batch) < BENCH_BATCH_MAX ? (size_t)atoi(batch) : BENCH_BATCH_MAX;
     struct fsm_options opts = {.spare_target = bg && !strcmp(bg, "0") ? 0 : FSM_SPARES_MAX / 2};
     /* The storage layer's cache (4 MiB): with BDB's 256 KiB default, evicting dirty pages forces
      * log fsyncs. */
