@@ -44,8 +44,8 @@ struct http_backend {
 
 /* Counters for /metrics. Status codes outside the table are counted in "other". */
 #define HTTP_STATS_CODES(X)                                                                        \
-    X(200) X(201) X(204) X(400) X(404) X(405) X(409) X(413) X(500) X(501) X(503)
-#define HTTP_STATS_N_CODES 11
+    X(200) X(201) X(204) X(400) X(404) X(405) X(409) X(413) X(500) X(501) X(503) X(507)
+#define HTTP_STATS_N_CODES 12
 
 struct http_stats {
     uint64_t requests;                      /* requests whose headers were received */
