@@ -3,7 +3,8 @@
  * writes anything outside node_dir, never fsyncs on the apply path, and never blocks on Raft.
  *
  * Layout under node_dir: files/ (the replicated files, nothing else), spare/ (spare inodes and
- * inodes on their way out; never visible to clients), trash/ (directories being removed).
+ * inodes on their way out, in 16 shard directories spare/0..f so each stays one ext4 block;
+ * never visible to clients), trash/ (directories being removed).
  * BDB databases fsm_meta.db, fsm_dedup.db, fsm_dedupidx.db, fsm_state.db, fsm_ckpt.db live in
  * the caller's transactional environment.
  *
