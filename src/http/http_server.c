@@ -34,10 +34,17 @@ static void http_server_rearm(struct http_server *s)
 static void http_server_run(struct http_server *s)
 {
     ASSERT(!s->running);
+    uint32_t open_before = s->stats.open_connections;
     s->running = true;
     MHD_run(s->d);
     s->running = false;
     http_server_rearm(s);
+    /* At the connection limit libmicrohttpd takes its listening socket out of its epoll set,
+     * and puts it back only at the start of a later MHD_run once connections have closed.
+     * If those closes were the last events, nothing would call MHD_run again and clients
+     * queued in the listen backlog would wait for an unrelated timeout (seen in
+     * test_exhaustion's connection flood): after any close, run once more. */
+    if (s->stats.open_connections < open_before) http_server_kick(s);
 }
 
 static void http_server_io_cb(struct ev_loop *loop, ev_io *w, int revents)
