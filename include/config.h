@@ -8,8 +8,8 @@
 
 #include "raft.h"
 
-#define CONFIG_ID_MAX 64     /* node id: [A-Za-z0-9_-], 1..63 bytes */
-#define CONFIG_ADDR_MAX 128  /* "host:port" as written */
+#define CONFIG_ID_MAX 64    /* node id: [A-Za-z0-9_-], 1..63 bytes */
+#define CONFIG_ADDR_MAX 128 /* "host:port" as written */
 
 struct config_addr {
     char text[CONFIG_ADDR_MAX]; /* as written: "127.0.0.1:8001" */
@@ -21,6 +21,11 @@ struct config_node {
     char id[CONFIG_ID_MAX];
     struct config_addr raft;
     struct config_addr http;
+    /* "raft_listen": optional address to bind the Raft port to, when peers reach this node
+     * through another address (a proxy, NAT). Peers always dial "raft". has_raft_listen == 0:
+     * bind "raft". */
+    int has_raft_listen;
+    struct config_addr raft_listen;
 };
 
 struct config {
@@ -29,16 +34,23 @@ struct config {
     size_t n_nodes;
     struct config_node nodes[RAFT_MAX_NODES];
     /* Optional tuning keys (README "Configuration"). */
-    unsigned tick_ms;               /* "tick_ms", default 10 */
-    unsigned heartbeat_ms;          /* "heartbeat_ms", default 50 */
+    unsigned tick_ms;                 /* "tick_ms", default 10 */
+    unsigned heartbeat_ms;            /* "heartbeat_ms", default 50 */
     unsigned election_timeout_min_ms; /* "election_timeout_ms": [150, 300] by default */
     unsigned election_timeout_max_ms;
-    uint64_t max_body_bytes;        /* "max_body_bytes", default 64 MiB */
-    unsigned restart_backoff_min_ms;  /* "restart_backoff_ms": [100, 5000] by default */
+    uint64_t max_body_bytes;         /* "max_body_bytes", default 64 MiB */
+    unsigned restart_backoff_min_ms; /* "restart_backoff_ms": [100, 5000] by default */
     unsigned restart_backoff_max_ms;
-    unsigned restart_reset_ms;      /* "restart_reset_ms", default 30000 */
-    unsigned spare_inodes;          /* "spare_inodes", default 1024: empty inodes each node
-                                       keeps ready for new paths (0..4160) */
+    unsigned restart_reset_ms; /* "restart_reset_ms", default 30000 */
+    unsigned spare_inodes;     /* "spare_inodes", default 1024: empty inodes each node
+                                  keeps ready for new paths (0..4160) */
+    /* Log compaction (README "Snapshots and compaction"): once this many entries (or payload
+     * bytes) are in the log beyond the last compaction point, the log prefix the file store
+     * has durably checkpointed is deleted, keeping the last snapshot_trailing entries so a
+     * slightly late follower still catches up from the log. */
+    uint64_t snapshot_entries;  /* "snapshot_entries", default 10000 (16..1e9) */
+    uint64_t snapshot_bytes;    /* "snapshot_bytes", default 64 MiB (1 MiB..64 GiB) */
+    uint64_t snapshot_trailing; /* "snapshot_trailing", default 1024 (0..1e9) */
 };
 
 /* Loads and validates path. On error returns ERR_INVALID (or ERR_NOTFOUND/ERR_IO for the

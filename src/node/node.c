@@ -206,7 +206,10 @@ static int node_open_io(struct node *n, char *err, size_t err_len)
 
 static int node_open_net(struct node *n, char *err, size_t err_len)
 {
-    int rv = transport_new(n->loop, n->cfg.cluster, n->self->id, n->id, n->self->raft.text,
+    /* Bind raft_listen when given (peers dial "raft", which may be a proxy in front of us). */
+    const char *bind_addr =
+        n->self->has_raft_listen ? n->self->raft_listen.text : n->self->raft.text;
+    int rv = transport_new(n->loop, n->cfg.cluster, n->self->id, n->id, bind_addr,
                            &node_transport_ops, n, &n->tr, err, err_len);
     if (rv) return rv;
     node_sync_peers(n);

@@ -120,7 +120,8 @@ static int config_parse_node(json_t *jn, size_t i, struct config_node *n, char *
     json_t *v;
     json_object_foreach(jn, key, v)
     {
-        if (strcmp(key, "id") && strcmp(key, "raft") && strcmp(key, "http"))
+        if (strcmp(key, "id") && strcmp(key, "raft") && strcmp(key, "http") &&
+            strcmp(key, "raft_listen"))
             return config_fail(err, err_len, "%s: unknown key \"%s\"", where, key);
     }
     int rv = config_get_string(jn, "id", n->id, sizeof n->id, where, err, err_len);
@@ -136,6 +137,15 @@ static int config_parse_node(json_t *jn, size_t i, struct config_node *n, char *
     if (config_parse_addr(http, &n->http))
         return config_fail(err, err_len, "%s: bad http address \"%s\" (want host:port)", where,
                            http);
+    if (json_object_get(jn, "raft_listen")) {
+        char listen[CONFIG_ADDR_MAX];
+        rv = config_get_string(jn, "raft_listen", listen, sizeof listen, where, err, err_len);
+        if (rv) return rv;
+        if (config_parse_addr(listen, &n->raft_listen))
+            return config_fail(err, err_len, "%s: bad raft_listen address \"%s\" (want host:port)",
+                               where, listen);
+        n->has_raft_listen = 1;
+    }
     return 0;
 }
 
@@ -176,6 +186,21 @@ static void config_defaults(struct config *c)
     c->restart_backoff_max_ms = 5000;
     c->restart_reset_ms = 30000;
     c->spare_inodes = 1024;
+    c->snapshot_entries = 10000;
+    c->snapshot_bytes = 64ull << 20;
+    c->snapshot_trailing = 1024;
+}
+
+/* A non-negative integer in [min, max] that may exceed 32 bits. */
+static int config_get_u64(json_t *v, const char *key, uint64_t min, uint64_t max, uint64_t *out,
+                          char *err, size_t err_len)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min ||
+        (uint64_t)json_integer_value(v) > max)
+        return config_fail(err, err_len, "\"%s\" must be an integer in [%llu, %llu]", key,
+                           (unsigned long long)min, (unsigned long long)max);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
 }
 
 static int config_parse_nodes(json_t *nodes, struct config *c, char *err, size_t err_len)
@@ -220,6 +245,12 @@ static int config_parse_key(const char *key, json_t *v, struct config *c, char *
                                 &c->restart_backoff_max_ms, err, err_len);
     } else if (!strcmp(key, "spare_inodes")) {
         return config_get_uint(v, key, 0, 4160, &c->spare_inodes, err, err_len);
+    } else if (!strcmp(key, "snapshot_entries")) {
+        return config_get_u64(v, key, 16, 1000000000, &c->snapshot_entries, err, err_len);
+    } else if (!strcmp(key, "snapshot_bytes")) {
+        return config_get_u64(v, key, 1ull << 20, 64ull << 30, &c->snapshot_bytes, err, err_len);
+    } else if (!strcmp(key, "snapshot_trailing")) {
+        return config_get_u64(v, key, 0, 1000000000, &c->snapshot_trailing, err, err_len);
     } else if (!strcmp(key, "restart_reset_ms")) {
         return config_get_uint(v, key, 1, 86400000, &c->restart_reset_ms, err, err_len);
     } else if (!strcmp(key, "max_body_bytes")) {

@@ -33,6 +33,10 @@ static void test_config_good_loads_with_defaults(void)
     CHECK_EQ_U(c.election_timeout_max_ms, 300);
     CHECK_EQ_U(c.max_body_bytes, 64ull << 20);
     CHECK_EQ_U(c.spare_inodes, 1024);
+    CHECK_EQ_U(c.snapshot_entries, 10000);
+    CHECK_EQ_U(c.snapshot_bytes, 64ull << 20);
+    CHECK_EQ_U(c.snapshot_trailing, 1024);
+    CHECK_EQ_U(c.nodes[0].has_raft_listen, 0);
     CHECK(config_find(&c, "node1") == &c.nodes[0]);
     CHECK(config_find(&c, "nodeX") == NULL);
 }
@@ -127,8 +131,9 @@ static void test_config_tuning_keys(void)
     static const char *text =
         "{\"cluster\":\"t\",\"data_dir\":\"/tmp/x\",\"tick_ms\":5,\"heartbeat_ms\":20,"
         "\"election_timeout_ms\":[100,200],\"restart_backoff_ms\":[50,400],"
-        "\"restart_reset_ms\":1000,\"max_body_bytes\":1024,\"nodes\":["
-        "{\"id\":\"a\",\"raft\":\"h:1\",\"http\":\"h:2\"}]}";
+        "\"restart_reset_ms\":1000,\"max_body_bytes\":1024,\"snapshot_entries\":100,"
+        "\"snapshot_bytes\":10000000000,\"snapshot_trailing\":0,\"nodes\":["
+        "{\"id\":\"a\",\"raft\":\"h:1\",\"http\":\"h:2\",\"raft_listen\":\"0.0.0.0:7\"}]}";
     struct config c;
     char err[256] = "";
     CHECK_EQ_U(parse(text, &c, err, sizeof err), 0);
@@ -140,6 +145,11 @@ static void test_config_tuning_keys(void)
     CHECK_EQ_U(c.restart_backoff_max_ms, 400);
     CHECK_EQ_U(c.restart_reset_ms, 1000);
     CHECK_EQ_U(c.max_body_bytes, 1024);
+    CHECK_EQ_U(c.snapshot_entries, 100);
+    CHECK_EQ_U(c.snapshot_bytes, 10000000000ull);
+    CHECK_EQ_U(c.snapshot_trailing, 0);
+    CHECK_EQ_U(c.nodes[0].has_raft_listen, 1);
+    CHECK_EQ_U(c.nodes[0].raft_listen.port, 7);
     CHECK(strcmp(c.data_dir, "/tmp/x") == 0);
     CHECK_EQ_U(c.restart_backoff_min_ms, 50);
 }
@@ -161,6 +171,15 @@ static void test_config_bad_values_refused(void)
          "restart_reset_ms"},
         {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"max_body_bytes\":0,\"nodes\":[]}",
          "max_body_bytes"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"snapshot_entries\":15,\"nodes\":[]}",
+         "snapshot_entries"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"snapshot_bytes\":-5,\"nodes\":[]}",
+         "snapshot_bytes"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"snapshot_trailing\":\"x\",\"nodes\":[]}",
+         "snapshot_trailing"},
+        {"{\"cluster\":\"t\",\"data_dir\":\"d\",\"nodes\":[{\"id\":\"a\",\"raft\":\"h:1\","
+         "\"http\":\"h:2\",\"raft_listen\":\"h\"}]}",
+         "bad raft_listen"},
         {"{\"cluster\":\"a b\",\"data_dir\":\"d\",\"nodes\":[]}", "cluster"},
         {"{\"cluster\":7,\"data_dir\":\"d\",\"nodes\":[]}", "cluster"},
         {"{\"cluster\":\"t\",\"data_dir\":\"\",\"nodes\":[]}", "data_dir"},
