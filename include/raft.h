@@ -33,8 +33,8 @@ typedef uint64_t raft_term;
 typedef uint64_t raft_index;
 typedef uint64_t raft_id; /* 0 means "none" */
 
-#define RAFT_MAX_NODES 9          /* members (voters + learners) of one configuration */
-#define RAFT_MEMBER_INFO_MAX 256  /* opaque per-member bytes kept for the node (name, addrs) */
+#define RAFT_MAX_NODES 9         /* members (voters + learners) of one configuration */
+#define RAFT_MEMBER_INFO_MAX 256 /* opaque per-member bytes kept for the node (name, addrs) */
 
 /* ---- Reference-counted payloads -----------------------------------------------------------
  * Entry payloads are shared, never copied, between the core, the storage thread, the
@@ -70,8 +70,8 @@ struct raft_entry {
 
 /* ---- Configuration ------------------------------------------------------------------------- */
 struct raft_member {
-    raft_id id;     /* identity: stable across address changes */
-    bool voter;     /* false: learner, promoted by the leader once caught up */
+    raft_id id; /* identity: stable across address changes */
+    bool voter; /* false: learner, promoted by the leader once caught up */
     uint16_t info_len;
     uint8_t info[RAFT_MEMBER_INFO_MAX]; /* opaque to the core (raftnode: name + addresses) */
 };
@@ -98,9 +98,12 @@ enum raft_msg_type {
     RAFT_MSG_APPEND_RESP,
     RAFT_MSG_READINDEX, /* follower -> leader: confirm leadership, tell me the read index */
     RAFT_MSG_READINDEX_RESP,
-    /* Reserved for the cluster-operations issue. */
+    /* Leader -> its node only, never sent on the wire nor stepped: "stream a snapshot to
+     * `to`" (index = the leader's snapshot index, log_term = its term). See
+     * raft_report_snapshot(). */
     RAFT_MSG_SNAPSHOT,
-    RAFT_MSG_SNAPSHOT_RESP,
+    RAFT_MSG_SNAPSHOT_RESP, /* reserved, unused */
+    /* Leader -> transfer target (on the wire): campaign now, skipping PreVote. */
     RAFT_MSG_TIMEOUT_NOW,
     RAFT_MSG__COUNT
 };
@@ -123,6 +126,9 @@ struct raft_msg {
     /* APPEND/APPEND_RESP: leader's heartbeat sequence, echoed (confirms ReadIndex).
      * READINDEX/READINDEX_RESP: the caller's read id, echoed. */
     uint64_t ctx;
+    /* VOTE: the candidate campaigns because its leader handed leadership over
+     * (TIMEOUT_NOW): voters grant despite a live leader's lease. false: ordinary vote. */
+    bool transfer;
     uint32_t n_entries;
     struct raft_entry *entries; /* APPEND: borrowed; the core takes its own blob refs */
 };
@@ -139,6 +145,7 @@ enum raft_bug {
     RAFT_BUG_READ_NO_CONFIRM = 1u << 3,    /* serve ReadIndex without a heartbeat round */
     RAFT_BUG_CONFIG_BEFORE_NOOP = 1u << 4, /* config change before an own-term commit */
     RAFT_BUG_NO_STALL_PROBE = 1u << 5,     /* wait forever for lost pipelined appends */
+    RAFT_BUG_SNAPSHOT_OLD = 1u << 6,       /* accept a snapshot at or below the commit index */
 };
 
 struct raft_config {
@@ -169,13 +176,20 @@ struct raft_config {
 struct raft_boot {
     raft_term term;
     raft_id vote;
-    raft_index commit;         /* a lower bound; may be 0 */
+    raft_index commit; /* a lower bound; may be 0 */
     /* The caller already applied every entry <= applied (0: none or unknown); they are not
      * handed out in ready.committed again. Applied entries were committed, so the commit
      * index starts at least here. ERR_CORRUPT when beyond the last entry. */
     raft_index applied;
-    raft_index snapshot_index; /* 0 until snapshots exist; entries start after it */
-    raft_term snapshot_term;
+    /* The last snapshot point (raft_compact() / raft_install_snapshot(), persisted through
+     * ready.compact_to): every entry <= snapshot_index is in the caller's state machine and
+     * gone from the log. 0: none. applied is then >= snapshot_index (raised to it if lower). */
+    raft_index snapshot_index;
+    raft_term snapshot_term; /* term of the entry at snapshot_index */
+    /* Configuration as of snapshot_index (the latest one at or below it); borrowed. Required
+     * (ERR_CORRUPT) when snapshot_index > 0; ignored when 0. CONFIG entries after
+     * snapshot_index override it. */
+    const struct raft_configuration *snapshot_conf;
     /* The whole durable log after snapshot_index, in index order. NORMAL entries may have
      * data == NULL (fetched on demand through cfg.fetch); CONFIG entries must carry data.
      * Borrowed: the core takes its own blob references. */
@@ -208,6 +222,21 @@ struct raft_ready {
     size_t n_committed;
     const struct raft_read_state *reads;
     size_t n_reads;
+    /* Non-zero: a new snapshot point, part of this batch's durable write (persist_seq != 0):
+     * delete durable entries <= compact_to and record (compact_to, snap_term, snap_conf) as the
+     * snapshot in the same write. Comes from raft_compact() or raft_install_snapshot(). Order
+     * within the write: compact, then truncate_from, then entries. */
+    raft_index compact_to;
+    raft_term snap_term; /* term of the entry at compact_to */
+    /* Configuration as of compact_to, decoded and encoded (raft_configuration_encode form);
+     * both borrowed until raft_advance() (take a blob ref to keep the encoded one). NULL when
+     * compact_to == 0. */
+    const struct raft_configuration *snap_conf;
+    struct raft_blob *snap_conf_blob;
+    /* The snapshot came from raft_install_snapshot(): the state machine was replaced at
+     * compact_to. When the log did not hold a matching entry at compact_to, truncate_from is
+     * compact_to + 1 (every durable entry goes); otherwise the suffix after it stays. */
+    bool snapshot_reset;
     bool soft_changed; /* role or leader changed since the last batch */
     enum raft_role role;
     raft_id leader;
@@ -226,6 +255,9 @@ struct raft_status {
     bool voter;              /* member and voter in the latest configuration */
     bool member;             /* present in the latest configuration */
     bool failed;
+    raft_index snapshot_index; /* the log starts after it (0: no snapshot) */
+    raft_term snapshot_term;
+    raft_id transferee; /* leader: leadership transfer in progress to it; 0 if none */
 };
 
 struct raft; /* opaque */
@@ -268,6 +300,60 @@ int raft_add_member(struct raft *r, const struct raft_member *m, raft_index *ind
  * appended elsewhere and not yet known to them); a node whose own removal is appended but
  * not known committed may still campaign (thesis 4.2.2); once it knows, it never does. */
 int raft_remove_member(struct raft *r, raft_id id, raft_index *index_out);
+
+/* ---- Snapshots and log compaction -------------------------------------------------------------
+ * The caller's state machine is the snapshot: the core only remembers the snapshot point
+ * (index, term, configuration) and forgets log entries at or below it. */
+
+/* The caller's state machine has durably applied every entry <= upto (upto <= applied
+ * index). Drops entries <= upto from memory, makes (upto, term(upto), configuration as of
+ * upto) the snapshot point, and hands the durable deletion out as ready.compact_to.
+ * ERR_INVALID when upto > applied index or upto <= the current snapshot index (harmless:
+ * nothing changes); ERR_FAILED. */
+int raft_compact(struct raft *r, raft_index upto);
+
+/* Term and configuration as of index, for snapshot_index <= index <= commit index (what a
+ * snapshot taken at index must carry). ERR_NOTFOUND outside that range. Either out may be
+ * NULL. */
+int raft_snapshot_meta(const struct raft *r, raft_index index, raft_term *term_out,
+                       struct raft_configuration *conf_out);
+
+/* Leader side. When a peer needs entries at or below the snapshot index, the leader stops
+ * sending it appends (heartbeats continue) and emits one RAFT_MSG_SNAPSHOT {to, term, index =
+ * snapshot index, log_term} in ready.msgs; the caller streams its state machine (at any index
+ * S >= that index whose entries are still in the log, S <= commit) and reports the outcome:
+ * ok: the peer installed the state at `index` (S); replication resumes at index + 1.
+ * !ok: the stream failed; the next heartbeat probes again and re-emits RAFT_MSG_SNAPSHOT if
+ * still needed. Without a report for RAFT_SNAPSHOT_TIMEOUT_ELECTIONS * election_ticks_max
+ * ticks the core assumes failure and re-emits: the caller ignores RAFT_MSG_SNAPSHOT for a peer
+ * whose stream is still running. The peer's APPEND_RESP after install has the same effect as
+ * a report(ok). Ignored when not leader, unknown peer, or index beyond the log. */
+#define RAFT_SNAPSHOT_TIMEOUT_ELECTIONS 20
+void raft_report_snapshot(struct raft *r, raft_id peer, raft_index index, bool ok);
+
+/* Follower side: would raft_install_snapshot(term, index) be accepted now? True iff term >=
+ * current term, index > commit index, and this node is not the leader of `term`. */
+bool raft_snapshot_acceptable(const struct raft *r, raft_term term, raft_index index);
+
+/* The caller just replaced its state machine with a snapshot at index (entry term
+ * index_term, configuration conf as of index) streamed by leader `from` in `term`; call in
+ * the same loop turn as a true raft_snapshot_acceptable(). The core follows `from` in
+ * `term`, sets commit = applied = index, keeps the log suffix after index if it holds
+ * (index, index_term) and discards the whole log otherwise (Raft fig. 13), and hands out
+ * ready.snapshot_reset with compact_to = index (and truncate_from = index + 1 when
+ * discarding) plus an APPEND_RESP(index) to `from` in msgs_after_persist.
+ * ERR_INVALID (stale: not acceptable; bad from/index/term/conf; nothing changes), ERR_FAILED. */
+int raft_install_snapshot(struct raft *r, raft_id from, raft_term term, raft_index index,
+                          raft_term index_term, const struct raft_configuration *conf);
+
+/* ---- Leadership transfer (thesis 3.10) ------------------------------------------------------
+ * Leader only. The leader refuses proposals and membership changes (ERR_BUSY) while
+ * transferring, brings `to` up to date, then sends it RAFT_MSG_TIMEOUT_NOW; `to` campaigns at
+ * once (no PreVote; its votes carry msg.transfer so voters ignore the leader lease). Abandoned
+ * (the leader resumes) after election_ticks_max ticks without the leader stepping down.
+ * ERR_NOTLEADER; ERR_INVALID (to == 0, to == self, to a learner); ERR_NOTFOUND (not a
+ * member); ERR_BUSY (a transfer to another node is in progress; to the same: 0); ERR_FAILED. */
+int raft_transfer_leadership(struct raft *r, raft_id to);
 
 /* ---- Outputs -------------------------------------------------------------------------------- */
 bool raft_has_ready(const struct raft *r);

@@ -15,6 +15,18 @@ bool raft_conf_is_voter(const struct raft_configuration *c, raft_id id)
     return m && m->voter;
 }
 
+bool raft_conf_equal(const struct raft_configuration *a, const struct raft_configuration *b)
+{
+    if (a->n != b->n) return false;
+    for (uint32_t i = 0; i < a->n; i++) {
+        const struct raft_member *x = &a->members[i], *y = &b->members[i];
+        if (x->id != y->id || x->voter != y->voter || x->info_len != y->info_len ||
+            memcmp(x->info, y->info, x->info_len) != 0)
+            return false;
+    }
+    return true;
+}
+
 uint32_t raft_conf_voters(const struct raft_configuration *c)
 {
     uint32_t n = 0;
@@ -64,12 +76,12 @@ int raft_conf_on_append(struct raft *r, raft_index idx, const struct raft_blob *
     return 0;
 }
 
-/* The configuration reverts to the latest one still in the log. */
+/* The configuration reverts to the latest one still in the log, or the snapshot's. */
 void raft_conf_on_truncate(struct raft *r, raft_index from)
 {
     if (r->conf_index < from) return;
-    memset(&r->conf, 0, sizeof r->conf);
-    r->conf_index = 0;
+    r->conf = r->snap_conf;
+    r->conf_index = r->snap_conf_index;
     for (raft_index i = from - 1; i > r->log.offset; i--) {
         const struct raft_lentry *e = raft_log_get(&r->log, i);
         if (e->type != RAFT_ENTRY_CONFIG) continue;

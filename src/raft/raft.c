@@ -73,6 +73,15 @@ static int raft_load_boot(struct raft *r, const struct raft_boot *b)
                                   b->term))
         return ERR_CORRUPT;
     raft_log_init(&r->log, b->snapshot_index, b->snapshot_term);
+    if (b->snapshot_index > 0) {
+        if (!b->snapshot_conf || b->snapshot_term == 0 || b->snapshot_term > b->term ||
+            raft_configuration_encode(b->snapshot_conf, &r->snap_conf_blob))
+            return ERR_CORRUPT;
+        r->snap_conf = *b->snapshot_conf;
+        r->snap_conf_index = b->snapshot_index;
+        r->conf = r->snap_conf;
+        r->conf_index = b->snapshot_index;
+    }
     r->term = r->durable_term = b->term;
     r->vote = r->durable_vote = b->vote;
     for (size_t i = 0; i < b->n_entries; i++) {
@@ -146,6 +155,7 @@ void raft_free(struct raft *r)
     if (!r) return;
     raft_handed_release(r);
     raft_log_close(&r->log);
+    raft_blob_unref(r->snap_conf_blob);
     for (uint32_t i = 0; i < RAFT__PROGRESS_MAX; i++)
         free(r->prs[i].inflight);
     raft_msgbuf_free(&r->msgs);
@@ -230,6 +240,8 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->member = m != NULL;
     st->voter = m && m->voter;
     st->failed = r->failed;
+    st->snapshot_index = r->log.offset;
+    st->snapshot_term = r->log.offset_term;
 }
 
 const struct raft_configuration *raft_configuration(const struct raft *r)

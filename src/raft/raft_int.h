@@ -141,9 +141,15 @@ struct raft {
     raft_index stable;  /* durable locally */
     struct raft_log log;
 
-    /* Latest configuration (effective once appended) and the index of its entry. */
+    /* Latest configuration (effective once appended) and the index of its entry (at or
+     * below log.offset when that entry was compacted away: conf is then snap_conf). */
     struct raft_configuration conf;
     raft_index conf_index;
+    /* Configuration as of the snapshot point log.offset (n == 0 when offset == 0), the index
+     * of the entry it came from (log.offset when unknown), and its encoding. */
+    struct raft_configuration snap_conf;
+    raft_index snap_conf_index;
+    struct raft_blob *snap_conf_blob;
 
     /* Timers, in ticks. */
     unsigned election_elapsed; /* since the last valid contact from a leader (or campaign) */
@@ -243,6 +249,7 @@ void raft_send_append_reject_stale(struct raft *r, const struct raft_msg *m);
 
 /* membership.c */
 bool raft_conf_is_voter(const struct raft_configuration *c, raft_id id);
+bool raft_conf_equal(const struct raft_configuration *a, const struct raft_configuration *b);
 uint32_t raft_conf_voters(const struct raft_configuration *c);
 uint32_t raft_quorum(const struct raft *r);
 bool raft_own_term_committed(const struct raft *r);

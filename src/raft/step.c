@@ -127,7 +127,9 @@ void raft_check_invariants(const struct raft *r)
     ASSERT(r->stable < r->persist_from);
     ASSERT(r->persist_from <= last + 1);
     ASSERT(r->conf_index <= last);
-    ASSERT(r->conf_index == 0 || raft_log_get(&r->log, r->conf_index)->type == RAFT_ENTRY_CONFIG);
+    ASSERT(r->conf_index <= r->log.offset ||
+           raft_log_get(&r->log, r->conf_index)->type == RAFT_ENTRY_CONFIG);
+    if (r->conf_index <= r->log.offset) ASSERT(raft_conf_equal(&r->conf, &r->snap_conf));
     ASSERT(r->vote == 0 || r->term > 0);
     raft_check_log(r);
     if (r->role == RAFT_LEADER) {
