@@ -1,6 +1,6 @@
-/* codec.h — the peer wire format: framing plus encoders/decoders for HELLO, RAFT, FWD_REQ and
- * FWD_RESP. Pure (no I/O, no clock, no globals) so it can be fuzzed; it must never read out
- * of bounds or allocate more than the frame length it was given justifies.
+/* codec.h — the peer wire format: framing plus encoders/decoders for HELLO, RAFT, FWD_REQ,
+ * FWD_RESP, SNAP_CHUNK and SNAP_ACK. Pure (no I/O, no clock, no globals) so it can be fuzzed; it
+ * must never read out of bounds or allocate more than the frame length it was given justifies.
  *
  * Frame = 12-byte header + payload. Header (all integers big-endian):
  *   u32 payload length | u8 version (CODEC_VERSION) | u8 type | u16 flags (0) |
@@ -13,6 +13,13 @@
  *                   len bytes (len == 0 when there is no data)
  *   FWD_REQ  u64 fwd_id | u8 op | u32 len | len bytes
  *   FWD_RESP u64 fwd_id | u32 err | u64 index | u64 term | str leader_name
+ *   SNAP_CHUNK (leader -> follower, one InstallSnapshot stream in order)
+ *            u64 session | u64 term | u64 index | u64 offset | u8 flags (bit0 last) |
+ *            u32 len (<= CODEC_SNAP_CHUNK_MAX) | len bytes
+ *   SNAP_ACK (follower -> leader)
+ *            u64 session | u64 term | u64 offset | u8 status | u64 index | str reason
+ *            status OK: every byte < offset was received; INSTALLED: the snapshot at index
+ *            is installed; ABORT: the follower dropped the session (reason says why).
  */
 #ifndef RAFTFS_CODEC_H
 #define RAFTFS_CODEC_H
@@ -34,6 +41,8 @@ enum codec_type {
     CODEC_RAFT = 2,
     CODEC_FWD_REQ = 3,
     CODEC_FWD_RESP = 4,
+    CODEC_SNAP_CHUNK = 5,
+    CODEC_SNAP_ACK = 6,
     CODEC_TYPE__COUNT
 };
 
@@ -72,6 +81,36 @@ struct codec_fwd_resp {
     raft_index index;
     raft_term term;
     char leader_name[CODEC_STR_MAX + 1]; /* hint; may be empty */
+};
+
+/* Snapshot stream bytes per SNAP_CHUNK: small enough that a few chunks in flight never
+ * crowd out heartbeats, large enough that per-frame costs vanish. */
+#define CODEC_SNAP_CHUNK_MAX (256u << 10)
+#define CODEC_SNAP_LAST 0x01u
+
+struct codec_snap_chunk {
+    uint64_t session; /* the sender's stream id (ids grow over time) */
+    raft_term term;   /* the sender's (leader's) term */
+    raft_index index; /* S: the snapshot's index */
+    uint64_t offset;  /* of bytes[0] in the stream */
+    bool last;        /* the stream ends with these bytes */
+    uint32_t len;
+    const uint8_t *bytes; /* decoded: borrowed from the payload; encoded: see encoders */
+};
+
+enum codec_snap_status {
+    CODEC_SNAP_OK = 0,        /* progress: bytes below offset are in */
+    CODEC_SNAP_ABORT = 1,     /* the receiver gave up; reason says why */
+    CODEC_SNAP_INSTALLED = 2, /* the state at index is installed */
+};
+
+struct codec_snap_ack {
+    uint64_t session;
+    raft_term term; /* the receiver's term */
+    uint64_t offset;
+    uint8_t status; /* enum codec_snap_status */
+    raft_index index;
+    char reason[CODEC_STR_MAX + 1]; /* ABORT: why; "" otherwise */
 };
 
 /* ---- Contiguous output buffer ------------------------------------------------------------ */
@@ -119,6 +158,12 @@ int codec_frame_msg(struct codec_frame *f, const struct raft_msg *m);
 int codec_frame_fwd_req(struct codec_frame *f, uint64_t fwd_id, uint8_t op,
                         struct raft_blob *payload);
 int codec_frame_fwd_resp(struct codec_frame *f, const struct codec_fwd_resp *r);
+/* The chunk's bytes come from data (NULL: none; c->len and c->bytes are ignored), referenced
+ * when the frame's ref_min allows. ERR_TOOBIG when data is over CODEC_SNAP_CHUNK_MAX. */
+int codec_frame_snap_chunk(struct codec_frame *f, const struct codec_snap_chunk *c,
+                           struct raft_blob *data);
+/* ERR_INVALID for an unknown status or a reason over CODEC_STR_MAX. */
+int codec_frame_snap_ack(struct codec_frame *f, const struct codec_snap_ack *a);
 
 /* Contiguous versions: append one whole frame to out (errors as above; out unchanged). */
 int codec_encode_hello(const struct codec_hello *h, struct codec_buf *out);
@@ -126,6 +171,9 @@ int codec_encode_msg(const struct raft_msg *m, struct codec_buf *out);
 int codec_encode_fwd_req(uint64_t fwd_id, uint8_t op, struct raft_blob *payload,
                          struct codec_buf *out);
 int codec_encode_fwd_resp(const struct codec_fwd_resp *r, struct codec_buf *out);
+/* Copies c->len bytes from c->bytes. */
+int codec_encode_snap_chunk(const struct codec_snap_chunk *c, struct codec_buf *out);
+int codec_encode_snap_ack(const struct codec_snap_ack *a, struct codec_buf *out);
 
 /* ---- Parsing ------------------------------------------------------------------------------ */
 /* Looks at the bytes received so far (buf, len), which start at a frame boundary.
@@ -149,6 +197,11 @@ void codec_msg_free(struct raft_msg *m);
 int codec_decode_fwd_req(const uint8_t *p, size_t len, struct codec_fwd_req *out);
 void codec_fwd_req_free(struct codec_fwd_req *r);
 int codec_decode_fwd_resp(const uint8_t *p, size_t len, struct codec_fwd_resp *out);
+/* out->bytes points into p (valid while p is). Refuses len over CODEC_SNAP_CHUNK_MAX, unknown
+ * flags, session 0. */
+int codec_decode_snap_chunk(const uint8_t *p, size_t len, struct codec_snap_chunk *out);
+/* Refuses an unknown status, session 0, a reason on a non-ABORT status. */
+int codec_decode_snap_ack(const uint8_t *p, size_t len, struct codec_snap_ack *out);
 
 const char *codec_type_str(uint8_t type);
 

@@ -1,4 +1,4 @@
-/* codec.c — encoders and decoders of the four frame types (layout in include/codec.h). Pure;
+/* codec.c — encoders and decoders of the frame types (layout in include/codec.h). Pure;
  * a decoder trusts no count or length until it has checked it against the bytes left. */
 #include "codec.h"
 
@@ -84,6 +84,54 @@ int codec_frame_fwd_resp(struct codec_frame *f, const struct codec_fwd_resp *r)
     return codec_w_end(&w, CODEC_FWD_RESP);
 }
 
+static void codec_w_snap_chunk_hdr(struct codec_w *w, const struct codec_snap_chunk *c,
+                                   uint32_t len)
+{
+    codec_w_u64(w, c->session);
+    codec_w_u64(w, c->term);
+    codec_w_u64(w, c->index);
+    codec_w_u64(w, c->offset);
+    codec_w_u8(w, c->last ? CODEC_SNAP_LAST : 0);
+    codec_w_u32(w, len);
+}
+
+int codec_frame_snap_chunk(struct codec_frame *f, const struct codec_snap_chunk *c,
+                           struct raft_blob *data)
+{
+    uint32_t len = data ? data->len : 0;
+    if (len > CODEC_SNAP_CHUNK_MAX) return ERR_TOOBIG;
+    struct codec_w w;
+    codec_w_begin(&w, f);
+    codec_w_snap_chunk_hdr(&w, c, len);
+    codec_w_blob(&w, data);
+    return codec_w_end(&w, CODEC_SNAP_CHUNK);
+}
+
+static int codec_frame_snap_chunk_bytes(struct codec_frame *f, const struct codec_snap_chunk *c)
+{
+    if (c->len > CODEC_SNAP_CHUNK_MAX) return ERR_TOOBIG;
+    if (c->len && !c->bytes) return ERR_INVALID;
+    struct codec_w w;
+    codec_w_begin(&w, f);
+    codec_w_snap_chunk_hdr(&w, c, c->len);
+    codec_w_bytes(&w, c->bytes, c->len);
+    return codec_w_end(&w, CODEC_SNAP_CHUNK);
+}
+
+int codec_frame_snap_ack(struct codec_frame *f, const struct codec_snap_ack *a)
+{
+    if (a->status > CODEC_SNAP_INSTALLED) return ERR_INVALID;
+    struct codec_w w;
+    codec_w_begin(&w, f);
+    codec_w_u64(&w, a->session);
+    codec_w_u64(&w, a->term);
+    codec_w_u64(&w, a->offset);
+    codec_w_u8(&w, a->status);
+    codec_w_u64(&w, a->index);
+    codec_w_str(&w, a->status == CODEC_SNAP_ABORT ? a->reason : "");
+    return codec_w_end(&w, CODEC_SNAP_ACK);
+}
+
 /* Moves a contiguous frame (one inline segment) onto the end of out. */
 static int codec_flatten(struct codec_frame *f, int rv, struct codec_buf *out)
 {
@@ -123,6 +171,20 @@ int codec_encode_fwd_resp(const struct codec_fwd_resp *r, struct codec_buf *out)
     struct codec_frame f;
     codec_frame_init(&f, SIZE_MAX);
     return codec_flatten(&f, codec_frame_fwd_resp(&f, r), out);
+}
+
+int codec_encode_snap_chunk(const struct codec_snap_chunk *c, struct codec_buf *out)
+{
+    struct codec_frame f;
+    codec_frame_init(&f, SIZE_MAX);
+    return codec_flatten(&f, codec_frame_snap_chunk_bytes(&f, c), out);
+}
+
+int codec_encode_snap_ack(const struct codec_snap_ack *a, struct codec_buf *out)
+{
+    struct codec_frame f;
+    codec_frame_init(&f, SIZE_MAX);
+    return codec_flatten(&f, codec_frame_snap_ack(&f, a), out);
 }
 
 /* ---- Decoders -------------------------------------------------------------------------------- */
@@ -249,6 +311,43 @@ int codec_decode_fwd_resp(const uint8_t *p, size_t len, struct codec_fwd_resp *o
     return rv;
 }
 
+int codec_decode_snap_chunk(const uint8_t *p, size_t len, struct codec_snap_chunk *out)
+{
+    struct codec_r r;
+    codec_r_init(&r, p, len);
+    out->session = codec_r_u64(&r);
+    out->term = codec_r_u64(&r);
+    out->index = codec_r_u64(&r);
+    out->offset = codec_r_u64(&r);
+    uint8_t flags = codec_r_u8(&r);
+    out->last = flags & CODEC_SNAP_LAST;
+    out->len = codec_r_u32(&r);
+    out->bytes = NULL;
+    if (r.bad || out->session == 0 || (flags & ~CODEC_SNAP_LAST) || out->len > CODEC_SNAP_CHUNK_MAX)
+        return ERR_PROTO;
+    out->bytes = codec_r_bytes(&r, out->len);
+    /* A stream offset near 2^64 would wrap the receiver's arithmetic. */
+    if (out->offset > UINT64_MAX / 2) return ERR_PROTO;
+    return codec_r_done(&r);
+}
+
+int codec_decode_snap_ack(const uint8_t *p, size_t len, struct codec_snap_ack *out)
+{
+    struct codec_r r;
+    codec_r_init(&r, p, len);
+    out->session = codec_r_u64(&r);
+    out->term = codec_r_u64(&r);
+    out->offset = codec_r_u64(&r);
+    out->status = codec_r_u8(&r);
+    out->index = codec_r_u64(&r);
+    codec_r_str(&r, out->reason);
+    int rv = codec_r_done(&r);
+    if (rv == 0 && (out->session == 0 || out->status > CODEC_SNAP_INSTALLED ||
+                    (out->status != CODEC_SNAP_ABORT && out->reason[0])))
+        rv = ERR_PROTO;
+    return rv;
+}
+
 const char *codec_type_str(uint8_t type)
 {
     switch (type) {
@@ -260,6 +359,10 @@ const char *codec_type_str(uint8_t type)
         return "FWD_REQ";
     case CODEC_FWD_RESP:
         return "FWD_RESP";
+    case CODEC_SNAP_CHUNK:
+        return "SNAP_CHUNK";
+    case CODEC_SNAP_ACK:
+        return "SNAP_ACK";
     default:
         return "unknown";
     }

@@ -141,6 +141,11 @@ void codec_w_str(struct codec_w *w, const char *s)
     codec_w_raw(w, s, n);
 }
 
+void codec_w_bytes(struct codec_w *w, const void *p, size_t n)
+{
+    codec_w_raw(w, p, n);
+}
+
 void codec_w_blob(struct codec_w *w, struct raft_blob *b)
 {
     struct codec_frame *f = w->f;

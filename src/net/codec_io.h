@@ -22,6 +22,8 @@ void codec_w_u32(struct codec_w *w, uint32_t v);
 void codec_w_u64(struct codec_w *w, uint64_t v);
 /* A string as u16 length + bytes; ERR_INVALID when longer than CODEC_STR_MAX. */
 void codec_w_str(struct codec_w *w, const char *s);
+/* n bytes copied from p. */
+void codec_w_bytes(struct codec_w *w, const void *p, size_t n);
 /* b's bytes (NULL: nothing), copied or referenced depending on the frame's ref_min. */
 void codec_w_blob(struct codec_w *w, struct raft_blob *b);
 /* Writes the header (length, version, type, checksum). Returns the sticky error; on error

@@ -73,6 +73,32 @@ static void gen_msgs(const char *dir, struct codec_buf *all)
         raft_blob_unref(e[i].data);
 }
 
+static void gen_snap(const char *dir, struct codec_buf *all)
+{
+    const char *bytes = "RAFTSNAP stream bytes";
+    struct codec_snap_chunk c = {.session = 0x5eed,
+                                 .term = 2,
+                                 .index = 40,
+                                 .offset = 0,
+                                 .last = true,
+                                 .len = (uint32_t)strlen(bytes),
+                                 .bytes = (const uint8_t *)bytes};
+    struct codec_buf b;
+    codec_buf_init(&b);
+    if (codec_encode_snap_chunk(&c, &b) || codec_encode_snap_chunk(&c, all)) exit(1);
+    gen_frame(dir, "snap_chunk", &b);
+    codec_buf_free(&b);
+    struct codec_snap_ack a[2] = {
+        {.session = 0x5eed, .term = 2, .offset = 21, .status = CODEC_SNAP_INSTALLED, .index = 40},
+        {.session = 0x5eed, .term = 2, .status = CODEC_SNAP_ABORT, .reason = "bad stream"}};
+    for (int i = 0; i < 2; i++) {
+        codec_buf_init(&b);
+        if (codec_encode_snap_ack(&a[i], &b) || codec_encode_snap_ack(&a[i], all)) exit(1);
+        gen_frame(dir, i ? "snap_ack_abort" : "snap_ack", &b);
+        codec_buf_free(&b);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -103,6 +129,7 @@ int main(int argc, char **argv)
     if (codec_encode_fwd_resp(&r, &b) || codec_encode_fwd_resp(&r, &all)) return 1;
     gen_frame(dir, "fwd_resp", &b);
     codec_buf_free(&b);
+    gen_snap(dir, &all);
     gen_write(dir, "stream_all", all.data, all.len);
     codec_buf_free(&all);
     return 0;

@@ -191,6 +191,108 @@ static void test_fwd_round_trip(void)
     }
 }
 
+static bool chunk_eq(const struct codec_snap_chunk *a, const struct codec_snap_chunk *b)
+{
+    return a->session == b->session && a->term == b->term && a->index == b->index &&
+           a->offset == b->offset && a->last == b->last && a->len == b->len &&
+           (a->len == 0 || memcmp(a->bytes, b->bytes, a->len) == 0);
+}
+
+static void test_snap_chunk_round_trip(void)
+{
+    struct raft_blob *data = blob_of(NULL, CODEC_SNAP_CHUNK_MAX);
+    uint32_t lens[4] = {0, 1, 4095, CODEC_SNAP_CHUNK_MAX};
+    for (int i = 0; i < 4; i++) {
+        struct codec_snap_chunk c = {.session = UINT64_MAX - (uint64_t)i,
+                                     .term = 7,
+                                     .index = 1ull << 40,
+                                     .offset = (uint64_t)i << 18,
+                                     .last = i % 2,
+                                     .len = lens[i],
+                                     .bytes = data->data},
+                                d;
+        struct codec_buf b;
+        codec_buf_init(&b);
+        CHECK_EQ_U(codec_encode_snap_chunk(&c, &b), 0);
+        size_t len = 0;
+        const uint8_t *p = one_frame(&b, CODEC_SNAP_CHUNK, &len);
+        CHECK(p && codec_decode_snap_chunk(p, len, &d) == 0 && chunk_eq(&c, &d));
+        if (p && lens[i]) CHECK(d.bytes >= p && d.bytes + d.len <= p + len); /* a view */
+        /* The scatter form (bytes from a blob, referenced when large) is the same frame. */
+        struct raft_blob *part = blob_of(NULL, lens[i]);
+        memcpy(part->data, data->data, lens[i]);
+        struct codec_frame f;
+        codec_frame_init(&f, 4096);
+        CHECK_EQ_U(codec_frame_snap_chunk(&f, &c, lens[i] ? part : NULL), 0);
+        CHECK_EQ_U(f.total, b.len);
+        CHECK_EQ_U(part->refs, lens[i] >= 4096 ? 2u : 1u);
+        size_t off = 0;
+        bool same = true;
+        for (size_t k = 0; k < f.n_segs; k++) {
+            const struct codec_seg *s = &f.segs[k];
+            const uint8_t *sp = s->blob ? s->blob->data : f.inline_bytes.data + s->off;
+            same = same && memcmp(sp, b.data + off, s->len) == 0;
+            off += s->len;
+        }
+        CHECK(same && off == b.len);
+        codec_frame_free(&f);
+        raft_blob_unref(part);
+        codec_buf_free(&b);
+    }
+    /* Over the chunk maximum: refused by both encoders. */
+    struct raft_blob *big = blob_of(NULL, CODEC_SNAP_CHUNK_MAX + 1);
+    struct codec_snap_chunk c = {.session = 1, .len = big->len, .bytes = big->data};
+    struct codec_buf b;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_snap_chunk(&c, &b), ERR_TOOBIG);
+    struct codec_frame f;
+    codec_frame_init(&f, 4096);
+    CHECK_EQ_U(codec_frame_snap_chunk(&f, &c, big), ERR_TOOBIG);
+    CHECK_EQ_U(big->refs, 1);
+    codec_frame_free(&f);
+    CHECK_EQ_U(b.len, 0);
+    codec_buf_free(&b);
+    raft_blob_unref(big);
+    raft_blob_unref(data);
+}
+
+static void test_snap_ack_round_trip(void)
+{
+    const char *reasons[3] = {"", "stale term", ""};
+    for (uint8_t st = CODEC_SNAP_OK; st <= CODEC_SNAP_INSTALLED; st++) {
+        struct codec_snap_ack a = {.session = 99,
+                                   .term = 3,
+                                   .offset = 1u << 20,
+                                   .status = st,
+                                   .index = 1234},
+                              d;
+        strcpy(a.reason, reasons[st]);
+        struct codec_buf b;
+        codec_buf_init(&b);
+        CHECK_EQ_U(codec_encode_snap_ack(&a, &b), 0);
+        size_t len = 0;
+        const uint8_t *p = one_frame(&b, CODEC_SNAP_ACK, &len);
+        CHECK(p && codec_decode_snap_ack(p, len, &d) == 0);
+        CHECK(d.session == 99 && d.term == 3 && d.offset == 1u << 20 && d.status == st &&
+              d.index == 1234 && strcmp(d.reason, reasons[st]) == 0);
+        codec_buf_free(&b);
+    }
+    /* A reason is only sent with ABORT; an unknown status cannot be encoded. */
+    struct codec_snap_ack a = {.session = 1, .status = CODEC_SNAP_OK}, d;
+    strcpy(a.reason, "ignored");
+    struct codec_buf b;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_snap_ack(&a, &b), 0);
+    size_t len = 0;
+    const uint8_t *p = one_frame(&b, CODEC_SNAP_ACK, &len);
+    CHECK(p && codec_decode_snap_ack(p, len, &d) == 0 && d.reason[0] == '\0');
+    codec_buf_free(&b);
+    a.status = CODEC_SNAP_INSTALLED + 1;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_snap_ack(&a, &b), ERR_INVALID);
+    codec_buf_free(&b);
+}
+
 /* Every frame type, encoded back to back into one buffer. */
 static void encode_all(struct codec_buf *b, struct raft_blob *big)
 {
@@ -203,6 +305,11 @@ static void encode_all(struct codec_buf *b, struct raft_blob *big)
     CHECK_EQ_U(codec_encode_msg(&m, b), 0);
     CHECK_EQ_U(codec_encode_fwd_req(7, CODEC_FWD_PROPOSE, big, b), 0);
     CHECK_EQ_U(codec_encode_fwd_resp(&r, b), 0);
+    struct codec_snap_chunk c = {
+        .session = 5, .term = 2, .index = 9, .offset = 0, .len = 300, .bytes = big->data};
+    struct codec_snap_ack a = {.session = 5, .status = CODEC_SNAP_ABORT, .reason = "why"};
+    CHECK_EQ_U(codec_encode_snap_chunk(&c, b), 0);
+    CHECK_EQ_U(codec_encode_snap_ack(&a, b), 0);
 }
 
 static int decode_any(uint8_t type, const uint8_t *p, size_t len)
@@ -211,6 +318,8 @@ static int decode_any(uint8_t type, const uint8_t *p, size_t len)
     struct codec_hello h;
     struct codec_fwd_req q;
     struct codec_fwd_resp r;
+    struct codec_snap_chunk c;
+    struct codec_snap_ack a;
     int rv = ERR_INVALID;
     switch (type) {
     case CODEC_HELLO:
@@ -226,6 +335,12 @@ static int decode_any(uint8_t type, const uint8_t *p, size_t len)
         break;
     case CODEC_FWD_RESP:
         rv = codec_decode_fwd_resp(p, len, &r);
+        break;
+    case CODEC_SNAP_CHUNK:
+        rv = codec_decode_snap_chunk(p, len, &c);
+        break;
+    case CODEC_SNAP_ACK:
+        rv = codec_decode_snap_ack(p, len, &a);
         break;
     }
     return rv;
@@ -271,7 +386,7 @@ static void test_truncation_every_byte(void)
         off += CODEC_HDR_BYTES + h.len;
         frames++;
     }
-    CHECK_EQ_U(frames, 4);
+    CHECK_EQ_U(frames, 6);
     CHECK_EQ_U(bad, 0);
     codec_buf_free(&b);
     raft_blob_unref(big);
@@ -418,6 +533,72 @@ static void test_inconsistent_payloads(void)
     CHECK_EQ_U(codec_decode_hello(hs, sizeof hs, &h), ERR_PROTO);
 }
 
+/* SNAP_CHUNK and SNAP_ACK payloads that pass the checksum but lie. */
+static void test_snap_inconsistent(void)
+{
+    uint8_t bytes[16] = "0123456789abcdef";
+    struct codec_snap_chunk c = {.session = 1,
+                                 .term = 2,
+                                 .index = 3,
+                                 .offset = 4,
+                                 .len = 16,
+                                 .bytes = bytes},
+                            d;
+    struct codec_buf b;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_snap_chunk(&c, &b), 0);
+    uint8_t *p = b.data + CODEC_HDR_BYTES;
+    size_t len = b.len - CODEC_HDR_BYTES;
+    struct {
+        size_t off;
+        uint8_t val;
+    } lies[] = {
+        {7, 0},     /* session 0 */
+        {24, 0x80}, /* offset beyond 2^63 */
+        {32, 0x02}, /* unknown flag */
+        {33, 0x01}, /* length over CODEC_SNAP_CHUNK_MAX (and past the end) */
+        {36, 17},   /* one byte longer than what is left */
+        {36, 15},   /* a trailing byte */
+    };
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+        uint8_t saved = p[lies[i].off];
+        p[lies[i].off] = lies[i].val;
+        CHECK_EQ_U(codec_decode_snap_chunk(p, len, &d), ERR_PROTO);
+        p[lies[i].off] = saved;
+    }
+    CHECK_EQ_U(codec_decode_snap_chunk(p, len, &d), 0);
+    codec_buf_free(&b);
+    /* A chunk header claiming a huge length with few bytes behind it. */
+    uint8_t hdr[37] = {0, 0, 0, 0, 0, 0, 0, 1};
+    hdr[33] = 0x04; /* len 0x04000000 */
+    CHECK_EQ_U(codec_decode_snap_chunk(hdr, sizeof hdr, &d), ERR_PROTO);
+    hdr[33] = 0;
+    CHECK_EQ_U(codec_decode_snap_chunk(hdr, sizeof hdr, &d), 0);
+    /* A chunk over the maximum, bytes and all, is refused too. */
+    size_t over = CODEC_SNAP_CHUNK_MAX + 1;
+    uint8_t *big = calloc(1, sizeof hdr + over);
+    memcpy(big, hdr, sizeof hdr);
+    for (int k = 0; k < 4; k++)
+        big[33 + k] = (uint8_t)(over >> (24 - 8 * k));
+    CHECK_EQ_U(codec_decode_snap_chunk(big, sizeof hdr + over, &d), ERR_PROTO);
+    free(big);
+
+    struct codec_snap_ack a = {.session = 1, .status = CODEC_SNAP_ABORT, .reason = "r"}, e;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_snap_ack(&a, &b), 0);
+    p = b.data + CODEC_HDR_BYTES;
+    len = b.len - CODEC_HDR_BYTES;
+    CHECK_EQ_U(codec_decode_snap_ack(p, len, &e), 0);
+    p[24] = 3; /* unknown status */
+    CHECK_EQ_U(codec_decode_snap_ack(p, len, &e), ERR_PROTO);
+    p[24] = CODEC_SNAP_OK; /* a reason with OK */
+    CHECK_EQ_U(codec_decode_snap_ack(p, len, &e), ERR_PROTO);
+    p[24] = CODEC_SNAP_ABORT;
+    p[7] = 0; /* session 0 */
+    CHECK_EQ_U(codec_decode_snap_ack(p, len, &e), ERR_PROTO);
+    codec_buf_free(&b);
+}
+
 /* The scatter frame references big payloads (no copy) and its bytes equal the contiguous
  * encoding; freeing it gives the references back. */
 static void test_scatter_frame(void)
@@ -467,6 +648,9 @@ int main(void)
     RUN(test_msg_entries_round_trip);
     RUN(test_hello_round_trip);
     RUN(test_fwd_round_trip);
+    RUN(test_snap_chunk_round_trip);
+    RUN(test_snap_ack_round_trip);
+    RUN(test_snap_inconsistent);
     RUN(test_truncation_every_byte);
     RUN(test_corrupt_checksum);
     RUN(test_bad_header);
