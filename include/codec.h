@@ -7,12 +7,10 @@
  *   u32 CRC-32 (zlib) of the payload
  * Payloads (strings are u16 length + bytes, no NUL inside, at most CODEC_STR_MAX bytes):
  *   HELLO    str cluster | str name | u64 raft_id | str raft_addr
- *   RAFT     u8 type | u8 flags (bit0 reject) | u64 from, to, term, index, log_term, commit,
- *            hint, ctx | u32 n_entries | n x entry
- *            entry: u64 term | u64 index | u8 type | u8 flags (bit0 has data) | u32 len |
- *                   len bytes (len == 0 when there is no data)
- *   FWD_REQ  u64 fwd_id | u8 op | u32 len | len bytes
- *   FWD_RESP u64 fwd_id | u32 err | u64 index | u64 term | str leader_name
+ *   RAFT     u8 type | u8 flags (bit0 reject, bit1 transfer) | u64 from, to, term, index, log_term,
+ * commit, hint, ctx | u32 n_entries | n x entry entry: u64 term | u64 index | u8 type | u8 flags
+ * (bit0 has data) | u32 len | len bytes (len == 0 when there is no data) FWD_REQ  u64 fwd_id | u8
+ * op | u32 len | len bytes FWD_RESP u64 fwd_id | u32 err | u64 index | u64 term | str leader_name
  *   SNAP_CHUNK (leader -> follower, one InstallSnapshot stream in order)
  *            u64 session | u64 term | u64 index | u64 offset | u8 flags (bit0 last) |
  *            u32 len (<= CODEC_SNAP_CHUNK_MAX) | len bytes

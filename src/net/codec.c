@@ -13,6 +13,7 @@
  * entries array is allocated, so a frame can never make us allocate more than ~1.5x its size. */
 #define CODEC_ENTRY_MIN_BYTES (8 + 8 + 1 + 1 + 4)
 #define CODEC_MSG_REJECT 0x01u
+#define CODEC_MSG_TRANSFER 0x02u
 #define CODEC_ENTRY_HAS_DATA 0x01u
 
 /* ---- Encoders -------------------------------------------------------------------------------- */
@@ -44,7 +45,8 @@ int codec_frame_msg(struct codec_frame *f, const struct raft_msg *m)
     struct codec_w w;
     codec_w_begin(&w, f);
     codec_w_u8(&w, m->type);
-    codec_w_u8(&w, m->reject ? CODEC_MSG_REJECT : 0);
+    codec_w_u8(
+        &w, (uint8_t)((m->reject ? CODEC_MSG_REJECT : 0) | (m->transfer ? CODEC_MSG_TRANSFER : 0)));
     codec_w_u64(&w, m->from);
     codec_w_u64(&w, m->to);
     codec_w_u64(&w, m->term);
@@ -250,6 +252,7 @@ int codec_decode_msg(const uint8_t *p, size_t len, struct raft_msg *out)
     out->type = codec_r_u8(&r);
     uint8_t flags = codec_r_u8(&r);
     out->reject = flags & CODEC_MSG_REJECT;
+    out->transfer = flags & CODEC_MSG_TRANSFER;
     out->from = codec_r_u64(&r);
     out->to = codec_r_u64(&r);
     out->term = codec_r_u64(&r);
@@ -259,7 +262,8 @@ int codec_decode_msg(const uint8_t *p, size_t len, struct raft_msg *out)
     out->hint = codec_r_u64(&r);
     out->ctx = codec_r_u64(&r);
     int rv = ERR_PROTO;
-    if (!r.bad && out->type != 0 && out->type < RAFT_MSG__COUNT && !(flags & ~CODEC_MSG_REJECT))
+    if (!r.bad && out->type != 0 && out->type < RAFT_MSG__COUNT &&
+        !(flags & ~(CODEC_MSG_REJECT | CODEC_MSG_TRANSFER)))
         rv = codec_r_entries(&r, out);
     if (rv == 0) rv = codec_r_done(&r);
     if (rv) codec_msg_free(out);

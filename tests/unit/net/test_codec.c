@@ -25,8 +25,8 @@ static bool msg_eq(const struct raft_msg *a, const struct raft_msg *b)
 {
     if (a->type != b->type || a->from != b->from || a->to != b->to || a->term != b->term ||
         a->index != b->index || a->log_term != b->log_term || a->commit != b->commit ||
-        a->hint != b->hint || a->reject != b->reject || a->ctx != b->ctx ||
-        a->n_entries != b->n_entries)
+        a->hint != b->hint || a->reject != b->reject || a->transfer != b->transfer ||
+        a->ctx != b->ctx || a->n_entries != b->n_entries)
         return false;
     for (uint32_t i = 0; i < a->n_entries; i++) {
         const struct raft_entry *x = &a->entries[i], *y = &b->entries[i];
@@ -64,6 +64,7 @@ static struct raft_msg sample_msg(uint8_t type, struct raft_entry *ents, uint32_
                          .commit = 1ull << 40,
                          .hint = 3,
                          .reject = type % 2,
+                         .transfer = type == RAFT_MSG_VOTE,
                          .ctx = 0xdeadbeefcafef00dull,
                          .n_entries = n,
                          .entries = ents};
@@ -487,7 +488,7 @@ static void test_inconsistent_payloads(void)
     } lies[] = {
         {0, 0},               /* message type 0 */
         {0, RAFT_MSG__COUNT}, /* unknown message type */
-        {1, 0x02},            /* unknown message flag */
+        {1, 0x04},            /* unknown message flag */
         {n_off, 0xff},        /* n_entries 0xff000001 */
         {n_off + 3, 2},       /* two entries, bytes for one */
         {n_off + 3, 0},       /* zero entries, trailing bytes */
