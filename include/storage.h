@@ -8,7 +8,17 @@
  *   payload.db  btree: big-endian u64 index -> the payload bytes (absent when empty). Kept
  *               apart so a 64 MiB payload goes to BDB straight from its blob (no copy) and a
  *               boot scan reads only headers.
- *   meta.db     btree: "hardstate" -> term, vote, commit + CRC-32.
+ *   meta.db     btree: "hardstate" -> term, vote, commit + CRC-32;
+ *               "snapshot" -> the snapshot point: index, term, encoded configuration as of
+ *               index, CRC-32 (absent until the first compaction). The log holds the entries
+ *               after it: snapshot index + 1 .. last, contiguous.
+ * Compaction (log prefix deletion) is bounded per transaction: a write records the snapshot
+ * point and deletes at most a chunk (STORE_COMPACT_CHUNK entries / STORE_COMPACT_CHUNK_BYTES)
+ * of the entries <= it in its own transaction; the writer deletes the rest in later batches
+ * and, while idle, in small transactions of its own. Leftover entries <= the snapshot index
+ * (after a crash, or still queued for deletion) are never loaded or counted.
+ * Freed BDB pages are reused by later appends (the files stop growing once compaction keeps
+ * up) and old BDB log files are removed after each checkpoint (DB_LOG_AUTO_REMOVE).
  * Every DB has BDB page checksums (DB_CHKSUM); every read of a header, payload or hardstate
  * verifies its own CRC-32 (zlib) and answers ERR_CORRUPT on a mismatch.
  *
@@ -47,11 +57,17 @@ DB_ENV *store_env(struct store *s);
 /* The reason for the last error of a call made on the loop thread (borrowed). */
 const char *store_errmsg(const struct store *s);
 
-/* Loads hardstate and the whole log in index order into *boot. NORMAL entries come with
- * data == NULL (fetch them with store_fetch); NOOP/CONFIG entries carry their payload (NULL
- * when empty). boot's memory belongs to the store until store_boot_free(boot). ERR_CORRUPT
- * on a bad checksum, a gap or a first index other than 1; ERR_IO, ERR_NOMEM. Call before
- * store_writer_start. */
+/* Loads hardstate, the snapshot point and the whole log after it, in index order, into
+ * *boot: term/vote/commit, snapshot_index/snapshot_term/snapshot_conf (the decoded
+ * configuration as of snapshot_index; NULL and 0/0 when no compaction happened yet) and the
+ * entries snapshot_index+1 .. last. NORMAL entries come with data == NULL (fetch them with
+ * store_fetch); NOOP/CONFIG entries carry their payload (NULL when empty). boot's memory
+ * (entries, snapshot_conf) belongs to the store until store_boot_free(boot). Leftover entries
+ * <= snapshot_index are skipped (the writer deletes them later). ERR_CORRUPT on a bad
+ * checksum (entry header, CONFIG payload, hardstate, snapshot record), an undecodable
+ * snapshot configuration, a gap, a first entry other than snapshot_index+1, or terms going
+ * backwards (also below snapshot_term); ERR_IO, ERR_NOMEM. boot->applied is left 0 (the
+ * caller's). Call before store_writer_start (again after store_reset_sync). */
 int store_load(struct store *s, struct raft_boot *boot);
 /* Frees what store_load put in boot and zeroes it. */
 void store_boot_free(struct raft_boot *boot);
@@ -62,9 +78,20 @@ void store_boot_free(struct raft_boot *boot);
  * to be durable and never truncated (committed ones). */
 int store_fetch(struct store *s, raft_index index, struct raft_blob **out);
 
-/* One ready batch to make durable. Entries must be contiguous, follow the log (after the
- * truncation, if any) without a gap or overlap, and have non-decreasing terms: violations
- * are programmer errors (ASSERT). */
+/* One ready batch to make durable, applied in this order inside ONE transaction:
+ *   1. compaction (compact_to != 0): the snapshot point becomes (compact_to, snap_term,
+ *      snap_conf) and entries <= compact_to are deleted (a first chunk now, the rest by the
+ *      writer later; they are never seen again either way). compact_to may be beyond the
+ *      log's end (a follower installing a snapshot): the log then continues at compact_to+1.
+ *   2. truncation (truncate_from != 0, or implied by entries[0] overwriting the log): delete
+ *      entries >= truncate_from;
+ *   3. the entries; then the hardstate (the newest of a group-committed batch).
+ * A follower's snapshot install is one job: compact_to = S, truncate_from = S+1 (when its
+ * suffix is discarded) and possibly entries from S+1. Rules (ASSERT, programmer errors):
+ * entries contiguous, following the log after steps 1-2 without a gap or overlap, terms
+ * non-decreasing and >= snap_term; compact_to >= the current snapshot index, or
+ * truncate_from == compact_to + 1 (a reset may move the snapshot point back: everything
+ * after it goes); truncate_from, when set, > compact_to; snap_conf != NULL iff compact_to. */
 struct store_write {
     uint64_t seq;
     bool hardstate_changed;
@@ -76,11 +103,28 @@ struct store_write {
      * entry; the store frees both (also on error). */
     struct raft_entry *entries;
     size_t n_entries;
+    raft_index compact_to; /* 0 = none; else the new snapshot point (see above) */
+    raft_term snap_term;   /* term of the entry at compact_to */
+    /* raft_configuration_encode() of the configuration as of compact_to; the job owns one
+     * reference (dropped by the store, also on error). */
+    struct raft_blob *snap_conf;
 };
 
 /* Writes w in one transaction, durable on return. Takes ownership of w's entries (w itself
  * is borrowed). Not while a writer is running. ERR_IO, ERR_NOSPACE, ERR_CORRUPT, ERR_NOMEM. */
 int store_write_sync(struct store *s, struct store_write *w);
+
+/* Boot-time repair, before the writer starts: deletes EVERY entry and records the snapshot
+ * point (index, term, conf = encoded configuration as of index; borrowed). For a node whose
+ * file store installed a snapshot at index while the core's matching reset never reached
+ * this store (a crash in between). Durable on return; call store_load again afterwards.
+ * ERR_IO, ERR_NOSPACE, ERR_NOMEM. */
+int store_reset_sync(struct store *s, raft_index index, raft_term term,
+                     const struct raft_blob *conf);
+/* The durable snapshot point (0, 0 when none) as last committed: by store_open/store_load/
+ * store_reset_sync/store_write_sync, or by the writer (any thread; a batch's point may show
+ * before its done_cb). Always returns 0. */
+int store_snapshot_info(struct store *s, raft_index *index, raft_term *term);
 
 /* Asynchronous group-commit writer: a storage thread takes every queued job (at most
  * STORE_BATCH_JOBS_MAX jobs, ~STORE_BATCH_BYTES_MAX payload bytes or STORE_BATCH_ENTRIES_MAX
@@ -92,6 +136,10 @@ int store_write_sync(struct store *s, struct store_write *w);
 #define STORE_BATCH_JOBS_MAX 1024
 #define STORE_BATCH_BYTES_MAX (64u << 20)
 #define STORE_BATCH_ENTRIES_MAX 65536 /* bounds the pages (locks) of one transaction */
+/* Compaction deletes at most this many entries / payload bytes in one transaction (at least
+ * one entry). */
+#define STORE_COMPACT_CHUNK 4096
+#define STORE_COMPACT_CHUNK_BYTES (16u << 20)
 struct store_writer;
 /* loop: the loop thread's libev loop (borrowed; must outlive the writer). ERR_NOMEM, ERR_IO. */
 int store_writer_start(struct store *s, struct ev_loop *loop,
@@ -109,18 +157,23 @@ void store_writer_stop(struct store_writer *w);
  * its puts and before its commit; a non-zero return (an errno or BDB code) fails the batch as
  * if BDB had returned it. NULL to clear. Set while no writer runs. */
 void store_set_commit_hook(struct store *s, int (*fn)(void *ctx), void *ctx);
+/* Testing only: compaction deletes at most entries per transaction instead of
+ * STORE_COMPACT_CHUNK (0: the default), to exercise carried-over deletions. Set while no
+ * writer runs. */
+void store_set_compact_chunk(struct store *s, uint32_t entries);
 
 /* Fixed fsync latency buckets (upper bounds, µs) for a Prometheus histogram. */
 #define STORE_FSYNC_BUCKETS 14
 extern const double store_fsync_bucket_le_us[STORE_FSYNC_BUCKETS];
 
 struct store_stats {
-    uint64_t fsyncs;          /* synchronous commits (one log fsync each) */
-    uint64_t batches;         /* transactions written (== fsyncs unless one failed) */
-    uint64_t jobs_written;    /* store_write jobs made durable */
-    uint64_t entries_written; /* log entries made durable */
-    uint64_t bytes_written;   /* payload bytes made durable */
-    uint64_t checkpoints;     /* BDB checkpoints taken */
+    uint64_t fsyncs;            /* synchronous commits (one log fsync each) */
+    uint64_t batches;           /* transactions written (== fsyncs unless one failed) */
+    uint64_t jobs_written;      /* store_write jobs made durable */
+    uint64_t entries_written;   /* log entries made durable */
+    uint64_t bytes_written;     /* payload bytes made durable */
+    uint64_t checkpoints;       /* BDB checkpoints taken */
+    uint64_t entries_compacted; /* log entries deleted by compaction (leftovers included) */
     /* fsync_hist[i]: commits that took <= store_fsync_bucket_le_us[i] (and more than the
      * previous bound); fsync_hist[STORE_FSYNC_BUCKETS]: slower than every bound. */
     uint64_t fsync_hist[STORE_FSYNC_BUCKETS + 1];

@@ -133,8 +133,9 @@ static int store_db_open(struct store *s, const char *file, uint32_t page_bytes,
     return 0;
 }
 
-/* The durable end of the log, so the first write can be checked against it. */
-static int store_find_last(struct store *s, char *err, size_t err_len)
+/* The first (DB_FIRST) or last (DB_LAST) key of log.db: *index 0 when empty. */
+static int store_edge_key(struct store *s, uint32_t op, raft_index *index, char *err,
+                          size_t err_len)
 {
     DBC *c = NULL;
     int ret = s->log->cursor(s->log, NULL, &c, 0);
@@ -142,16 +143,34 @@ static int store_find_last(struct store *s, char *err, size_t err_len)
     uint8_t k[8];
     DBT key = {.data = k, .ulen = sizeof k, .flags = DB_DBT_USERMEM};
     DBT val = {.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL};
-    ret = c->get(c, &key, &val, DB_LAST);
+    ret = c->get(c, &key, &val, op);
     c->close(c);
-    s->last_index = 0;
+    *index = 0;
     if (ret == DB_NOTFOUND) return 0;
-    if (ret) return store_bdb_err(ret, "reading the last log key", err, err_len);
-    if (key.size != sizeof k) {
-        snprintf(err, err_len, "log.db: key of %u bytes", key.size);
+    if (ret == 0 && key.size != sizeof k) ret = DB_BUFFER_SMALL;
+    if (ret == DB_BUFFER_SMALL) {
+        snprintf(err, err_len, "log.db: a key of bad size");
         return ERR_CORRUPT;
     }
-    s->last_index = store_key_index(k);
+    if (ret) return store_bdb_err(ret, "reading a log.db edge key", err, err_len);
+    *index = store_key_index(k);
+    return 0;
+}
+
+/* Where the durable log stands, so the first write can be checked against it. */
+static int store_find_pos(struct store *s, char *err, size_t err_len)
+{
+    struct store_pos *p = &s->pos;
+    memset(p, 0, sizeof *p);
+    bool found;
+    raft_index first = 0, last = 0;
+    int rv = store_snap_read(s, &found, &p->snap_index, &p->snap_term, NULL, err, err_len);
+    if (rv == 0) rv = store_edge_key(s, DB_FIRST, &first, err, err_len);
+    if (rv == 0) rv = store_edge_key(s, DB_LAST, &last, err, err_len);
+    if (rv) return rv;
+    p->last_index = last > p->snap_index ? last : p->snap_index;
+    p->compact_pending = first && first <= p->snap_index;
+    store_pos_publish(s, 0);
     return 0;
 }
 
@@ -165,12 +184,13 @@ int store_open(const char *dir, struct store **out, char *err, size_t err_len)
         return ERR_NOMEM;
     }
     pthread_mutex_init(&s->stats_mu, NULL);
+    s->compact_chunk = STORE_COMPACT_CHUNK;
     int rv = store_env_open(s, dir, err, err_len);
     if (rv == 0) rv = store_db_open(s, "log.db", 0, &s->log, err, err_len);
     if (rv == 0)
         rv = store_db_open(s, "payload.db", STORE_PAYLOAD_PAGE_BYTES, &s->payload, err, err_len);
     if (rv == 0) rv = store_db_open(s, "meta.db", 0, &s->meta, err, err_len);
-    if (rv == 0) rv = store_find_last(s, err, err_len);
+    if (rv == 0) rv = store_find_pos(s, err, err_len);
     if (rv) {
         store_close(s);
         return rv;

@@ -12,20 +12,37 @@
 #define STORE_REC_VERSION 1 /* header format version */
 #define STORE_ERRMSG_BYTES 256
 
+/* Where the durable log stands, as seen by the writing thread (the writer, or the caller of
+ * store_*_sync / store_load before it starts). A batch works on a copy and publishes it
+ * only when its transaction commits. */
+struct store_pos {
+    /* The log's logical end: the last entry, or the snapshot index when no entry follows
+     * it. The next append is at last_index + 1. */
+    raft_index last_index;
+    raft_index snap_index; /* the durable snapshot point (0: none) */
+    raft_term snap_term;
+    /* Entries <= snap_index may still be on disk (compaction carried over). Cleared when a
+     * deletion pass finds none. */
+    bool compact_pending;
+};
+
 struct store {
     DB_ENV *env;
-    bool env_open; /* env->open succeeded */
-    DB *log;       /* index -> header */
-    DB *payload;   /* index -> payload bytes */
-    DB *meta;      /* "hardstate" -> term, vote, commit */
-    /* The durable log's end, as seen by the writing thread (the writer, or the caller of
-     * store_write_sync before it starts). */
-    raft_index last_index;
+    bool env_open;        /* env->open succeeded */
+    DB *log;              /* index -> header */
+    DB *payload;          /* index -> payload bytes */
+    DB *meta;             /* "hardstate" -> term, vote, commit; "snapshot" -> the snapshot point */
+    struct store_pos pos; /* writing thread only */
+    uint32_t compact_chunk;  /* entries per deletion transaction */
+    uint64_t compact_unckpt; /* writing thread: payload bytes deleted since the last
+                                checkpoint (their undo records fill the BDB log too) */
     bool writer_running;
     int (*commit_hook)(void *ctx);
     void *commit_hook_ctx;
-    pthread_mutex_t stats_mu; /* guards stats: written by the writer, read by anyone */
+    pthread_mutex_t stats_mu; /* guards stats and pub_snap_*: written by the writer */
     struct store_stats stats;
+    raft_index pub_snap_index; /* pos.snap_index as of the last commit, for any thread */
+    raft_term pub_snap_term;
     char errmsg[STORE_ERRMSG_BYTES]; /* last loop-thread error */
 };
 
@@ -39,6 +56,8 @@ struct store_hdr {
 
 /* BDB return code -> ERR_*; logs "what: db_strerror" and copies it to msg when non-NULL. */
 int store_bdb_err(int ret, const char *what, char *msg, size_t msg_len);
+void store_put_le(uint8_t *p, uint64_t v, int n);
+uint64_t store_get_le(const uint8_t *p, int n);
 void store_key(raft_index index, uint8_t key[8]);
 raft_index store_key_index(const uint8_t key[8]);
 void store_hdr_encode(raft_index index, const struct store_hdr *h, uint8_t out[STORE_HDR_BYTES]);
@@ -52,6 +71,28 @@ int store_hdr_get(struct store *s, raft_index index, uint32_t get_flags, struct 
 int store_payload_get(struct store *s, raft_index index, const struct store_hdr *h,
                       uint32_t get_flags, bool want_empty_blob, struct raft_blob **out);
 
+/* ---- snapshot point and compaction (store_snap.c) ---- */
+
+/* Reads the "snapshot" record: *found false when absent. ERR_CORRUPT on a bad size, version
+ * or CRC (message in msg), ERR_IO. conf_out (may be NULL) gets the decoded configuration,
+ * ERR_CORRUPT when it does not decode. */
+int store_snap_read(struct store *s, bool *found, raft_index *index, raft_term *term,
+                    struct raft_configuration *conf_out, char *msg, size_t msg_len);
+/* Puts the "snapshot" record in txn (a BDB return code). */
+int store_snap_put(struct store *s, DB_TXN *txn, raft_index index, raft_term term,
+                   const struct raft_blob *conf);
+/* Deletes, in txn, log and payload records of the first entries <= upto: at most
+ * s->compact_chunk entries or STORE_COMPACT_CHUNK_BYTES payload bytes (at least one entry).
+ * *more: entries <= upto may remain. *n, *bytes: what was deleted. A BDB return code. */
+int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, bool *more, uint64_t *n,
+                        uint64_t *bytes);
+/* One deletion transaction of carried-over compaction (writing thread, nothing else in
+ * flight), committed without a log flush: losing it in a crash leaves leftovers that are
+ * skipped and deleted again. Updates s->pos.compact_pending and the stats. ERR_* (logged). */
+int store_compact_step(struct store *s);
+/* Publishes s->pos's snapshot point for store_snapshot_info and counts deletions. */
+void store_pos_publish(struct store *s, uint64_t compacted);
+
 /* One queued write inside the writer (also used by store_write_sync). */
 struct store_job {
     struct store_job *next;
@@ -60,9 +101,9 @@ struct store_job {
 };
 
 /* Writes jobs (a NULL-terminated list) in one transaction committed with DB_TXN_SYNC,
- * retrying on deadlock; updates s->last_index and the stats. Does not free the jobs. */
+ * retrying on deadlock; updates s->pos and the stats. Does not free the jobs. */
 int store_commit_batch(struct store *s, struct store_job *jobs);
-/* Drops the blob references and the entry array of w. */
+/* Drops the blob references (entries, snap_conf) and the entry array of w. */
 void store_write_release(struct store_write *w);
 /* txn_checkpoint if at least min_kbytes of log were written since the last one. */
 void store_checkpoint(struct store *s, uint32_t min_kbytes);

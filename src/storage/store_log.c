@@ -13,13 +13,13 @@
 #define STORE_TRIM_CHUNK 1024 /* entries deleted per transaction by store_trim_tail */
 static const char store_hs_key[] = "hardstate";
 
-static void store_put_le(uint8_t *p, uint64_t v, int n)
+void store_put_le(uint8_t *p, uint64_t v, int n)
 {
     for (int i = 0; i < n; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t store_get_le(const uint8_t *p, int n)
+uint64_t store_get_le(const uint8_t *p, int n)
 {
     uint64_t v = 0;
     for (int i = 0; i < n; i++)
@@ -222,20 +222,26 @@ static int store_load_one(struct store *s, const uint8_t *k, const DBT *key, con
     return store_payload_get(s, index, &h, 0, false, &e->data);
 }
 
-static int store_load_log(struct store *s, struct raft_entry **arr, size_t *n)
+/* Scans log.db from from (the entry after the snapshot point; leftovers before it are
+ * skipped) to its end: every entry must follow the previous one, terms never go down. */
+static int store_load_log(struct store *s, raft_index from, raft_term min_term,
+                          struct raft_entry **arr, size_t *n)
 {
     size_t cap = 0;
     DBC *c = NULL;
     int ret = s->log->cursor(s->log, NULL, &c, 0);
     if (ret) return store_bdb_err(ret, "log.db cursor", s->errmsg, sizeof s->errmsg);
     uint8_t k[8], v[STORE_HDR_BYTES];
-    DBT key = {.data = k, .ulen = sizeof k, .flags = DB_DBT_USERMEM};
+    store_key(from, k);
+    DBT key = {.data = k, .size = sizeof k, .ulen = sizeof k, .flags = DB_DBT_USERMEM};
     DBT val = {.data = v, .ulen = sizeof v, .flags = DB_DBT_USERMEM};
     int rv = 0;
-    raft_term prev_term = 0;
-    while (rv == 0 && (ret = c->get(c, &key, &val, DB_NEXT)) == 0) {
+    raft_term prev_term = min_term;
+    uint32_t op = DB_SET_RANGE;
+    while (rv == 0 && (ret = c->get(c, &key, &val, op)) == 0) {
+        op = DB_NEXT;
         struct raft_entry e;
-        rv = store_load_one(s, k, &key, v, &val, &e, *n + 1);
+        rv = store_load_one(s, k, &key, v, &val, &e, from + *n);
         if (rv == 0 && e.term < prev_term) {
             snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: term goes backwards",
                      (unsigned long long)e.index);
@@ -254,22 +260,46 @@ static int store_load_log(struct store *s, struct raft_entry **arr, size_t *n)
     return rv;
 }
 
+/* The snapshot point into boot (snapshot_conf malloc'd) and s->pos. */
+static int store_load_snap(struct store *s, struct raft_boot *boot)
+{
+    struct raft_configuration *conf = malloc(sizeof *conf);
+    if (!conf) return ERR_NOMEM;
+    bool found;
+    raft_index index;
+    raft_term term;
+    int rv = store_snap_read(s, &found, &index, &term, conf, s->errmsg, sizeof s->errmsg);
+    if (rv || !found) {
+        free(conf);
+        return rv;
+    }
+    boot->snapshot_index = index;
+    boot->snapshot_term = term;
+    boot->snapshot_conf = conf;
+    return 0;
+}
+
 int store_load(struct store *s, struct raft_boot *boot)
 {
     ASSERT(s && boot);
     ASSERT(!s->writer_running);
     memset(boot, 0, sizeof *boot);
     int rv = store_hs_load(s, boot);
+    if (rv == 0) rv = store_load_snap(s, boot);
     struct raft_entry *arr = NULL;
     size_t n = 0;
-    if (rv == 0) rv = store_load_log(s, &arr, &n);
+    if (rv == 0) rv = store_load_log(s, boot->snapshot_index + 1, boot->snapshot_term, &arr, &n);
     boot->entries = arr;
     boot->n_entries = n;
     if (rv) {
         store_boot_free(boot);
         return rv;
     }
-    s->last_index = n ? arr[n - 1].index : 0;
+    /* compact_pending stays as store_open found it (leftovers are not scanned here). */
+    s->pos.snap_index = boot->snapshot_index;
+    s->pos.snap_term = boot->snapshot_term;
+    s->pos.last_index = n ? arr[n - 1].index : boot->snapshot_index;
+    store_pos_publish(s, 0);
     return 0;
 }
 
@@ -279,6 +309,7 @@ void store_boot_free(struct raft_boot *boot)
     for (size_t i = 0; i < boot->n_entries; i++)
         raft_blob_unref(arr[i].data);
     free(arr);
+    free((void *)boot->snapshot_conf);
     memset(boot, 0, sizeof *boot);
 }
 
@@ -347,8 +378,8 @@ static raft_index store_job_cut(const struct store_write *w, raft_index last)
 static int store_trim_tail(struct store *s, raft_index from)
 {
     int ret = 0;
-    for (int fails = 0; ret == 0 && s->last_index >= from + STORE_TRIM_CHUNK;) {
-        raft_index lo = s->last_index - STORE_TRIM_CHUNK + 1;
+    for (int fails = 0; ret == 0 && s->pos.last_index >= from + STORE_TRIM_CHUNK;) {
+        raft_index lo = s->pos.last_index - STORE_TRIM_CHUNK + 1;
         DB_TXN *txn = NULL;
         ret = s->env->txn_begin(s->env, NULL, &txn, 0);
         if (ret) break;
@@ -360,44 +391,76 @@ static int store_trim_tail(struct store *s, raft_index from)
             continue;
         }
         ret = txn->commit(txn, DB_TXN_NOSYNC);
-        if (ret == 0) s->last_index = lo - 1;
+        if (ret == 0) s->pos.last_index = lo - 1;
     }
     return ret;
 }
 
-/* Truncation (explicit, or implied by an entry overwriting the log) then the entries. */
-static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_write *w,
-                           raft_index *last)
+/* The snapshot point of job w (step 1 of storage.h's order): entries <= it become garbage;
+ * the log's logical end moves up to it when the log was shorter (a snapshot install). */
+static void store_apply_compact(const struct store_write *w, struct store_pos *p)
 {
-    raft_index from = store_job_cut(w, *last);
+    ASSERT(w->snap_conf && w->snap_term > 0);
+    ASSERT(w->compact_to >= p->snap_index || w->truncate_from == w->compact_to + 1);
+    ASSERT(!w->truncate_from || w->truncate_from > w->compact_to);
+    ASSERT(!w->n_entries || w->entries[0].index > w->compact_to);
+    p->snap_index = w->compact_to;
+    p->snap_term = w->snap_term;
+    p->compact_pending = true; /* the deletion pass finds out whether anything is left */
+    if (p->last_index < w->compact_to) p->last_index = w->compact_to;
+}
+
+/* Compaction, truncation (explicit, or implied by an entry overwriting the log), then the
+ * entries. */
+static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_write *w,
+                           struct store_pos *p)
+{
+    ASSERT(w->compact_to || !w->snap_conf);
+    if (w->compact_to) store_apply_compact(w, p);
+    raft_index from = store_job_cut(w, p->last_index);
     int ret = 0;
     if (from) {
+        ASSERT(from > p->snap_index); /* never below the snapshot point */
         ret = store_truncate_db(s->log, txn, from);
         if (ret == 0) ret = store_truncate_db(s->payload, txn, from);
-        *last = from - 1;
+        p->last_index = from - 1;
     }
     for (size_t i = 0; ret == 0 && i < w->n_entries; i++) {
         const struct raft_entry *e = &w->entries[i];
-        ASSERT(e->index == *last + 1); /* no gap: the log stays contiguous */
-        ASSERT(e->term > 0);
+        ASSERT(e->index == p->last_index + 1); /* no gap: the log stays contiguous */
+        ASSERT(e->term > 0 && e->term >= p->snap_term);
         ASSERT(e->type >= RAFT_ENTRY_NOOP && e->type <= RAFT_ENTRY_CONFIG);
         ASSERT(i == 0 || e->term >= w->entries[i - 1].term);
         ret = store_put_entry(s, txn, e);
-        if (ret == 0) *last = e->index;
+        if (ret == 0) p->last_index = e->index;
     }
     return ret;
 }
 
-static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, raft_index *last)
+/* What one batch transaction did besides its jobs' puts. */
+struct store_batch_extra {
+    uint64_t compacted, compacted_bytes;
+};
+
+static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, struct store_pos *p,
+                          struct store_batch_extra *x)
 {
-    const struct store_write *hs = NULL;
+    const struct store_write *hs = NULL, *snap = NULL;
     int ret = 0;
     for (struct store_job *j = jobs; j && ret == 0; j = j->next) {
-        ret = store_apply_job(s, txn, &j->w, last);
+        ret = store_apply_job(s, txn, &j->w, p);
         if (j->w.hardstate_changed) hs = &j->w;
+        if (j->w.compact_to) snap = &j->w;
     }
     if (ret == 0 && hs)
         ret = store_hs_put(s, txn, hs); /* only the newest hardstate of the group matters */
+    if (ret == 0 && snap)               /* likewise the newest snapshot point */
+        ret = store_snap_put(s, txn, snap->compact_to, snap->snap_term, snap->snap_conf);
+    if (ret == 0 && p->compact_pending) { /* a bounded share of the carried-over deletions */
+        bool more;
+        ret = store_compact_front(s, txn, p->snap_index, &more, &x->compacted, &x->compacted_bytes);
+        p->compact_pending = more;
+    }
     if (ret == 0 && s->commit_hook) ret = s->commit_hook(s->commit_hook_ctx);
     return ret;
 }
@@ -438,15 +501,16 @@ int store_commit_batch(struct store *s, struct store_job *jobs)
 {
     ASSERT(jobs);
     /* Only the first job may truncate (the writer starts a new batch at each truncation). */
-    raft_index cut = store_job_cut(&jobs->w, s->last_index);
+    raft_index cut = store_job_cut(&jobs->w, s->pos.last_index);
     int ret = cut ? store_trim_tail(s, cut) : 0;
     if (ret) return store_bdb_err(ret, "trimming the log tail", NULL, 0);
     for (int attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
-        raft_index last = s->last_index;
+        struct store_pos pos = s->pos;
+        struct store_batch_extra x = {0};
         DB_TXN *txn = NULL;
         ret = s->env->txn_begin(s->env, NULL, &txn, 0);
         if (ret) break;
-        ret = store_txn_fill(s, txn, jobs, &last);
+        ret = store_txn_fill(s, txn, jobs, &pos, &x);
         if (ret) {
             txn->abort(txn);
             if (store_retryable(ret)) continue;
@@ -456,7 +520,9 @@ int store_commit_batch(struct store *s, struct store_job *jobs)
         ret = txn->commit(txn, DB_TXN_SYNC); /* the group's one log flush + fsync */
         if (ret) break;
         store_stats_add(s, jobs, store_now_us() - t0);
-        s->last_index = last;
+        s->pos = pos;
+        s->compact_unckpt += x.compacted_bytes;
+        store_pos_publish(s, x.compacted);
         return 0;
     }
     return store_bdb_err(ret, "writing a log batch", NULL, 0);
@@ -469,6 +535,8 @@ void store_write_release(struct store_write *w)
     free(w->entries);
     w->entries = NULL;
     w->n_entries = 0;
+    raft_blob_unref(w->snap_conf);
+    w->snap_conf = NULL;
 }
 
 int store_write_sync(struct store *s, struct store_write *w)
@@ -478,5 +546,23 @@ int store_write_sync(struct store *s, struct store_write *w)
     struct store_job job = {.w = *w};
     int rv = store_commit_batch(s, &job);
     store_write_release(w);
+    return rv;
+}
+
+int store_reset_sync(struct store *s, raft_index index, raft_term term,
+                     const struct raft_blob *conf)
+{
+    ASSERT(s && conf && index > 0 && term > 0);
+    ASSERT(!s->writer_running);
+    /* Entries > index go by truncation (cut from the tail in chunks first), entries <=
+     * index by compaction: the first chunk in the durable transaction, the rest here. */
+    struct store_job job = {.w = {.compact_to = index,
+                                  .snap_term = term,
+                                  .truncate_from = index + 1,
+                                  .snap_conf = raft_blob_ref((struct raft_blob *)conf)}};
+    int rv = store_commit_batch(s, &job);
+    store_write_release(&job.w);
+    while (rv == 0 && s->pos.compact_pending)
+        rv = store_compact_step(s);
     return rv;
 }

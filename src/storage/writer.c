@@ -15,9 +15,10 @@
 #define WRITER_CKPT_IDLE_S 10        /* ...or this long after a write, so logs get removed */
 #define WRITER_WAKE_S 1              /* idle wake-up to consider a checkpoint */
 #define WRITER_CLEAN_PCT 20          /* cache share memp_trickle keeps clean */
-#define WRITER_TRICKLE_MS 100        /* at most this often: a trickle scans and sorts the whole
-                                        cache (it was ~20% of a follower's CPU when run after
-                                        every batch under load) */
+#define WRITER_TRICKLE_MS                                                                          \
+    100 /* at most this often: a trickle scans and sorts the whole                                 \
+           cache (it was ~20% of a follower's CPU when run after                                   \
+           every batch under load) */
 
 struct store_writer {
     struct store *s;
@@ -28,7 +29,7 @@ struct store_writer {
     pthread_t thread;
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
-    int64_t last_trickle_ms; /* writer thread only */
+    int64_t last_trickle_ms;           /* writer thread only */
     struct store_job *q_head, *q_tail; /* submitted, not yet taken by the thread */
     struct store_job *d_head, *d_tail; /* written (or failed), not yet reported */
     bool stop;
@@ -73,17 +74,33 @@ static time_t writer_now_s(void)
     return ts.tv_sec;
 }
 
+/* Compaction's deletions count too: BDB logs each deleted payload for undo, so they fill
+ * log files as fast as appends do, and only a checkpoint lets those files go. */
 static void writer_maybe_checkpoint(struct store_writer *w, bool force)
 {
     time_t now = writer_now_s();
-    bool wrote_since = w->last_write >= w->last_ckpt && w->bytes_since_ckpt > 0;
-    if (!force && w->bytes_since_ckpt < WRITER_CKPT_BYTES &&
+    uint64_t logged = w->bytes_since_ckpt + w->s->compact_unckpt;
+    bool wrote_since = w->last_write >= w->last_ckpt && logged > 0;
+    if (!force && logged < WRITER_CKPT_BYTES &&
         !(wrote_since && now - w->last_ckpt >= WRITER_CKPT_IDLE_S))
         return;
     if (w->failed) return;
     store_checkpoint(w->s, 0);
     w->bytes_since_ckpt = 0;
+    w->s->compact_unckpt = 0;
     w->last_ckpt = now;
+}
+
+/* While no job waits: one small transaction of carried-over compaction deletions. */
+static void writer_compact_idle(struct store_writer *w)
+{
+    int rv = store_compact_step(w->s);
+    if (rv && !w->failed) {
+        LOG_ERROR("storage: compaction failed (%s); failing every later write", err_str(rv));
+        w->failed = rv;
+    }
+    w->last_write = writer_now_s();
+    writer_maybe_checkpoint(w, false);
 }
 
 /* Keeps part of the small cache clean, here on the writer thread: otherwise a loop-thread
@@ -94,8 +111,7 @@ static void writer_trickle(struct store_writer *w)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    if (now_ms - w->last_trickle_ms < WRITER_TRICKLE_MS)
-        return;
+    if (now_ms - w->last_trickle_ms < WRITER_TRICKLE_MS) return;
     w->last_trickle_ms = now_ms;
     int wrote = 0;
     if (!w->failed) w->s->env->memp_trickle(w->s->env, WRITER_CLEAN_PCT, &wrote);
@@ -134,6 +150,12 @@ static void *writer_thread(void *arg)
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->q_head && !w->stop) {
+            if (w->s->pos.compact_pending && !w->failed) {
+                pthread_mutex_unlock(&w->mu);
+                writer_compact_idle(w);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += WRITER_WAKE_S;
@@ -221,6 +243,7 @@ int store_writer_submit(struct store_writer *w, struct store_write *job)
     j->err = 0;
     job->entries = NULL; /* ownership moved to the queue */
     job->n_entries = 0;
+    job->snap_conf = NULL;
     pthread_mutex_lock(&w->mu);
     if (w->stop) {
         pthread_mutex_unlock(&w->mu);
