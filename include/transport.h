@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
 #include "raft.h"
 
 struct ev_loop;
@@ -34,6 +35,13 @@ struct transport_ops {
                         const char *leader_name);
     /* HELLO check for an inbound connection (the cluster name is checked already). */
     bool (*accept_peer)(void *ctx, raft_id id, const char *name);
+    /* Optional (NULL: such frames are dropped). A snapshot stream chunk or ack from peer
+     * `from` (the sender named in its HELLO); c->bytes is borrowed for the call. */
+    void (*on_snap_chunk)(void *ctx, raft_id from, const struct codec_snap_chunk *c);
+    void (*on_snap_ack)(void *ctx, raft_id from, const struct codec_snap_ack *a);
+    /* Optional. A link with peer went away: our outbound link failed (frames queued on it are
+     * dropped) or its inbound connection closed. Streams riding on it have lost bytes. */
+    void (*on_link_down)(void *ctx, raft_id peer);
 };
 
 struct transport_stats {
@@ -46,6 +54,8 @@ struct transport_stats {
     uint64_t rejected_conns;  /* inbound connections refused: handshake, limit, timeout */
     uint64_t proto_errors;    /* inbound connections closed for a bad frame */
     uint64_t accept_pauses;   /* listener paused after accept() ran out of descriptors */
+    uint64_t snap_chunks_in;  /* SNAP_CHUNK frames delivered */
+    uint64_t snap_chunks_out; /* SNAP_CHUNK frames queued */
     uint32_t connected_peers; /* outbound links up now */
     uint32_t inbound_conns;   /* inbound connections open now */
 };
@@ -83,6 +93,16 @@ int transport_send_fwd_req(struct transport *t, raft_id to, uint64_t fwd_id, uin
 /* leader_name may be NULL or "". Errors as transport_send. */
 int transport_send_fwd_resp(struct transport *t, raft_id to, uint64_t fwd_id, int err,
                             raft_index index, raft_term term, const char *leader_name);
+
+/* A snapshot chunk for `to`; its bytes come from data (borrowed: the queue takes its own
+ * reference; NULL: none). Chunks bypass nothing: the caller keeps only a few in flight per
+ * stream (flow control by acks), so the peer's queue stays open to heartbeats. Errors as
+ * transport_send (ERR_BUSY: nothing queued, retry later). */
+int transport_send_snap_chunk(struct transport *t, raft_id to, const struct codec_snap_chunk *c,
+                              struct raft_blob *data);
+int transport_send_snap_ack(struct transport *t, raft_id to, const struct codec_snap_ack *a);
+/* The outbound link to id is up (frames queued now go out without waiting for a dial). */
+bool transport_peer_connected(const struct transport *t, raft_id id);
 
 void transport_stats(const struct transport *t, struct transport_stats *out);
 

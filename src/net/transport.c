@@ -253,6 +253,30 @@ int transport_send_fwd_resp(struct transport *t, raft_id to, uint64_t fwd_id, in
     return transport_queue(t, to, q, rv);
 }
 
+int transport_send_snap_chunk(struct transport *t, raft_id to, const struct codec_snap_chunk *c,
+                              struct raft_blob *data)
+{
+    struct transport_qframe *q = transport_qframe_new();
+    int rv = q ? codec_frame_snap_chunk(&q->f, c, data) : ERR_NOMEM;
+    rv = transport_queue(t, to, q, rv);
+    if (rv == 0) t->stats.snap_chunks_out++;
+    return rv;
+}
+
+int transport_send_snap_ack(struct transport *t, raft_id to, const struct codec_snap_ack *a)
+{
+    struct transport_qframe *q = transport_qframe_new();
+    int rv = q ? codec_frame_snap_ack(&q->f, a) : ERR_NOMEM;
+    return transport_queue(t, to, q, rv);
+}
+
+bool transport_peer_connected(const struct transport *t, raft_id id)
+{
+    for (size_t i = 0; i < TRANSPORT_MAX_PEERS; i++)
+        if (t->peers[i].used && t->peers[i].id == id) return t->peers[i].state == TRANSPORT_UP;
+    return false;
+}
+
 void transport_stats(const struct transport *t, struct transport_stats *out)
 {
     *out = t->stats;

@@ -33,6 +33,16 @@ static void transport_conn_close(struct transport_conn *c)
     t->stats.inbound_conns--;
 }
 
+/* Closes c, which the peer or we gave up on: after the HELLO, streams from that peer lost
+ * their bytes in flight, so the owner hears of it. */
+static void transport_conn_lost(struct transport_conn *c)
+{
+    struct transport *t = c->t;
+    raft_id peer = c->hello_done ? c->peer_id : 0;
+    transport_conn_close(c);
+    if (peer && t->ops.on_link_down) t->ops.on_link_down(t->ctx, peer);
+}
+
 /* Closes c for a protocol violation or a refused handshake and says why (rate-limited). */
 static void transport_conn_reject(struct transport_conn *c, bool handshake, const char *fmt,
                                   const char *arg)
@@ -48,7 +58,7 @@ static void transport_conn_reject(struct transport_conn *c, bool handshake, cons
         LOG_WARN("net: closing inbound connection from %s%s%s: %s", c->remote,
                  c->peer_name[0] ? " " : "", c->peer_name, msg);
     }
-    transport_conn_close(c);
+    transport_conn_lost(c);
 }
 
 static void transport_conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -83,7 +93,7 @@ static int transport_conn_hello(struct transport_conn *c, const uint8_t *p, size
     /* A peer that redials leaves its old link half-open: the newest one wins. */
     for (size_t i = 0; i < TRANSPORT_MAX_INBOUND; i++) {
         struct transport_conn *o = &t->conns[i];
-        if (o != c && o->used && o->hello_done && o->peer_id == h.id) transport_conn_close(o);
+        if (o != c && o->used && o->hello_done && o->peer_id == h.id) transport_conn_lost(o);
     }
     LOG_INFO("net: inbound link from %s (%s)", h.name, c->remote);
     return 0;
@@ -132,6 +142,28 @@ static int transport_conn_fwd(struct transport_conn *c, uint8_t type, const uint
     return 0;
 }
 
+static int transport_conn_snap(struct transport_conn *c, uint8_t type, const uint8_t *p, size_t len)
+{
+    struct transport *t = c->t;
+    if (type == CODEC_SNAP_CHUNK) {
+        struct codec_snap_chunk ch;
+        if (codec_decode_snap_chunk(p, len, &ch)) {
+            transport_conn_reject(c, false, "%s", "malformed SNAP_CHUNK");
+            return -1;
+        }
+        t->stats.snap_chunks_in++;
+        if (t->ops.on_snap_chunk) t->ops.on_snap_chunk(t->ctx, c->peer_id, &ch);
+        return 0;
+    }
+    struct codec_snap_ack a;
+    if (codec_decode_snap_ack(p, len, &a)) {
+        transport_conn_reject(c, false, "%s", "malformed SNAP_ACK");
+        return -1;
+    }
+    if (t->ops.on_snap_ack) t->ops.on_snap_ack(t->ctx, c->peer_id, &a);
+    return 0;
+}
+
 /* Returns -1 when c was closed. */
 static int transport_conn_frame(struct transport_conn *c, const struct codec_frame_hdr *h,
                                 const uint8_t *payload)
@@ -150,6 +182,9 @@ static int transport_conn_frame(struct transport_conn *c, const struct codec_fra
     case CODEC_FWD_REQ:
     case CODEC_FWD_RESP:
         return transport_conn_fwd(c, h->type, payload, h->len);
+    case CODEC_SNAP_CHUNK:
+    case CODEC_SNAP_ACK:
+        return transport_conn_snap(c, h->type, payload, h->len);
     default:
         transport_conn_reject(c, false, "unexpected %s frame", codec_type_str(h->type));
         return -1;
@@ -225,7 +260,7 @@ static void transport_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (c->hello_done)
                 LOG_INFO("net: inbound link from %s (%s) closed%s%s", c->peer_name, c->remote,
                          n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
-            transport_conn_close(c);
+            transport_conn_lost(c);
             return;
         }
         c->t->stats.bytes_in += (uint64_t)n;

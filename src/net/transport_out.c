@@ -71,6 +71,8 @@ static void transport_peer_fail(struct transport_peer *p, const char *why)
 {
     struct transport *t = p->t;
     bool was_up = p->state == TRANSPORT_UP;
+    /* Frames are lost with the link (sent or queued): streams riding on it must know. */
+    bool lost = was_up || p->head;
     ev_tstamp now = ev_now(t->loop);
     if (was_up && now - p->up_since >= TRANSPORT_STABLE_S) p->backoff_s = 0;
     p->fails++;
@@ -85,6 +87,7 @@ static void transport_peer_fail(struct transport_peer *p, const char *why)
     if (p->backoff_s > TRANSPORT_BACKOFF_MAX_S) p->backoff_s = TRANSPORT_BACKOFF_MAX_S;
     ev_timer_init(&p->timer, transport_peer_timer_cb, p->backoff_s * transport_jitter(t), 0.);
     ev_timer_start(t->loop, &p->timer);
+    if (lost && t->ops.on_link_down) t->ops.on_link_down(t->ctx, p->id);
 }
 
 static struct transport_qframe *transport_hello_frame(struct transport *t)

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "check.h"
 #include "codec.h"
@@ -39,7 +40,93 @@ struct tnode {
     uint32_t fwd_len;
     int n_fwd_resp;
     struct codec_fwd_resp resp;
+    struct tstream *stream; /* snapshot stream this node sends or receives (test_snap_*) */
+    int n_link_down;
+    raft_id link_down_peer;
 };
+
+/* One snapshot stream from a to b, flow-controlled as the node does it: at most
+ * STREAM_WINDOW chunks unacknowledged, refilled on each ack. */
+#define STREAM_CHUNK CODEC_SNAP_CHUNK_MAX
+#define STREAM_WINDOW 4
+struct tstream {
+    struct tnode *from, *to;
+    uint64_t session;
+    uint64_t total;
+    uint64_t sent, acked;     /* sender */
+    uint64_t received;        /* receiver: bytes in order so far */
+    bool bad;                 /* receiver saw a gap, a wrong byte or a wrong sender */
+    bool done;                /* receiver saw the last chunk */
+    int send_errors;          /* sender: transport_send_snap_chunk failures */
+    size_t max_queued_chunks; /* sender: most bytes unacknowledged, in chunks */
+};
+
+static uint8_t stream_byte(uint64_t off)
+{
+    return (uint8_t)(off * 131 + (off >> 9));
+}
+
+static void stream_fill(struct tstream *s)
+{
+    while (s->sent < s->total && s->sent - s->acked < STREAM_WINDOW * (uint64_t)STREAM_CHUNK) {
+        uint64_t left = s->total - s->sent;
+        uint32_t len = left < STREAM_CHUNK ? (uint32_t)left : STREAM_CHUNK;
+        struct raft_blob *b = raft_blob_new(len);
+        for (uint32_t i = 0; i < len; i++)
+            b->data[i] = stream_byte(s->sent + i);
+        struct codec_snap_chunk c = {.session = s->session,
+                                     .term = 3,
+                                     .index = 77,
+                                     .offset = s->sent,
+                                     .last = s->sent + len == s->total};
+        int rv = transport_send_snap_chunk(s->from->t, s->to->id, &c, b);
+        raft_blob_unref(b);
+        if (rv) {
+            s->send_errors++;
+            return;
+        }
+        s->sent += len;
+        size_t q = (size_t)((s->sent - s->acked + STREAM_CHUNK - 1) / STREAM_CHUNK);
+        if (q > s->max_queued_chunks) s->max_queued_chunks = q;
+    }
+}
+
+static void tn_on_snap_chunk(void *ctx, raft_id from, const struct codec_snap_chunk *c)
+{
+    struct tnode *n = ctx;
+    struct tstream *s = n->stream;
+    if (!s) return;
+    if (from != s->from->id || c->session != s->session || c->offset != s->received ||
+        c->index != 77 || c->term != 3)
+        s->bad = true;
+    for (uint32_t i = 0; i < c->len && !s->bad; i++)
+        if (c->bytes[i] != stream_byte(c->offset + i)) s->bad = true;
+    s->received += c->len;
+    s->done = c->last;
+    struct codec_snap_ack a = {.session = c->session,
+                               .term = 3,
+                               .offset = s->received,
+                               .status = c->last ? CODEC_SNAP_INSTALLED : CODEC_SNAP_OK,
+                               .index = c->last ? 77 : 0};
+    CHECK_EQ_U(transport_send_snap_ack(n->t, from, &a), 0);
+}
+
+static void tn_on_snap_ack(void *ctx, raft_id from, const struct codec_snap_ack *a)
+{
+    struct tnode *n = ctx;
+    struct tstream *s = n->stream;
+    if (!s) return;
+    if (from != s->to->id || a->session != s->session || a->offset > s->sent) s->bad = true;
+    if (a->offset > s->acked) s->acked = a->offset;
+    stream_fill(s);
+}
+
+static void tn_on_link_down(void *ctx, raft_id peer)
+{
+    struct tnode *n = ctx;
+    n->n_link_down++;
+    n->link_down_peer = peer;
+}
 
 static struct ev_loop *loop;
 
@@ -95,6 +182,9 @@ static const struct transport_ops tn_ops = {
     .on_fwd_req = tn_on_fwd_req,
     .on_fwd_resp = tn_on_fwd_resp,
     .accept_peer = tn_accept,
+    .on_snap_chunk = tn_on_snap_chunk,
+    .on_snap_ack = tn_on_snap_ack,
+    .on_link_down = tn_on_link_down,
 };
 
 static void tn_start(struct tnode *n, const char *addr)
@@ -353,6 +443,28 @@ static void raw_msg(int fd, raft_id from, raft_id to, bool corrupt, size_t keep)
     codec_buf_free(&b);
 }
 
+/* A snapshot frame with a valid checksum whose payload lies. */
+static void raw_bad_snap(int fd, bool chunk)
+{
+    struct codec_buf b;
+    codec_buf_init(&b);
+    if (chunk) {
+        uint8_t bytes[8] = {1, 2, 3};
+        struct codec_snap_chunk c = {.session = 0, .len = sizeof bytes, .bytes = bytes};
+        CHECK_EQ_U(codec_encode_snap_chunk(&c, &b), 0);
+    } else {
+        struct codec_snap_ack a = {.session = 5, .status = CODEC_SNAP_OK};
+        CHECK_EQ_U(codec_encode_snap_ack(&a, &b), 0);
+        b.data[CODEC_HDR_BYTES + 24] = 9; /* the status byte */
+        uLong crc =
+            crc32(crc32(0L, Z_NULL, 0), b.data + CODEC_HDR_BYTES, (uInt)(b.len - CODEC_HDR_BYTES));
+        for (int i = 0; i < 4; i++)
+            b.data[8 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    }
+    raw_send(fd, b.data, b.len);
+    codec_buf_free(&b);
+}
+
 enum raw_kind {
     RAW_GARBAGE,
     RAW_GIANT_BEFORE_HELLO,
@@ -362,6 +474,8 @@ enum raw_kind {
     RAW_BAD_CHECKSUM,
     RAW_SPOOFED_FROM,
     RAW_SECOND_HELLO,
+    RAW_BAD_SNAP_CHUNK,
+    RAW_BAD_SNAP_ACK,
     RAW_KIND_COUNT
 };
 
@@ -399,6 +513,11 @@ static void raw_attack(int fd, enum raw_kind k)
     case RAW_SECOND_HELLO:
         raw_hello(fd, "node1", 11);
         raw_hello(fd, "node1", 11);
+        break;
+    case RAW_BAD_SNAP_CHUNK: /* a good checksum around a chunk of session 0 */
+    case RAW_BAD_SNAP_ACK:   /* a good checksum around an ack with an unknown status */
+        raw_hello(fd, "node1", 11);
+        raw_bad_snap(fd, k == RAW_BAD_SNAP_CHUNK);
         break;
     default:
         break;
@@ -616,6 +735,131 @@ static void test_queue_cap(void)
     close(lfd);
 }
 
+/* Heartbeats sent every few ms from a timer while a snapshot streams. */
+struct hb {
+    ev_timer w;
+    struct tnode *from, *to;
+    uint64_t seq;
+    int send_errors;
+    ev_tstamp sent_at[4096];
+};
+
+static double hb_max_delay;
+
+static void hb_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct hb *h = (struct hb *)w;
+    if (h->seq >= 4096) return;
+    struct raft_msg m = msg(RAFT_MSG_APPEND, h->from->id, h->to->id, h->seq);
+    h->sent_at[h->seq] = ev_time();
+    if (transport_send(h->from->t, &m))
+        h->send_errors++;
+    else
+        h->seq++;
+}
+
+/* b measures each heartbeat's delay (ctx = its sequence number). */
+static struct hb *hb_active;
+static void tn_on_msg_timed(void *ctx, const struct raft_msg *m)
+{
+    tn_on_msg(ctx, m);
+    if (hb_active && m->ctx < hb_active->seq) {
+        double d = ev_time() - hb_active->sent_at[m->ctx];
+        if (d > hb_max_delay) hb_max_delay = d;
+    }
+}
+
+/* 192 MiB of snapshot chunks from a to b, a window of 4 chunks refilled on acks, while a also
+ * sends a heartbeat every ms: every chunk arrives once, in order and intact; no heartbeat is
+ * refused by the queue (chunks never crowd it) and none waits long behind the chunks. */
+static void test_snap_stream_with_heartbeats(void)
+{
+    struct transport_ops ops = tn_ops;
+    ops.on_msg = tn_on_msg_timed;
+    struct tnode a = {.name = "node1", .id = 11, .accept = {22}};
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    char err[256];
+    a.in_order = b.in_order = true;
+    CHECK_EQ_U(
+        transport_new(loop, "test", a.name, a.id, "127.0.0.1:0", &ops, &a, &a.t, err, sizeof err),
+        0);
+    CHECK_EQ_U(
+        transport_new(loop, "test", b.name, b.id, "127.0.0.1:0", &ops, &b, &b.t, err, sizeof err),
+        0);
+    tn_link(&a, &b);
+    tn_link(&b, &a);
+    CHECK(WAIT_FOR(transport_peer_connected(a.t, 22) && transport_peer_connected(b.t, 11), 5));
+    struct tstream s = {.from = &a, .to = &b, .session = 1234, .total = (192u << 20) + 12345};
+    a.stream = b.stream = &s;
+    static struct hb h;
+    memset(&h, 0, sizeof h);
+    h.from = &a;
+    h.to = &b;
+    hb_active = &h;
+    hb_max_delay = 0;
+    ev_timer_init(&h.w, hb_cb, 0.001, 0.001);
+    ev_timer_start(loop, &h.w);
+    stream_fill(&s);
+    CHECK(WAIT_FOR(s.done || s.bad, 60));
+    ev_timer_stop(loop, &h.w);
+    CHECK(WAIT_FOR(b.n_msgs == (int)h.seq, 5));
+    hb_active = NULL;
+    fprintf(stderr, "stream: %llu bytes, %llu heartbeats, max heartbeat delay %.1f ms\n",
+            (unsigned long long)s.received, (unsigned long long)h.seq, hb_max_delay * 1e3);
+    CHECK(!s.bad);
+    CHECK_EQ_U(s.received, s.total);
+    CHECK(WAIT_FOR(s.acked == s.total, 5));
+    CHECK_EQ_U(s.send_errors, 0);
+    CHECK(s.max_queued_chunks <= STREAM_WINDOW);
+    CHECK_EQ_U(h.send_errors, 0);
+    CHECK(h.seq > 10);
+    CHECK(b.in_order);
+    CHECK(hb_max_delay < 0.25);
+    CHECK_EQ_U(stats(&b).snap_chunks_in, (s.total + STREAM_CHUNK - 1) / STREAM_CHUNK);
+    CHECK_EQ_U(stats(&a).snap_chunks_out, stats(&b).snap_chunks_in);
+    CHECK_EQ_U(a.n_link_down + b.n_link_down, 0);
+    transport_free(a.t);
+    transport_free(b.t);
+}
+
+/* A link that goes away mid-stream is reported on both sides: the receiver's inbound
+ * connection closes, the sender's outbound link fails. Frames without a handler are
+ * dropped quietly. */
+static void test_snap_link_down(void)
+{
+    struct tnode a = {.name = "node1", .id = 11, .accept = {22}};
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&a, "127.0.0.1:0");
+    tn_start(&b, "127.0.0.1:0");
+    tn_link(&a, &b);
+    tn_link(&b, &a);
+    struct tstream s = {.from = &a, .to = &b, .session = 9, .total = 64u << 20};
+    a.stream = b.stream = &s;
+    stream_fill(&s);
+    CHECK(WAIT_FOR(s.received > 0, 5));
+    /* b's process "dies": a's outbound link to it fails. */
+    transport_free(b.t);
+    CHECK(WAIT_FOR(a.n_link_down > 0, 10));
+    CHECK_EQ_U(a.link_down_peer, 22);
+    CHECK(!s.done && !s.bad);
+    /* A new b; then a goes away: b hears it from its inbound connection (and its own
+     * outbound link). */
+    struct tnode b2 = {.name = "node2", .id = 22, .accept = {11}};
+    char addr[64];
+    tn_start(&b2, "127.0.0.1:0");
+    tn_addr(&b2, addr, sizeof addr);
+    CHECK_EQ_U(transport_set_peer(a.t, 22, "node2", addr), 0);
+    struct raft_msg m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), 0);
+    CHECK(WAIT_FOR(b2.n_msgs == 1, 5));
+    transport_free(a.t);
+    CHECK(WAIT_FOR(b2.n_link_down > 0, 10));
+    CHECK_EQ_U(b2.link_down_peer, 11);
+    transport_free(b2.t);
+}
+
 int main(void)
 {
     log_init("test");
@@ -629,6 +873,8 @@ int main(void)
     RUN(test_accept_emfile);
     RUN(test_reconnect);
     RUN(test_queue_cap);
+    RUN(test_snap_stream_with_heartbeats);
+    RUN(test_snap_link_down);
     ev_loop_destroy(loop);
     return check_report();
 }
