@@ -37,6 +37,7 @@ void raft_become_follower(struct raft *r, raft_term term, raft_id leader, const 
     if (was == RAFT_LEADER) {
         raft_reads_fail_all(r);
         r->n_prs = 0;
+        r->transferee = 0;
         raft_tracef(r, "stepped down at term %llu: %s", (unsigned long long)r->term, why);
     }
     r->role = RAFT_FOLLOWER;
@@ -81,7 +82,7 @@ static void raft_tally(struct raft *r, raft_id from, bool granted)
         r->refused[r->n_refused++] = from;
 }
 
-static void raft_campaign_send(struct raft *r, uint8_t type, raft_term term)
+static void raft_campaign_send(struct raft *r, uint8_t type, raft_term term, bool transfer)
 {
     raft_index last = raft_log_last(&r->log);
     for (uint32_t i = 0; i < r->conf.n; i++) {
@@ -94,13 +95,14 @@ static void raft_campaign_send(struct raft *r, uint8_t type, raft_term term)
         msg.term = term;
         msg.index = last;
         msg.log_term = raft_log_term(&r->log, last);
+        msg.transfer = transfer;
         raft_send_after_persist(r, &msg);
     }
 }
 
 static void raft_check_tally(struct raft *r);
 
-static void raft_become_candidate(struct raft *r)
+static void raft_become_candidate(struct raft *r, bool transfer)
 {
     raft_set_term(r, r->term + 1);
     r->vote = r->cfg.id;
@@ -112,7 +114,7 @@ static void raft_become_candidate(struct raft *r)
     raft_tracef(r, "campaigning at term %llu", (unsigned long long)r->term);
     /* Its own vote counts once durable (raft_election_on_persisted): a single voter that
      * crashed before that could otherwise lead twice in one term. */
-    raft_campaign_send(r, RAFT_MSG_VOTE, r->term);
+    raft_campaign_send(r, RAFT_MSG_VOTE, r->term, transfer);
 }
 
 void raft_election_on_persisted(struct raft *r)
@@ -131,7 +133,7 @@ static void raft_become_precandidate(struct raft *r)
     raft_election_reset_timer(r);
     raft_tracef(r, "pre-campaigning for term %llu", (unsigned long long)r->term + 1);
     raft_tally(r, r->cfg.id, true);
-    raft_campaign_send(r, RAFT_MSG_PREVOTE, r->term + 1);
+    raft_campaign_send(r, RAFT_MSG_PREVOTE, r->term + 1, false);
     raft_check_tally(r);
 }
 
@@ -140,7 +142,7 @@ static void raft_check_tally(struct raft *r)
     uint32_t q = raft_quorum(r);
     if (r->n_granted >= q) {
         if (r->role == RAFT_PRECANDIDATE)
-            raft_become_candidate(r);
+            raft_become_candidate(r, false);
         else if (r->role == RAFT_CANDIDATE)
             raft_become_leader(r);
     } else if (r->n_refused >= q) {
@@ -167,7 +169,16 @@ static void raft_campaign(struct raft *r)
     if (r->cfg.prevote)
         raft_become_precandidate(r);
     else
-        raft_become_candidate(r);
+        raft_become_candidate(r, false);
+}
+
+/* Leadership transfer (thesis 3.10): the leader asked us to take over. No PreVote (the leader
+ * is alive, so it would be refused); the votes carry the transfer flag past the lease. */
+void raft_campaign_now(struct raft *r)
+{
+    if (r->role == RAFT_LEADER || !raft_promotable(r)) return;
+    raft_tracef(r, "leadership handed over: campaigning now");
+    raft_become_candidate(r, true);
 }
 
 void raft_tick_election(struct raft *r)
@@ -192,6 +203,9 @@ static void raft_check_quorum(struct raft *r)
 
 void raft_tick_leader(struct raft *r)
 {
+    raft_snapshot_tick(r);
+    raft_transfer_tick(r);
+    if (r->role != RAFT_LEADER) return;
     if (++r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
         r->heartbeat_elapsed = 0;
         raft_repl_heartbeat(r);

@@ -79,6 +79,39 @@ void raft_log_truncate(struct raft_log *l, raft_index from)
     if (l->evict_next > from) l->evict_next = from;
 }
 
+static void raft_log_release(struct raft_log *l, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        struct raft_lentry *e = &l->v[i];
+        if (e->data) {
+            ASSERT(l->bytes_held >= e->data->len);
+            l->bytes_held -= e->data->len;
+        }
+        raft_blob_unref(e->data);
+    }
+}
+
+void raft_log_compact(struct raft_log *l, raft_index upto)
+{
+    ASSERT(upto > l->offset && upto <= raft_log_last(l));
+    size_t k = (size_t)(upto - l->offset);
+    l->offset_term = l->v[k - 1].term;
+    raft_log_release(l, 0, k);
+    memmove(l->v, l->v + k, (l->n - k) * sizeof *l->v);
+    l->n -= k;
+    l->offset = upto;
+    if (l->evict_next <= upto) l->evict_next = upto + 1;
+}
+
+void raft_log_reset(struct raft_log *l, raft_index offset, raft_term offset_term)
+{
+    raft_log_release(l, 0, l->n);
+    l->n = 0;
+    l->offset = offset;
+    l->offset_term = offset_term;
+    l->evict_next = offset + 1;
+}
+
 void raft_log_evict(struct raft_log *l, raft_index upto, uint64_t max_bytes)
 {
     if (upto > raft_log_last(l)) upto = raft_log_last(l);

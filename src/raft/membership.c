@@ -107,7 +107,7 @@ static int raft_change_check(const struct raft *r)
 {
     if (r->failed) return ERR_FAILED;
     if (r->role != RAFT_LEADER) return ERR_NOTLEADER;
-    if (raft_change_in_flight(r)) return ERR_BUSY;
+    if (raft_change_in_flight(r) || r->transferee) return ERR_BUSY;
     /* Ongaro 2015: a new leader commits an entry of its term before changing membership. */
     if (!raft_own_term_committed(r) && !raft_bug(r, RAFT_BUG_CONFIG_BEFORE_NOOP)) return ERR_BUSY;
     if (!raft_configuration_find(&r->conf, r->cfg.id)) return ERR_BUSY;

@@ -69,12 +69,20 @@ static int raft_config_defaults(struct raft_config *c)
 static int raft_load_boot(struct raft *r, const struct raft_boot *b)
 {
     /* The durable log's shape is checked before it is trusted. */
+    /* An installed snapshot may be durable before the term it came with: a crash between the
+     * state machine's install and the core's hardstate write. Terms only grow: adopt it. */
+    raft_term term = b->term, vote = b->vote;
+    if (b->snapshot_index > 0 && b->snapshot_term > term) {
+        term = b->snapshot_term;
+        vote = 0;
+        r->hs_dirty = true;
+    }
     if (!raft_entries_well_formed(b->entries, b->n_entries, b->snapshot_index + 1, b->snapshot_term,
-                                  b->term))
+                                  term))
         return ERR_CORRUPT;
     raft_log_init(&r->log, b->snapshot_index, b->snapshot_term);
     if (b->snapshot_index > 0) {
-        if (!b->snapshot_conf || b->snapshot_term == 0 || b->snapshot_term > b->term ||
+        if (!b->snapshot_conf || b->snapshot_term == 0 ||
             raft_configuration_encode(b->snapshot_conf, &r->snap_conf_blob))
             return ERR_CORRUPT;
         r->snap_conf = *b->snapshot_conf;
@@ -82,8 +90,10 @@ static int raft_load_boot(struct raft *r, const struct raft_boot *b)
         r->conf = r->snap_conf;
         r->conf_index = b->snapshot_index;
     }
-    r->term = r->durable_term = b->term;
-    r->vote = r->durable_vote = b->vote;
+    r->term = term;
+    r->vote = vote;
+    r->durable_term = b->term;
+    r->durable_vote = b->vote;
     for (size_t i = 0; i < b->n_entries; i++) {
         const struct raft_entry *e = &b->entries[i];
         int rv = raft_append_entry(r, e->term, e->type, raft_blob_ref(e->data),
@@ -144,6 +154,7 @@ static void raft_handed_release(struct raft *r)
         raft_blob_unref(h->committed[i].data);
     free(h->committed);
     free(h->reads);
+    raft_blob_unref(h->snap_conf_blob);
     raft_msgbuf_free(&h->msgs);
     raft_msgbuf_free(&h->after);
     memset(h, 0, sizeof *h);
@@ -211,6 +222,8 @@ int raft_propose(struct raft *r, struct raft_blob *data, raft_index *index_out, 
         rv = ERR_NOTLEADER;
     else if (!raft_configuration_find(&r->conf, r->cfg.id))
         rv = ERR_BUSY; /* removing itself: the next leader takes the write */
+    else if (r->transferee)
+        rv = ERR_BUSY; /* handing leadership over: the next leader takes the write */
     if (rv) {
         raft_blob_unref(data);
         return rv;
@@ -242,6 +255,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->failed = r->failed;
     st->snapshot_index = r->log.offset;
     st->snapshot_term = r->log.offset_term;
+    st->transferee = r->transferee;
 }
 
 const struct raft_configuration *raft_configuration(const struct raft *r)

@@ -47,6 +47,10 @@ int raft_log_append(struct raft_log *l, raft_term term, uint8_t type, struct raf
                     bool absent);
 /* Drops entries >= from (from > offset). */
 void raft_log_truncate(struct raft_log *l, raft_index from);
+/* Drops entries <= upto (offset < upto <= last): upto becomes the offset. */
+void raft_log_compact(struct raft_log *l, raft_index upto);
+/* Drops every entry; the log restarts after (offset, offset_term). */
+void raft_log_reset(struct raft_log *l, raft_index offset, raft_term offset_term);
 /* Drops cached NORMAL payloads at indexes <= upto, oldest first, while more than max bytes
  * are held. */
 void raft_log_evict(struct raft_log *l, raft_index upto, uint64_t max_bytes);
@@ -67,7 +71,11 @@ struct raft_msgbuf {
 void raft_msgbuf_clear(struct raft_msgbuf *b);
 void raft_msgbuf_free(struct raft_msgbuf *b);
 
-enum raft_progress_state { RAFT_PR_PROBE = 0, RAFT_PR_REPLICATE };
+/* PROBE: one append at a time until the peer's position is known. REPLICATE: pipelined.
+ * SNAPSHOT: the peer needs compacted entries; the caller streams it a snapshot (no appends,
+ * heartbeats only) until raft_report_snapshot(), an APPEND_RESP at or past pending_snapshot,
+ * or a timeout. */
+enum raft_progress_state { RAFT_PR_PROBE = 0, RAFT_PR_REPLICATE, RAFT_PR_SNAPSHOT };
 
 /* The leader's view of one peer. */
 struct raft_progress {
@@ -85,8 +93,10 @@ struct raft_progress {
     raft_index *inflight;   /* ring of last indexes of unacknowledged appends */
     uint32_t in_head;
     uint32_t in_count;
-    raft_index stall_match; /* match seen at the last heartbeat while appends were in flight */
-    uint32_t stall_beats;   /* heartbeats since then without progress */
+    raft_index stall_match;      /* match seen at the last heartbeat while appends were in flight */
+    uint32_t stall_beats;        /* heartbeats since then without progress */
+    raft_index pending_snapshot; /* SNAPSHOT: the snapshot index asked for */
+    unsigned snapshot_ticks;     /* SNAPSHOT: ticks since it was asked for */
 };
 
 /* Heartbeat intervals without progress, with appends in flight, before the leader assumes
@@ -120,6 +130,8 @@ struct raft_handed {
     size_t n_committed;
     struct raft_read_state *reads;
     size_t n_reads;
+    struct raft_configuration snap_conf; /* ready.snap_conf */
+    struct raft_blob *snap_conf_blob;    /* ready.snap_conf_blob: one ref */
 };
 
 struct raft {
@@ -171,11 +183,15 @@ struct raft {
     uint64_t hb_seq;    /* heartbeat sequence (ReadIndex confirmation) */
     struct raft_read_req *reads;
     size_t n_reads;
+    raft_id transferee;        /* leadership transfer target, 0 if none */
+    unsigned transfer_elapsed; /* ticks since the transfer began */
 
     /* Persistence bookkeeping. */
     bool hs_dirty;            /* term or vote changed since last handed out */
     raft_index persist_from;  /* first index not yet handed out for persistence */
     raft_index truncate_from; /* pending truncation to hand out, 0 if none */
+    bool compact_pending;     /* a new snapshot point (log.offset) to hand out */
+    bool reset_pending;       /* ... and it came from raft_install_snapshot() */
     uint64_t next_seq;
     struct raft_write *writes; /* FIFO of writes in flight */
     size_t n_writes;
@@ -222,7 +238,17 @@ void raft_truncate_from(struct raft *r, raft_index from);
 /* A new reference to the payload of idx (fetched if absent); ERR_* puts the core in failed. */
 int raft_payload(struct raft *r, raft_index idx, struct raft_blob **out);
 
+/* snapshot.c */
+void raft_snapshot_tick(struct raft *r);
+void raft_send_snapshot(struct raft *r, struct raft_progress *pr);
+
+/* transfer.c */
+void raft_transfer_tick(struct raft *r);
+void raft_transfer_on_match(struct raft *r, const struct raft_progress *pr);
+int raft_recv_timeout_now(struct raft *r, const struct raft_msg *m);
+
 /* election.c */
+void raft_campaign_now(struct raft *r);
 void raft_election_reset_timer(struct raft *r);
 void raft_become_follower(struct raft *r, raft_term term, raft_id leader, const char *why);
 void raft_tick_election(struct raft *r);

@@ -143,10 +143,10 @@ static raft_index raft_apply_limit(const struct raft *r)
 bool raft_has_ready(const struct raft *r)
 {
     if (r->failed) return false;
-    return r->hs_dirty || r->truncate_from || r->persist_from <= raft_log_last(&r->log) ||
-           r->msgs.n || r->after.n || r->n_read_out || r->applied < raft_apply_limit(r) ||
-           r->bcast_pending || r->hb_pending || r->role != r->rep_role ||
-           r->leader != r->rep_leader;
+    return r->hs_dirty || r->truncate_from || r->compact_pending ||
+           r->persist_from <= raft_log_last(&r->log) || r->msgs.n || r->after.n || r->n_read_out ||
+           r->applied < raft_apply_limit(r) || r->bcast_pending || r->hb_pending ||
+           r->role != r->rep_role || r->leader != r->rep_leader;
 }
 
 static int raft_ready_push_write(struct raft *r, uint64_t seq)
@@ -187,7 +187,7 @@ static struct raft_entry *raft_ready_copy(struct raft *r, raft_index from, raft_
 static void raft_ready_persist(struct raft *r, struct raft_ready *rd)
 {
     raft_index last = raft_log_last(&r->log);
-    if (!r->hs_dirty && !r->truncate_from && r->persist_from > last) return;
+    if (!r->hs_dirty && !r->truncate_from && !r->compact_pending && r->persist_from > last) return;
     if (r->persist_from <= last) {
         r->h.entries = raft_ready_copy(r, r->persist_from, last, false, &r->h.n_entries);
         if (!r->h.entries) {
@@ -206,6 +206,17 @@ static void raft_ready_persist(struct raft *r, struct raft_ready *rd)
     rd->truncate_from = r->truncate_from;
     rd->entries = r->h.entries;
     rd->n_entries = r->h.n_entries;
+    if (r->compact_pending) {
+        r->h.snap_conf = r->snap_conf;
+        r->h.snap_conf_blob = raft_blob_ref(r->snap_conf_blob);
+        rd->compact_to = r->log.offset;
+        rd->snap_term = r->log.offset_term;
+        rd->snap_conf = &r->h.snap_conf;
+        rd->snap_conf_blob = r->h.snap_conf_blob;
+        rd->snapshot_reset = r->reset_pending;
+    }
+    r->compact_pending = false;
+    r->reset_pending = false;
     r->hs_dirty = false;
     r->truncate_from = 0;
     r->persist_from = last + 1;

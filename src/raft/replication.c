@@ -137,6 +137,11 @@ static bool raft_send_append(struct raft *r, struct raft_progress *pr)
     if (pr->state == RAFT_PR_PROBE && pr->probe_sent) return false;
     if (pr->state == RAFT_PR_REPLICATE && (pr->in_count >= r->cfg.max_inflight || pr->next > last))
         return false;
+    if (pr->state == RAFT_PR_SNAPSHOT) return false;
+    if (pr->next <= r->log.offset) {
+        raft_send_snapshot(r, pr);
+        return false;
+    }
     struct raft_msg m;
     raft_append_msg_init(r, &m, pr->id, pr->next - 1);
     uint32_t k = raft_append_load(r, &m, pr->next);
@@ -321,7 +326,8 @@ int raft_recv_append(struct raft *r, const struct raft_msg *m)
 static void raft_append_resp_reject(struct raft *r, struct raft_progress *pr,
                                     const struct raft_msg *m)
 {
-    if (m->index <= pr->match) return; /* stale: that prefix is known to match */
+    if (m->index <= pr->match) return;         /* stale: that prefix is known to match */
+    if (pr->state == RAFT_PR_SNAPSHOT) return; /* a snapshot is on its way */
     if (pr->state == RAFT_PR_PROBE && m->index != pr->next - 1)
         return; /* answer to an older probe */
     raft_index j = m->hint < raft_log_last(&r->log) ? m->hint : raft_log_last(&r->log);
@@ -341,7 +347,17 @@ static void raft_append_resp_ok(struct raft *r, struct raft_progress *pr, const 
 {
     bool updated = m->index > pr->match;
     if (updated) pr->match = m->index;
-    if (pr->state == RAFT_PR_PROBE) {
+    if (pr->state == RAFT_PR_SNAPSHOT) {
+        /* The peer got there (the installed snapshot, or appends that were in flight). */
+        if (pr->match >= pr->pending_snapshot) {
+            pr->state = RAFT_PR_REPLICATE;
+            pr->next = pr->match + 1;
+            pr->in_count = 0;
+            pr->in_head = 0;
+        } else if (pr->next <= pr->match) {
+            pr->next = pr->match + 1;
+        }
+    } else if (pr->state == RAFT_PR_PROBE) {
         /* The probe (or a newer append) landed: switch to pipelining from match. */
         if (updated || m->index + 1 >= pr->next) {
             pr->state = RAFT_PR_REPLICATE;
@@ -358,6 +374,7 @@ static void raft_append_resp_ok(struct raft *r, struct raft_progress *pr, const 
         raft_maybe_commit(r);
         if (r->role == RAFT_LEADER) raft_membership_maybe_promote(r);
     }
+    if (r->role == RAFT_LEADER) raft_transfer_on_match(r, pr);
 }
 
 int raft_recv_append_resp(struct raft *r, const struct raft_msg *m)

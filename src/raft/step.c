@@ -9,7 +9,9 @@
 
 static int raft_validate(const struct raft *r, const struct raft_msg *m)
 {
-    if (!m || m->type < RAFT_MSG_PREVOTE || m->type > RAFT_MSG_READINDEX_RESP) return ERR_INVALID;
+    if (!m || m->type < RAFT_MSG_PREVOTE || m->type >= RAFT_MSG__COUNT) return ERR_INVALID;
+    /* SNAPSHOT is the core's request to its own caller, never a peer's message. */
+    if (m->type == RAFT_MSG_SNAPSHOT || m->type == RAFT_MSG_SNAPSHOT_RESP) return ERR_INVALID;
     if (m->from == 0 || m->from == r->cfg.id || m->to != r->cfg.id || m->term == 0)
         return ERR_INVALID;
     if (m->type == RAFT_MSG_APPEND) {
@@ -31,7 +33,8 @@ static bool raft_step_term(struct raft *r, const struct raft_msg *m)
     if (m->term > r->term) {
         if (m->type == RAFT_MSG_PREVOTE || (m->type == RAFT_MSG_PREVOTE_RESP && !m->reject))
             return true; /* a prevote's term is hypothetical */
-        if (m->type == RAFT_MSG_VOTE && r->cfg.check_quorum && raft_in_lease(r)) {
+        /* A transfer's vote is the leader's own wish: the lease does not apply. */
+        if (m->type == RAFT_MSG_VOTE && !m->transfer && r->cfg.check_quorum && raft_in_lease(r)) {
             raft_tracef(r, "ignored vote request from %llx at term %llu: leader is alive",
                         (unsigned long long)m->from, (unsigned long long)m->term);
             return false;
@@ -97,6 +100,8 @@ int raft_step(struct raft *r, const struct raft_msg *m)
         return raft_step_append(r, m);
     case RAFT_MSG_APPEND_RESP:
         return raft_recv_append_resp(r, m);
+    case RAFT_MSG_TIMEOUT_NOW:
+        return raft_recv_timeout_now(r, m);
     }
     return ERR_INVALID;
 }
@@ -131,6 +136,13 @@ void raft_check_invariants(const struct raft *r)
            raft_log_get(&r->log, r->conf_index)->type == RAFT_ENTRY_CONFIG);
     if (r->conf_index <= r->log.offset) ASSERT(raft_conf_equal(&r->conf, &r->snap_conf));
     ASSERT(r->vote == 0 || r->term > 0);
+    /* The snapshot point is in the state machine: applied, committed and durable. */
+    ASSERT(r->log.offset <= r->applied);
+    ASSERT(r->log.offset <= r->stable);
+    ASSERT(r->snap_conf_index <= r->log.offset);
+    ASSERT(r->log.offset == 0 || (r->snap_conf.n > 0 && r->snap_conf_blob));
+    ASSERT(r->log.offset_term <= r->term);
+    ASSERT(!r->transferee || r->role == RAFT_LEADER);
     raft_check_log(r);
     if (r->role == RAFT_LEADER) {
         ASSERT(r->leader == r->cfg.id);
@@ -141,7 +153,9 @@ void raft_check_invariants(const struct raft *r)
             ASSERT(r->prs[i].match < r->prs[i].next);
             ASSERT(r->prs[i].next <= last + 1);
             ASSERT(r->prs[i].in_count <= r->cfg.max_inflight);
+            ASSERT(r->prs[i].state != RAFT_PR_SNAPSHOT || r->prs[i].in_count == 0);
         }
+        if (r->transferee) ASSERT(raft_conf_is_voter(&r->conf, r->transferee));
     } else {
         ASSERT(r->n_prs == 0);
         ASSERT(r->n_reads == 0);
