@@ -76,7 +76,14 @@ int cli_cmd_status(struct cli *c, int argc, char **argv)
     return rv;
 }
 
-static int cli_post(struct cli *c, const char *what, const char *route, json_t *body)
+static void cli_print_transfer(json_t *j)
+{
+    printf("leader: %s (term %lld)\n", json_string_value(json_object_get(j, "leader")),
+           (long long)json_integer_value(json_object_get(j, "term")));
+}
+
+static int cli_post_print(struct cli *c, const char *what, const char *route, json_t *body,
+                          void (*print)(json_t *))
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -85,12 +92,16 @@ static int cli_post(struct cli *c, const char *what, const char *route, json_t *
         return CLI_EXIT_FAILED;
     }
     struct cli_resp r = {0};
-    int rv = cli_http(c, "POST", route, text, NULL, &r)
-                 ? CLI_EXIT_FAILED
-                 : cli_json_answer(c, what, &r, cli_print_ok);
+    int rv = cli_http(c, "POST", route, text, NULL, &r) ? CLI_EXIT_FAILED
+                                                        : cli_json_answer(c, what, &r, print);
     free(text);
     cli_resp_free(&r);
     return rv;
+}
+
+static int cli_post(struct cli *c, const char *what, const char *route, json_t *body)
+{
+    return cli_post_print(c, what, route, body, cli_print_ok);
 }
 
 int cli_cmd_join(struct cli *c, int argc, char **argv)
@@ -112,7 +123,9 @@ int cli_cmd_transfer(struct cli *c, int argc, char **argv)
 {
     if (argc != 2) return cli_usage("transfer needs an ID");
     if (c->check_only) return CLI_EXIT_OK;
-    return cli_post(c, "transfer", "/v1/cluster/transfer", json_pack("{s:s}", "id", argv[1]));
+    /* Answered once argv[1] leads (200), or 504 after about two election timeouts. */
+    return cli_post_print(c, "transfer", "/v1/cluster/transfer", json_pack("{s:s}", "id", argv[1]),
+                          cli_print_transfer);
 }
 
 static double cli_clock(void)

@@ -11,6 +11,7 @@
 #include "http.h"
 #include "log.h"
 #include "node_api.h"
+#include "transfer.h"
 #include "codec.h"
 #include "transport.h"
 
@@ -184,6 +185,15 @@ struct raft_blob *node_remove_payload(raft_id id)
     return b;
 }
 
+/* The 8-byte big-endian id of a REMOVE or TRANSFER payload. */
+static raft_id node_payload_id(const struct raft_blob *b)
+{
+    raft_id id = 0;
+    for (int i = 0; i < 8; i++)
+        id = (id << 8) | b->data[i];
+    return id;
+}
+
 int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payload,
                          raft_index *index, raft_term *term)
 {
@@ -202,11 +212,11 @@ int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payl
         struct raft_member m;
         rv = node_member_from_blob(payload, &m);
         if (rv == 0) rv = raft_add_member(n->raft, &m, index);
+        if (rv == ERR_EXISTS) rv = node_member_readdress(n, &m, index);
+    } else if (op_code == CODEC_FWD_TRANSFER && payload && payload->len == 8) {
+        rv = node_transfer_start(n, node_payload_id(payload));
     } else if (op_code == CODEC_FWD_REMOVE && payload && payload->len == 8) {
-        raft_id id = 0;
-        for (int i = 0; i < 8; i++)
-            id = (id << 8) | payload->data[i];
-        rv = raft_remove_member(n->raft, id, index);
+        rv = raft_remove_member(n->raft, node_payload_id(payload), index);
     }
     raft_blob_unref(payload);
     return rv;
@@ -319,10 +329,7 @@ static void api_remove(void *ctx, struct http_req *req, const char *id)
 
 static void api_transfer(void *ctx, struct http_req *req, const char *id)
 {
-    (void)ctx;
-    (void)id;
-    http_reply_error(req, 501, "not_implemented",
-                     "leadership transfer is not available in this version");
+    node_transfer_request(ctx, req, id);
 }
 
 static const char *api_state(const struct raft_status *st)

@@ -1,5 +1,6 @@
-/* main.c — raftnode: `raftnode --config CONFIG --id ID [--bootstrap]`. Exit 0 after a
- * graceful stop, 1 on a fatal error (raftsup restarts it), 2 on a usage or config error. */
+/* main.c — raftnode: `raftnode --config CONFIG --id ID [--bootstrap | --force-new-cluster]`.
+ * Exit 0 after a graceful stop, 1 on a fatal error (raftsup restarts it), 2 on a usage or
+ * config error. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,25 +9,29 @@
 #include "err.h"
 #include "log.h"
 #include "node.h"
+#include "recover.h"
 
 static void main_usage(FILE *f)
 {
-    fprintf(f, "usage: raftnode --config CONFIG --id ID [--bootstrap]\n"
-               "  --config CONFIG  the cluster config (JSON), e.g. conf/cluster.json\n"
-               "  --id ID          this node's id in CONFIG\n"
-               "  --bootstrap      start a new cluster with this node as its only voter\n"
-               "                   (ignored when the node already has Raft state)\n");
+    fprintf(f, "usage: raftnode --config CONFIG --id ID [--bootstrap | --force-new-cluster]\n"
+               "  --config CONFIG      the cluster config (JSON), e.g. conf/cluster.json\n"
+               "  --id ID              this node's id in CONFIG\n"
+               "  --bootstrap          start a new cluster with this node as its only voter\n"
+               "                       (ignored when the node already has Raft state)\n"
+               "  --force-new-cluster  disaster recovery after losing the majority for good:\n"
+               "                       make this node, with its data, the only voter of the\n"
+               "                       cluster (writes only the lost nodes had are lost; wipe\n"
+               "                       the other nodes' data before they join again)\n");
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"id", required_argument, NULL, 'i'},
-                                         {"bootstrap", no_argument, NULL, 'b'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"id", required_argument, NULL, 'i'},
+        {"bootstrap", no_argument, NULL, 'b'},    {"force-new-cluster", no_argument, NULL, 'F'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *config = NULL, *id = NULL;
-    bool bootstrap = false;
+    bool bootstrap = false, force = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:i:bh", opts, NULL)) != -1) {
         switch (c) {
@@ -39,6 +44,9 @@ int main(int argc, char **argv)
         case 'b':
             bootstrap = true;
             break;
+        case 'F':
+            force = true;
+            break;
         case 'h':
             main_usage(stdout);
             return 0;
@@ -47,7 +55,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!config || !id || optind != argc) {
+    if (!config || !id || optind != argc || (bootstrap && force)) {
         main_usage(stderr);
         return 2;
     }
@@ -55,6 +63,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     static struct node node;
     char err[512] = "";
+    if (force) {
+        int frv = node_force_new_cluster(config, id, err, sizeof err);
+        if (frv) {
+            LOG_ERROR("--force-new-cluster: %s", err);
+            fprintf(stderr, "raftnode: --force-new-cluster: %s\n", err);
+            return frv == ERR_INVALID || frv == ERR_NOTFOUND ? 2 : 1;
+        }
+    }
     int rv = node_init(&node, config, id, bootstrap, err, sizeof err);
     if (rv) {
         LOG_ERROR("cannot start: %s", err[0] ? err : err_str(rv));

@@ -7,6 +7,7 @@
 #include "err.h"
 #include "log.h"
 #include "node.h"
+#include "transfer.h"
 #include "transport.h"
 
 int node_member_info(const char *id, const char *raft_addr, const char *http_addr,
@@ -104,4 +105,65 @@ void node_sync_peers(struct node *n)
     memcpy(last, c, sizeof *last);
     n->peers_conf_valid = true;
     LOG_INFO("configuration: %u members", c->n);
+}
+
+/* ---- A member that comes back with new addresses ------------------------------------------
+ * The core keeps a member's info unchanged on a second add (ERR_EXISTS), and a configuration
+ * entry that only rewrites info does not exist, so the leader changes a member's addresses by
+ * removing it and adding it back as a learner (promoted again once caught up). Its identity
+ * (id, log, files) is unchanged; only the window between the two changes has one voter less. */
+static struct {
+    bool active;
+    struct raft_member m;
+    ev_tstamp deadline;
+} readd;
+
+#define READD_TIMEOUT_S 10.0
+
+void node_member_readd_later(struct node *n, const struct raft_member *m)
+{
+    readd.active = true;
+    readd.m = *m;
+    readd.deadline = ev_now(n->loop) + READD_TIMEOUT_S;
+    node_transfer_kick(n);
+}
+
+bool node_member_readd_tick(struct node *n)
+{
+    if (!readd.active) return false;
+    char id[CONFIG_ID_MAX], raft_addr[CONFIG_ADDR_MAX], http[CONFIG_ADDR_MAX];
+    if (node_member_parse(&readd.m, id, sizeof id, raft_addr, sizeof raft_addr, http, sizeof http))
+        snprintf(id, sizeof id, "?");
+    raft_index index = 0;
+    int rv = n->role == RAFT_LEADER ? raft_add_member(n->raft, &readd.m, &index) : ERR_NOTLEADER;
+    if (rv == ERR_BUSY && ev_now(n->loop) < readd.deadline) return true; /* removal uncommitted */
+    readd.active = false;
+    if (rv == 0)
+        LOG_INFO("member %s added back as a learner with raft %s, http %s (index %llu)", id,
+                 raft_addr, http, (unsigned long long)index);
+    else
+        LOG_WARN("member %s was removed for an address change but could not be added back (%s); "
+                 "run the join again",
+                 id, err_str(rv));
+    return false;
+}
+
+/* Leader: a join for an existing member. Same info: ERR_EXISTS (409, nothing to do). New
+ * addresses: the removal's index (the join answers once it is applied; the add follows). */
+int node_member_readdress(struct node *n, const struct raft_member *m, raft_index *index)
+{
+    const struct raft_member *old = raft_configuration_find(raft_configuration(n->raft), m->id);
+    if (!old) return ERR_NOTFOUND;
+    if (old->info_len == m->info_len && memcmp(old->info, m->info, m->info_len) == 0)
+        return ERR_EXISTS;
+    if (m->id == n->id) return ERR_INVALID; /* the leader's own: transfer leadership first */
+    if (readd.active) return ERR_BUSY;
+    char was[RAFT_MEMBER_INFO_MAX + 1]; /* old is borrowed only until the next core input */
+    snprintf(was, sizeof was, "%.*s", (int)old->info_len, (const char *)old->info);
+    int rv = raft_remove_member(n->raft, m->id, index);
+    if (rv) return rv;
+    LOG_INFO("member address change: removed %s (index %llu); adding it back as %.*s", was,
+             (unsigned long long)*index, (int)m->info_len, (const char *)m->info);
+    node_member_readd_later(n, m);
+    return 0;
 }

@@ -15,6 +15,7 @@
 #include "http.h"
 #include "log.h"
 #include "storage.h"
+#include "transfer.h"
 #include "transport.h"
 
 static int node_fetch_cb(void *ctx, raft_index index, struct raft_blob **out)
@@ -154,6 +155,7 @@ static void node_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
     struct node *n = w->data;
+    if (node_transfer_on_stop_signal(n)) return; /* a leader hands over first (bounded) */
     LOG_INFO("signal %d: finishing in-flight writes and stopping", w->signum);
     n->stopping = true;
     ev_break(loop, EVBREAK_ALL);

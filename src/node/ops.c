@@ -14,6 +14,7 @@
 #include "node_api.h"
 #include "rassert.h"
 #include "codec.h"
+#include "transfer.h"
 #include "transport.h"
 
 #define NODE_RECENT 1024 /* outcomes of recently applied entries, by index */
@@ -93,13 +94,8 @@ static int ops_propose_local(struct node *n, struct node_op *op, raft_index *ind
     case OP_DELETE:
         n->m.proposals++;
         return raft_propose(n->raft, raft_blob_ref(op->cmd), index, term);
-    case OP_JOIN: {
-        struct raft_member m;
-        int rv = node_member_from_blob(op->cmd, &m);
-        if (rv == 0) rv = raft_add_member(n->raft, &m, index);
-        *term = n->term;
-        return rv;
-    }
+    case OP_JOIN: /* as a forwarded join: an existing member with new addresses moves */
+        return node_api_leader_exec(n, CODEC_FWD_JOIN, raft_blob_ref(op->cmd), index, term);
     case OP_REMOVE:
         *term = n->term;
         return raft_remove_member(n->raft, op->target, index);
@@ -124,7 +120,9 @@ static uint8_t ops_fwd_code(const struct node_op *op)
 /* An error from the leader (ours or remote) for a write op. */
 static void ops_write_error(struct node *n, struct node_op *op, int err)
 {
-    if (err == ERR_NOTLEADER) {
+    /* ERR_BUSY on a file write: the leader is handing leadership over; wait for the next. */
+    bool busy_write = err == ERR_BUSY && (op->kind == OP_PUT || op->kind == OP_DELETE);
+    if (err == ERR_NOTLEADER || busy_write) {
         op->state = OPS_WAIT_LEADER; /* a new leader will be tried when one is known */
         op->retry_at = ev_now(n->loop) + 0.05;
         return;
@@ -247,6 +245,7 @@ void node_ops_on_leader_change(struct node *n)
 
 void node_ops_fail_all(struct node *n)
 {
+    node_transfer_fail_all(n);
     while (n->ops)
         node_op_fail(n, n->ops, "shutting_down", "the node is shutting down; retry another node");
 }
@@ -306,4 +305,5 @@ void node_fwd_resp_cb(void *ctx, uint64_t fwd_id, int err, raft_index index, raf
             ops_wait_apply(n, op, index, term);
         return;
     }
+    node_transfer_on_fwd_resp(n, fwd_id, err);
 }

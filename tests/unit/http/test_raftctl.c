@@ -152,6 +152,18 @@ static void fb_remove(void *ctx, struct http_req *req, const char *id)
     http_reply_error(req, 404, "not_found", "no such member: %s", id);
 }
 
+/* n2 takes over; "dead" never does (504, as a node does after two election timeouts). */
+static void fb_transfer(void *ctx, struct http_req *req, const char *id)
+{
+    (void)ctx;
+    if (!strcmp(id, "n2"))
+        http_reply_json(req, 200, json_pack("{s:s, s:i}", "leader", "n2", "term", 4));
+    else if (!strcmp(id, "dead"))
+        http_reply_error(req, 504, "transfer_timeout", "leadership did not move to dead");
+    else
+        http_reply_error(req, 404, "not_found", "%s is not a member of the cluster", id);
+}
+
 static void fb_metrics(void *ctx, struct http_req *req)
 {
     (void)ctx;
@@ -166,7 +178,7 @@ static const struct http_backend fb = {
     .status = fb_status,
     .join = fb_join,
     .remove = fb_remove,
-    .transfer = fb_remove,
+    .transfer = fb_transfer,
     .metrics = fb_metrics,
 };
 

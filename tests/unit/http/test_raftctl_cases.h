@@ -75,6 +75,21 @@ static void test_ls_rm_status_join(void)
     CHECK(out_has("leader: node1"));
 }
 
+/* transfer: the new leader on success; exit 1 with the server's message on 504 and 404. */
+static void test_transfer(void)
+{
+    CHECK_EQ_U(run(NULL, (const char *[]){"--server", server, "transfer", "n2", NULL}), 0);
+    CHECK(out_has("leader: n2 (term 4)"));
+    CHECK_EQ_U(run(NULL, (const char *[]){"--server", server, "--json", "transfer", "n2", NULL}),
+               0);
+    CHECK(out_has("\"leader\":\"n2\""));
+    CHECK_EQ_U(run(NULL, (const char *[]){"--server", server, "transfer", "dead", NULL}), 1);
+    CHECK(err_has("transfer_timeout") && err_has("did not move to dead"));
+    CHECK_EQ_U(run(NULL, (const char *[]){"--server", server, "transfer", "n9", NULL}), 1);
+    CHECK(err_has("not a member"));
+    CHECK_EQ_U(run(NULL, (const char *[]){"--server", server, "transfer", NULL}), 2);
+}
+
 /* A free port nobody listens on (bound, read back, closed). */
 static unsigned closed_port(void)
 {
@@ -150,6 +165,7 @@ int main(int argc, char **argv)
     RUN(test_failures);
     RUN(test_ls_rm_status_join);
     RUN(test_failover_and_retry);
+    RUN(test_transfer);
     ev_async_send(loop, &stop_w);
     pthread_join(t, NULL);
     http_stop(srv);
