@@ -29,6 +29,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import harness  # noqa: E402
 import lincheck as lc  # noqa: E402
+import linkfaults  # noqa: E402
+import membership  # noqa: E402
 import netcluster  # noqa: E402
 
 CLIENT_TIMEOUT = 3.0  # longer than any pause, so a paused node's late answers are checked
@@ -55,7 +57,7 @@ class SupTarget:
 
     partitions = False
 
-    def __init__(self):
+    def __init__(self, links=False, seed=0):
         harness.need_binaries(real_node=True)
         # A short restart backoff: nodes the nemesis held down come back quickly.
         self.c = harness.Cluster(3, name="nemesis", extra={"restart_backoff_ms": [100, 1000]})
@@ -63,8 +65,36 @@ class SupTarget:
         self.dir, self.data = self.c.dir, self.c.data
         self.paused = set()
         self.held = set()
+        self.lock = threading.Lock()
+        self.reserved, self.busy = set(), set()
+        self.links = None
+        if links:
+            self._put_proxies_in_front(seed)
+
+    def _put_proxies_in_front(self, seed):
+        """Each node binds raft_listen (its old raft port); peers dial raft = its proxy."""
+        ports = harness.free_ports(len(self.ids))
+        specs = []
+        for n, port in zip(self.c.nodes, ports):
+            n["raft_listen"] = n["raft"]
+            n["raft"] = "127.0.0.1:%d" % port
+            specs.append((n["id"], n["raft"], n["raft_listen"]))
+        with open(self.c.config) as f:
+            conf = json.load(f)
+        conf["nodes"] = self.c.nodes
+        with open(self.c.config, "w") as f:
+            json.dump(conf, f, indent=1)
+        self.links = linkfaults.ProxyLinks(self.dir, seed, [((), specs)])
+
+    def raft_addr(self, nid):
+        return self.c.node(nid)["raft"]
+
+    def wipe(self, nid):
+        membership.wipe_dir(os.path.join(self.data, nid))
 
     def start(self):
+        if self.links:
+            self.links.start()
         self.c.start()
         self.c.wait_leader(20)
         self.c.wait_voters(3, 20)
@@ -97,6 +127,8 @@ class SupTarget:
             self.c.release(nid)  # raftsup's next restart succeeds
 
     def heal(self):
+        if self.links:
+            self.links.heal()
         for nid in list(self.held):
             self.after_kill(nid)
         for nid in list(self.paused):
@@ -109,6 +141,8 @@ class SupTarget:
                 self.signal(nid, signal.SIGCONT)
             except OSError:
                 pass
+        if self.links:
+            self.links.stop()
         if keep:
             os.environ["RAFTFS_KEEP_TMP"] = "1"
         self.c.cleanup()
@@ -119,16 +153,31 @@ class NetTarget:
 
     partitions = True
 
-    def __init__(self):
+    def __init__(self, links=False, seed=0):
         if not os.access(netcluster.RAFTNODE, os.X_OK):
             raise harness.Skip("%s is not built" % netcluster.RAFTNODE)
-        self.c = netcluster.NetCluster(3)
+        self.c = netcluster.NetCluster(3, proxies=links)
         self.ids = self.c.ids
         self.dir, self.data = self.c.dir, self.c.data
         self.paused = set()
+        self.lock = threading.Lock()
+        self.reserved, self.busy = set(), set()
+        self.links = None
+        if links:
+            self.links = linkfaults.ProxyLinks(self.dir, seed, [
+                (["ip", "netns", "exec", self.c.ns(nid)], [self.c.proxy_spec(nid)])
+                for nid in self.ids])
+
+    def raft_addr(self, nid):
+        return self.c.nodes[self.ids.index(nid)]["raft"]
+
+    def wipe(self, nid):
+        membership.wipe_dir(os.path.join(self.data, nid))
 
     def start(self):
         self.c.build()
+        if self.links:
+            self.links.start()
         self.c.bootstrap_all()
 
     def http(self, nid):
@@ -138,6 +187,7 @@ class NetTarget:
         return self.c.pid(nid)
 
     def kill(self, nid):
+        self.c.held.add(nid)  # stays down until after_kill
         self.c.kill(nid, signal.SIGCONT)
         self.c.kill(nid, signal.SIGKILL)
         self.paused.discard(nid)
@@ -147,15 +197,21 @@ class NetTarget:
         (self.paused.add if sig == signal.SIGSTOP else self.paused.discard)(nid)
 
     def after_kill(self, nid):
+        self.c.held.discard(nid)
         self.c.restart_dead()
 
     def heal(self):
+        if self.links:
+            self.links.heal()
         for nid in list(self.paused):
             self.signal(nid, signal.SIGCONT)
         self.c.heal()
+        self.c.held.clear()
         self.c.restart_dead()
 
     def cleanup(self, keep):
+        if self.links:
+            self.links.stop()
         self.c.cleanup(keep_dir=keep)
 
 
@@ -265,33 +321,54 @@ FAULTS_NET = ["isolate-leader", "isolate-follower", "bridge", "one-way-from-lead
 
 
 def pick_roles(target, rng):
+    """(leader, a follower) for the next fault; nodes the membership thread is cycling are
+    left alone (follower None when every follower is reserved)."""
     lead = find_leader(target)
-    others = [n for n in target.ids if n != lead]
     if lead is None:
         lead = rng.choice(target.ids)
-        others = [n for n in target.ids if n != lead]
-    return lead, sorted(others)
+    with target.lock:
+        others = sorted(n for n in target.ids if n != lead and n not in target.reserved)
+    return lead, (rng.choice(others) if others else None)
 
 
 def apply_fault(target, fault, rng, events):
-    """Starts one fault; returns a function that ends it."""
-    lead, others = pick_roles(target, rng)
-    follower = rng.choice(others)
+    """Starts one fault; returns a function that ends it (None: nothing to fault now)."""
+    lead, follower = pick_roles(target, rng)
+    if fault in linkfaults.FAULTS_LINK:
+        what, end = linkfaults.apply(target.links, fault, rng, target.ids, lead,
+                                     follower or rng.choice([n for n in target.ids
+                                                             if n != lead]))
+        events.append(what)
+        return end
     who = lead if "leader" in fault.split("-")[-1] else follower
     if fault in ("kill-two", "kill-all"):
         victims = [lead, follower] if fault == "kill-two" else list(target.ids)
+    elif fault.startswith("kill") or fault.startswith("pause"):
+        victims = [who]
+    else:
+        victims = []
+    with target.lock:
+        victims = [v for v in victims if v and v not in target.reserved]
+        if (fault.startswith("kill") or fault.startswith("pause")) and not victims:
+            return None
+        if fault == "kill-two" and len(victims) < 2:
+            return None
+        target.busy.update(victims)
+
+    def unbusy():
+        with target.lock:
+            target.busy.difference_update(victims)
+    if fault.startswith("kill"):
         for v in victims:
             target.kill(v)
         events.append("%s %s" % (fault, "+".join(victims)))
-        return lambda: [target.after_kill(v) for v in victims]
-    if fault.startswith("kill"):
-        target.kill(who)
-        events.append("%s %s" % (fault, who))
-        return lambda: target.after_kill(who)
+        return lambda: ([target.after_kill(v) for v in victims], unbusy())
     if fault.startswith("pause"):
         target.signal(who, signal.SIGSTOP)
         events.append("%s %s" % (fault, who))
-        return lambda: target.signal(who, signal.SIGCONT)
+        return lambda: (target.signal(who, signal.SIGCONT), unbusy())
+    if follower is None:
+        return None
     c = target.c
     if fault.startswith("isolate"):
         for o in target.ids:
@@ -299,7 +376,7 @@ def apply_fault(target, fault, rng, events):
                 c.cut(who, o)
         events.append("%s %s" % (fault, who))
     elif fault == "bridge":
-        a, b = others
+        a, b = sorted(n for n in target.ids if n != lead)
         c.cut(a, b)
         events.append("bridge %s (cut %s|%s)" % (lead, a, b))
     elif fault == "one-way-from-leader":
@@ -313,6 +390,8 @@ def apply_fault(target, fault, rng, events):
 
 def nemesis_loop(target, rng, deadline, events):
     faults = FAULTS_ALL + (FAULTS_NET if target.partitions else [])
+    if target.links:
+        faults = faults + linkfaults.FAULTS_LINK
     # Some runs are fast: short faults close together, many elections around in-flight
     # forwarded writes.
     tempo = 0.3 if rng.random() < 0.4 else 1.0
@@ -322,17 +401,27 @@ def nemesis_loop(target, rng, deadline, events):
         if time.monotonic() >= deadline:
             break
         chosen = [rng.choice(faults)]
-        if target.partitions and rng.random() < 0.3:
+        x = rng.random()
+        if target.partitions and x < 0.3:
             # A partition together with a crash or a pause.
             chosen = [rng.choice(FAULTS_NET), rng.choice(FAULTS_ALL[:4])]
+        elif target.links and x < 0.45:
+            # A bad link together with a crash, a pause or another bad link.
+            chosen = [rng.choice(linkfaults.FAULTS_LINK),
+                      rng.choice(FAULTS_ALL[:4] + linkfaults.FAULTS_LINK)]
         hold = tempo * (rng.uniform(0.5, 2.5) if any(f.startswith("pause") for f in chosen)
                         else rng.uniform(0.5, 4.0))
         t = time.monotonic() - T0
         ends = []
+        n0 = len(events)
         for fault in chosen:
-            ends.append(apply_fault(target, fault, rng, events))
-        what = " + ".join(events[-len(chosen):])
-        del events[-len(chosen):]
+            end = apply_fault(target, fault, rng, events)
+            if end:
+                ends.append(end)
+        if not ends:
+            continue
+        what = " + ".join(events[n0:])
+        del events[n0:]
         events.append("%.1fs %s for %.1fs" % (t, what, hold))
         log("nemesis:", events[-1])
         time.sleep(hold)
@@ -465,9 +554,27 @@ def leaders_per_term(target):
     return terms
 
 
-def check_round(target, hist, keys, stats, events, artifacts):
+CRASH_RE = re.compile(r"assertion failed|AddressSanitizer|LeakSanitizer|runtime error:")
+
+
+def crash_reports(target):
+    """Lines of node logs that show a crash or a failed assertion (a node that died on
+    its own is restarted, so the history alone would not tell)."""
+    out = []
+    for nid in target.ids:
+        try:
+            with open(os.path.join(target.data, nid, "node.log"), errors="replace") as f:
+                for line in f:
+                    if CRASH_RE.search(line) and len(out) < 10:
+                        out.append("%s crashed: %s" % (nid, line.strip()[:300]))
+        except OSError:
+            pass
+    return out
+
+
+def check_round(target, hist, keys, stats, events, artifacts, early=()):
     """Heal-time checks; raises CheckFailed with every problem found."""
-    problems = []
+    problems = list(early)
     finals = final_reads(target, hist, keys)
     files = wait_files_identical(target)
     log("files/ identical on every node (%d files)" % len(files))
@@ -500,6 +607,7 @@ def check_round(target, hist, keys, stats, events, artifacts):
     log("leaders elected in %d terms%s" % (len(terms), "" if not multi else ", SPLIT: %r" % multi))
     if multi:
         problems.append("more than one leader in a term: %r" % multi)
+    problems += crash_reports(target)
     if problems:
         hist.save(os.path.join(artifacts, "history.jsonl"))
         raise CheckFailed("\n".join(problems))
@@ -516,14 +624,33 @@ def run_round(target, seed, rnd, seconds, args, artifacts):
                for cid in range(args.clients)]
     for th in threads:
         th.start()
+    deadline = time.monotonic() + seconds
+    members = None
+    if args.membership:
+        members = membership.Membership(target, random.Random(seed * 104729 + rnd),
+                                        deadline - 3, log)
+        members.start()
     try:
-        nemesis_loop(target, rng, time.monotonic() + seconds, events)
+        nemesis_loop(target, rng, deadline, events)
     finally:
         stop.set()
+        if members:
+            members.stop.set()
         target.heal()
         log("healed")
     t = wait_writable(target, hist, keys[0])
     log("writable again %.2f s after healing" % t)
+    early = []
+    if members:
+        early = members.finish()
+        log("membership: %d cycles (%s)%s" % (len(members.events), ", ".join(members.events),
+                                              "" if not early else "; " + "; ".join(early)))
+        target.heal()  # whatever a failed cycle left down
+    if target.links:
+        st = target.links.stats()
+        log("links: " + ", ".join("%s %d conns %d resets %d refused %d kB" % (
+            k, v["conns"], v["resets"], v["refused"], v["bytes"] // 1000)
+            for k, v in sorted(st.items()) if v["conns"]))
     end = time.monotonic() + CLIENT_TIMEOUT * 3
     for th in threads:
         th.join(max(0.1, end - time.monotonic()))
@@ -531,7 +658,7 @@ def run_round(target, seed, rnd, seconds, args, artifacts):
         "%s %d" % kv for kv in sorted(stats.counts.items()))))
     for o in stats.odd:
         log("unexpected answer:", o)
-    check_round(target, hist, keys, stats, events, artifacts)
+    check_round(target, hist, keys, stats, events, artifacts, early)
 
 
 def choose_mode(mode):
@@ -571,6 +698,11 @@ def main(argv):
     ap.add_argument("--clients", type=int, default=5)
     ap.add_argument("--keys", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the data dir")
+    ap.add_argument("--links", action="store_true",
+                    help="a lossy_proxy in front of every node: slow, lossy, stalled, "
+                         "throttled and one-way black-holed links")
+    ap.add_argument("--membership", action="store_true",
+                    help="meanwhile remove a follower, wipe it and join it again")
     ap.add_argument("--stale-reads", action="store_true",
                     help="clients read with ?stale=true (not linearizable: should FAIL)")
     args = ap.parse_args(argv[1:])
@@ -578,8 +710,9 @@ def main(argv):
     STALE_READS = args.stale_reads
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     total = args.minutes * 60 if args.minutes else args.seconds
-    log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s" % (
-        seed, seed, total, args.mode))
+    log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s%s%s" % (
+        seed, seed, total, args.mode, " --links" if args.links else "",
+        " --membership" if args.membership else ""))
     atexit.register(_cleanup_all)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, _on_signal)
@@ -587,7 +720,7 @@ def main(argv):
     signal.alarm(int(total + 240))  # hard bound on the whole run
     try:
         cls, _ = choose_mode(args.mode)
-        target = cls()
+        target = cls(links=args.links, seed=seed)
     except harness.Skip as e:
         log("SKIP:", e)
         return 77

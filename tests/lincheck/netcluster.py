@@ -88,7 +88,7 @@ def remove_stale_namespaces():
 class NetCluster:
     """n raftnode processes, node i in namespace <tag>n<i> at 10.77.0.<i>."""
 
-    def __init__(self, n=3, name="nemesis"):
+    def __init__(self, n=3, name="nemesis", proxies=False):
         self.tag = "%s%d" % (PREFIX, os.getpid())
         self.dir = tempfile.mkdtemp(prefix="raftfs-netns-")
         self.data = os.path.join(self.dir, "data")
@@ -96,12 +96,18 @@ class NetCluster:
         self.nodes = [{"id": nid, "raft": "%s%d:%d" % (SUBNET, i + 1, RAFT_PORT),
                        "http": "%s%d:%d" % (SUBNET, i + 1, HTTP_PORT)}
                       for i, nid in enumerate(self.ids)]
+        if proxies:
+            # Peers dial raft = a proxy on the node's own address (so partitions by address
+            # still apply); the node binds loopback inside its namespace (proxy_spec).
+            for i, n in enumerate(self.nodes):
+                n["raft_listen"] = "127.0.0.1:%d" % (RAFT_PORT + 100 + i)
         self.config = os.path.join(self.dir, "cluster.json")
         with open(self.config, "w") as f:
             # Few spare inodes: the default pool costs each node seconds of CPU at start here.
             json.dump({"cluster": name, "data_dir": self.data, "nodes": self.nodes,
                        "spare_inodes": 32}, f)
         self.procs = {}
+        self.held = set()  # killed nodes restart_dead leaves down
         self.namespaces = []
         self.rules = set()  # (src node, dst node) pairs whose packets are dropped
         self._orig_ns = None
@@ -166,9 +172,14 @@ class NetCluster:
             if sig == signal.SIGKILL:
                 p.wait(10)
 
+    def proxy_spec(self, nid):
+        """(name, listen, upstream) of the proxy in front of nid, run inside its namespace."""
+        n = self.nodes[self.ids.index(nid)]
+        return nid, n["raft"], n["raft_listen"]
+
     def restart_dead(self):
         for nid in self.ids:
-            if not self.alive(nid):
+            if not self.alive(nid) and nid not in self.held:
                 self.start(nid)
 
     def http(self, nid):

@@ -1,0 +1,205 @@
+"""membership.py — membership changes under faults: while the nemesis kills, pauses and cuts
+links, a second thread removes a follower (POST /v1/cluster/remove), waits until the
+removal is committed, kills the node, wipes its state (keeping node.log, the evidence the
+one-leader-per-term check reads), restarts it empty and joins it again
+(POST /v1/cluster/join; raftsup also re-joins an empty node), until it is a voter. The
+nodes it works on are reserved so the nemesis leaves them alone.
+
+The target provides: ids, lock, reserved (set), busy (set of nodes under a nemesis fault),
+kill(nid), after_kill(nid) (restart), hold/unhold semantics through kill/after_kill,
+wipe(nid), http(nid), raft_addr(nid)."""
+import http.client
+import json
+import os
+import shutil
+import threading
+import time
+
+STEP_BOUND = 30.0  # seconds for one step (removal committed, join accepted)
+
+
+def _req(addr, method, path, obj=None, timeout=3.0):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        body = json.dumps(obj).encode() if obj is not None else None
+        conn.request(method, path, body=body,
+                     headers={"Content-Type": "application/json"} if body else {})
+        r = conn.getresponse()
+        data = r.read()
+        try:
+            return r.status, json.loads(data) if data else None
+        except ValueError:
+            return r.status, None
+    finally:
+        conn.close()
+
+
+def status(target, nid, timeout=0.5):
+    try:
+        st, body = _req(target.http(nid), "GET", "/v1/status", timeout=timeout)
+        return body if st == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def leader_status(target, exclude=()):
+    for nid in target.ids:
+        if nid in exclude or nid in target.paused:
+            continue
+        s = status(target, nid)
+        if s and s.get("state") == "leader":
+            return nid, s
+    return None, None
+
+
+def wipe_dir(node_dir):
+    """Everything of a node except its log and pid file."""
+    for name in os.listdir(node_dir):
+        if name in ("node.log", "node.pid"):
+            continue
+        p = os.path.join(node_dir, name)
+        if os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            os.unlink(p)
+
+
+class Membership(threading.Thread):
+    def __init__(self, target, rng, deadline, log):
+        super().__init__(daemon=True)
+        self.target, self.rng, self.deadline, self.log = target, rng, deadline, log
+        self.events = []
+        self.errors = []
+        self.stop = threading.Event()
+        self.current = None  # the node being cycled, until it is a voter again
+
+    def pick(self):
+        t = self.target
+        lead, _ = leader_status(t)
+        with t.lock:
+            cands = [n for n in t.ids if n != lead and n not in t.busy and n not in t.paused]
+            if not lead or not cands:
+                return None
+            f = self.rng.choice(sorted(cands))
+            t.reserved.add(f)
+            return f
+
+    def run(self):
+        try:
+            while not self.stop.is_set() and time.monotonic() < self.deadline:
+                if self.stop.wait(self.rng.uniform(1.0, 4.0)):
+                    break
+                if time.monotonic() >= self.deadline:
+                    break
+                f = self.pick()
+                if f is None:
+                    continue
+                self.current = f
+                try:
+                    self.cycle(f)
+                finally:
+                    with self.target.lock:
+                        self.target.reserved.discard(f)
+                    self.current = None
+        except Exception as e:  # noqa: BLE001 — reported by the checks
+            self.errors.append("membership thread: %r" % e)
+
+    def until(self, pred, what, bound=STEP_BOUND):
+        end = time.monotonic() + bound
+        while time.monotonic() < end:
+            r = pred()
+            if r:
+                return r
+            time.sleep(0.1)
+        raise TimeoutError("%s not within %.0f s" % (what, bound))
+
+    def removed_committed(self, f):
+        """True once a leader's configuration lacks f and its commit index covers the
+        entry that removed it (the configuration is in force once appended)."""
+        lead, s = leader_status(self.target, exclude=(f,))
+        if not s or any(m["id"] == f for m in s["members"]):
+            return False
+        last, term = s["last_log_index"], s["term"]
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            s2 = status(self.target, lead)
+            if not s2 or s2.get("state") != "leader" or s2["term"] != term:
+                return False
+            if s2["commit_index"] >= last:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def remove(self, f):
+        def attempt():
+            lead, _ = leader_status(self.target, exclude=(f,))
+            via = lead or self.rng.choice([n for n in self.target.ids if n != f])
+            try:
+                st, body = _req(self.target.http(via), "POST", "/v1/cluster/remove", {"id": f},
+                                timeout=6.0)
+            except (OSError, http.client.HTTPException):
+                st = 0
+            return st == 200 or self.removed_committed(f)
+        self.until(attempt, "removal of %s committed" % f)
+
+    def rejoin(self, f):
+        body = {"id": f, "raft": self.target.raft_addr(f), "http": self.target.http(f)}
+
+        def attempt():
+            lead, s = leader_status(self.target, exclude=(f,))
+            if s and any(m["id"] == f for m in s["members"]):
+                return True
+            if not lead:
+                return False
+            try:
+                st, _ = _req(self.target.http(lead), "POST", "/v1/cluster/join", body,
+                             timeout=6.0)
+            except (OSError, http.client.HTTPException):
+                return False
+            return st in (200, 409)
+        self.until(attempt, "join of %s" % f)
+
+    def is_voter(self, f):
+        _, s = leader_status(self.target, exclude=(f,))
+        return s and any(m["id"] == f and m["voter"] for m in s["members"])
+
+    def cycle(self, f):
+        t0 = time.monotonic()
+        self.remove(f)
+        self.log("membership: %s removed (%.1f s)" % (f, time.monotonic() - t0))
+        # A removed node may run on a while before it is stopped.
+        time.sleep(self.rng.uniform(0, 1.5))
+        self.target.kill(f)
+        self.target.wipe(f)
+        self.target.after_kill(f)
+        self.rejoin(f)
+        self.log("membership: %s wiped and joined again (%.1f s)" % (f, time.monotonic() - t0))
+        self.events.append("remove+wipe+rejoin %s" % f)
+        try:
+            self.until(lambda: self.is_voter(f), "%s a voter again" % f, bound=20)
+            self.log("membership: %s is a voter again (%.1f s)" % (f, time.monotonic() - t0))
+        except TimeoutError:
+            pass  # checked after healing
+
+    def finish(self, bound=60.0):
+        """After the nemesis stopped: the cycle in progress completes and every node is a
+        voter again. Returns problems."""
+        self.stop.set()
+        self.join(bound)
+        problems = list(self.errors)
+        if self.is_alive():
+            problems.append("membership thread still busy (%s) %.0f s after healing" % (
+                self.current, bound))
+            return problems
+        try:
+            self.until(lambda: all(self.is_voter(n) or self.is_leader(n)
+                                   for n in self.target.ids), "every node a voter", bound=30)
+        except TimeoutError as e:
+            _, s = leader_status(self.target)
+            problems.append("%s (leader's members: %s)" % (e, s and s["members"]))
+        return problems
+
+    def is_leader(self, n):
+        s = status(self.target, n)
+        return s and s.get("state") == "leader"
