@@ -232,9 +232,27 @@ static struct node_op *api_op(struct node *n, enum node_op_kind kind, struct htt
     return op;
 }
 
+/* A node removed from the configuration (it has a log but is no longer a member) hears from
+ * no leader any more: answering at once sends the client to another node instead of letting
+ * it wait out the leader timeout. A new node not joined yet (empty log) waits as before. */
+static bool api_refuse_removed(struct node *n, struct http_req *req)
+{
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.member || st.last_index == 0) return false;
+    http_reply_error(req, 503, "not_member",
+                     "this node (%s) is not a member of the cluster (removed?); use another node",
+                     n->self->id);
+    return true;
+}
+
 static void api_write(struct node *n, enum node_op_kind kind, struct http_req *req,
                       const char *path, struct raft_blob *cmd)
 {
+    if (api_refuse_removed(n, req)) {
+        raft_blob_unref(cmd);
+        return;
+    }
     struct node_op *op = api_op(n, kind, req, NODE_WRITE_TIMEOUT_S);
     if (!op) {
         raft_blob_unref(cmd);
@@ -278,6 +296,7 @@ static void api_read(struct node *n, struct http_req *req, enum node_op_kind kin
             api_serve_list(n, req, path);
         return;
     }
+    if (api_refuse_removed(n, req)) return;
     struct node_op *op = api_op(n, kind, req, NODE_READ_TIMEOUT_S);
     if (!op) return;
     snprintf(op->path, sizeof op->path, "%s", path);
