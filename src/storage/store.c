@@ -254,3 +254,12 @@ void store_checkpoint(struct store *s, uint32_t min_kbytes)
     s->stats.checkpoints++;
     pthread_mutex_unlock(&s->stats_mu);
 }
+
+uint64_t store_log_bytes_since_ckpt(struct store *s)
+{
+    DB_LOG_STAT *st = NULL;
+    if (s->env->log_stat(s->env, &st, 0) != 0 || !st) return 0;
+    uint64_t n = (uint64_t)st->st_wc_mbytes * (1u << 20) + st->st_wc_bytes;
+    free(st);
+    return n;
+}

@@ -33,9 +33,7 @@ struct store {
     DB *payload;          /* index -> payload bytes */
     DB *meta;             /* "hardstate" -> term, vote, commit; "snapshot" -> the snapshot point */
     struct store_pos pos; /* writing thread only */
-    uint32_t compact_chunk;  /* entries per deletion transaction */
-    uint64_t compact_unckpt; /* writing thread: payload bytes deleted since the last
-                                checkpoint (their undo records fill the BDB log too) */
+    uint32_t compact_chunk; /* entries per deletion transaction (at least) */
     bool writer_running;
     int (*commit_hook)(void *ctx);
     void *commit_hook_ctx;
@@ -81,11 +79,11 @@ int store_snap_read(struct store *s, bool *found, raft_index *index, raft_term *
 /* Puts the "snapshot" record in txn (a BDB return code). */
 int store_snap_put(struct store *s, DB_TXN *txn, raft_index index, raft_term term,
                    const struct raft_blob *conf);
-/* Deletes, in txn, log and payload records of the first entries <= upto: at most
- * s->compact_chunk entries or STORE_COMPACT_CHUNK_BYTES payload bytes (at least one entry).
- * *more: entries <= upto may remain. *n, *bytes: what was deleted. A BDB return code. */
-int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, bool *more, uint64_t *n,
-                        uint64_t *bytes);
+/* Deletes, in txn, log and payload records of the first entries <= upto: at most max_n
+ * entries or max_bytes payload bytes (at least one entry). *more: entries <= upto may
+ * remain. *n, *bytes: what was deleted. A BDB return code. */
+int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, uint64_t max_n,
+                        uint64_t max_bytes, bool *more, uint64_t *n, uint64_t *bytes);
 /* One deletion transaction of carried-over compaction (writing thread, nothing else in
  * flight), committed without a log flush: losing it in a crash leaves leftovers that are
  * skipped and deleted again. Updates s->pos.compact_pending and the stats. ERR_* (logged). */
@@ -107,5 +105,7 @@ int store_commit_batch(struct store *s, struct store_job *jobs);
 void store_write_release(struct store_write *w);
 /* txn_checkpoint if at least min_kbytes of log were written since the last one. */
 void store_checkpoint(struct store *s, uint32_t min_kbytes);
+/* Bytes of BDB log written since the last checkpoint, by anyone (0 when unknown). */
+uint64_t store_log_bytes_since_ckpt(struct store *s);
 
 #endif

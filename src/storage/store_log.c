@@ -437,10 +437,24 @@ static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_writ
     return ret;
 }
 
-/* What one batch transaction did besides its jobs' puts. */
+/* What one batch transaction appends, and deletes besides its truncations. */
 struct store_batch_extra {
+    uint64_t appended, appended_bytes;
     uint64_t compacted, compacted_bytes;
 };
+
+/* A bounded share of the carried-over deletions: a chunk more than the batch appends, so
+ * that compaction keeps up with any write rate (and its cost grows with the batch's). */
+static int store_txn_compact(struct store *s, DB_TXN *txn, struct store_pos *p,
+                             struct store_batch_extra *x)
+{
+    bool more;
+    int ret = store_compact_front(s, txn, p->snap_index, s->compact_chunk + x->appended,
+                                  STORE_COMPACT_CHUNK_BYTES + x->appended_bytes, &more,
+                                  &x->compacted, &x->compacted_bytes);
+    p->compact_pending = more;
+    return ret;
+}
 
 static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, struct store_pos *p,
                           struct store_batch_extra *x)
@@ -451,16 +465,15 @@ static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, 
         ret = store_apply_job(s, txn, &j->w, p);
         if (j->w.hardstate_changed) hs = &j->w;
         if (j->w.compact_to) snap = &j->w;
+        x->appended += j->w.n_entries;
+        for (size_t i = 0; i < j->w.n_entries; i++)
+            x->appended_bytes += j->w.entries[i].data ? j->w.entries[i].data->len : 0;
     }
     if (ret == 0 && hs)
         ret = store_hs_put(s, txn, hs); /* only the newest hardstate of the group matters */
     if (ret == 0 && snap)               /* likewise the newest snapshot point */
         ret = store_snap_put(s, txn, snap->compact_to, snap->snap_term, snap->snap_conf);
-    if (ret == 0 && p->compact_pending) { /* a bounded share of the carried-over deletions */
-        bool more;
-        ret = store_compact_front(s, txn, p->snap_index, &more, &x->compacted, &x->compacted_bytes);
-        p->compact_pending = more;
-    }
+    if (ret == 0 && p->compact_pending) ret = store_txn_compact(s, txn, p, x);
     if (ret == 0 && s->commit_hook) ret = s->commit_hook(s->commit_hook_ctx);
     return ret;
 }
@@ -521,7 +534,6 @@ int store_commit_batch(struct store *s, struct store_job *jobs)
         if (ret) break;
         store_stats_add(s, jobs, store_now_us() - t0);
         s->pos = pos;
-        s->compact_unckpt += x.compacted_bytes;
         store_pos_publish(s, x.compacted);
         return 0;
     }

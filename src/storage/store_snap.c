@@ -85,8 +85,8 @@ static int store_del_at(struct store *s, DB_TXN *txn, DBC *c, DBT *key, const DB
     return ret ? ret : c->del(c, 0);
 }
 
-int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, bool *more, uint64_t *n,
-                        uint64_t *bytes)
+int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, uint64_t max_n,
+                        uint64_t max_bytes, bool *more, uint64_t *n, uint64_t *bytes)
 {
     *more = false;
     *n = 0;
@@ -102,7 +102,7 @@ int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, bool *mor
     while ((ret = c->get(c, &key, &val, op | DB_RMW)) == 0) {
         op = DB_NEXT;
         if (key.size != sizeof k || store_key_index(k) > upto) break;
-        if (*n >= s->compact_chunk || *bytes >= STORE_COMPACT_CHUNK_BYTES) {
+        if (*n >= max_n || *bytes >= max_bytes) {
             *more = true;
             break;
         }
@@ -131,7 +131,8 @@ int store_compact_step(struct store *s)
         if (ret) break;
         bool more = false;
         uint64_t n = 0, bytes = 0;
-        ret = store_compact_front(s, txn, s->pos.snap_index, &more, &n, &bytes);
+        ret = store_compact_front(s, txn, s->pos.snap_index, s->compact_chunk,
+                                  STORE_COMPACT_CHUNK_BYTES, &more, &n, &bytes);
         if (ret) {
             txn->abort(txn);
             if (store_snap_retryable(ret)) continue;
@@ -140,7 +141,6 @@ int store_compact_step(struct store *s)
         ret = txn->commit(txn, DB_TXN_NOSYNC);
         if (ret) break;
         s->pos.compact_pending = more;
-        s->compact_unckpt += bytes;
         store_pos_publish(s, n);
         return 0;
     }

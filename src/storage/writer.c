@@ -11,7 +11,7 @@
 #include "rassert.h"
 #include "store_int.h"
 
-#define WRITER_CKPT_BYTES (8u << 20) /* checkpoint after this much payload... */
+#define WRITER_CKPT_BYTES (8u << 20) /* checkpoint after this much BDB log... */
 #define WRITER_CKPT_IDLE_S 10        /* ...or this long after a write, so logs get removed */
 #define WRITER_WAKE_S 1              /* idle wake-up to consider a checkpoint */
 #define WRITER_CLEAN_PCT 20          /* cache share memp_trickle keeps clean */
@@ -34,29 +34,28 @@ struct store_writer {
     struct store_job *d_head, *d_tail; /* written (or failed), not yet reported */
     bool stop;
     /* Thread-private: */
-    int failed;                /* sticky first error */
-    uint64_t bytes_since_ckpt; /* payload bytes since the last checkpoint */
+    int failed; /* sticky first error */
     time_t last_write, last_ckpt;
 };
 
 /* Takes up to STORE_BATCH_JOBS_MAX jobs or about STORE_BATCH_BYTES_MAX payload bytes (at
  * least one job) off the queue. Called with mu held. */
-static struct store_job *writer_take(struct store_writer *w, uint64_t *bytes)
+static struct store_job *writer_take(struct store_writer *w)
 {
     struct store_job *head = w->q_head, *last = NULL;
     size_t n = 0, entries = 0;
-    *bytes = 0;
+    uint64_t bytes = 0;
     for (struct store_job *j = head; j; j = j->next) {
         uint64_t jb = 0;
         for (size_t i = 0; i < j->w.n_entries; i++)
             jb += j->w.entries[i].data ? j->w.entries[i].data->len : 0;
         /* A truncating job starts its own batch, so that a long truncation can be cut
          * ahead of the batch's transaction (store_commit_batch). */
-        if (n > 0 && (n >= STORE_BATCH_JOBS_MAX || *bytes + jb > STORE_BATCH_BYTES_MAX ||
+        if (n > 0 && (n >= STORE_BATCH_JOBS_MAX || bytes + jb > STORE_BATCH_BYTES_MAX ||
                       entries + j->w.n_entries > STORE_BATCH_ENTRIES_MAX || j->w.truncate_from))
             break;
         entries += j->w.n_entries;
-        *bytes += jb;
+        bytes += jb;
         last = j;
         n++;
     }
@@ -74,20 +73,20 @@ static time_t writer_now_s(void)
     return ts.tv_sec;
 }
 
-/* Compaction's deletions count too: BDB logs each deleted payload for undo, so they fill
- * log files as fast as appends do, and only a checkpoint lets those files go. */
+/* By BDB log bytes, not payload bytes: appends log more than their payload, compaction's
+ * deletions log the deleted records for undo and the file store logs its own records, and
+ * only a checkpoint lets DB_LOG_AUTO_REMOVE drop the files (the environment's size stays
+ * bounded by about two log files). */
 static void writer_maybe_checkpoint(struct store_writer *w, bool force)
 {
     time_t now = writer_now_s();
-    uint64_t logged = w->bytes_since_ckpt + w->s->compact_unckpt;
+    uint64_t logged = store_log_bytes_since_ckpt(w->s);
     bool wrote_since = w->last_write >= w->last_ckpt && logged > 0;
     if (!force && logged < WRITER_CKPT_BYTES &&
         !(wrote_since && now - w->last_ckpt >= WRITER_CKPT_IDLE_S))
         return;
     if (w->failed) return;
     store_checkpoint(w->s, 0);
-    w->bytes_since_ckpt = 0;
-    w->s->compact_unckpt = 0;
     w->last_ckpt = now;
 }
 
@@ -118,7 +117,7 @@ static void writer_trickle(struct store_writer *w)
 }
 
 /* Writes one batch (or reports the sticky failure) and queues the completions. */
-static void writer_run_batch(struct store_writer *w, struct store_job *batch, uint64_t bytes)
+static void writer_run_batch(struct store_writer *w, struct store_job *batch)
 {
     int rv = w->failed ? w->failed : store_commit_batch(w->s, batch);
     if (rv && !w->failed) {
@@ -132,7 +131,6 @@ static void writer_run_batch(struct store_writer *w, struct store_job *batch, ui
         store_write_release(&j->w); /* drop the blob refs on this thread */
         tail = j;
     }
-    w->bytes_since_ckpt += bytes;
     w->last_write = writer_now_s();
     pthread_mutex_lock(&w->mu);
     if (w->d_tail)
@@ -166,10 +164,9 @@ static void *writer_thread(void *arg)
             }
         }
         if (!w->q_head) break; /* stopping and drained */
-        uint64_t bytes;
-        struct store_job *batch = writer_take(w, &bytes);
+        struct store_job *batch = writer_take(w);
         pthread_mutex_unlock(&w->mu);
-        writer_run_batch(w, batch, bytes);
+        writer_run_batch(w, batch);
         writer_trickle(w);
         writer_maybe_checkpoint(w, false);
         pthread_mutex_lock(&w->mu);

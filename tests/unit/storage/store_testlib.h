@@ -55,6 +55,46 @@ static inline void st_job(struct store_write *w, uint64_t seq, raft_index first,
     }
 }
 
+/* A configuration derived from seed (1-5 members, some learners, some info bytes). */
+static inline void st_conf(uint64_t seed, struct raft_configuration *c)
+{
+    memset(c, 0, sizeof *c);
+    c->n = (uint32_t)(seed % 5) + 1;
+    for (uint32_t i = 0; i < c->n; i++) {
+        struct raft_member *m = &c->members[i];
+        m->id = seed * 10 + i + 1;
+        m->voter = i == 0 || (seed + i) % 2;
+        m->info_len = (uint16_t)((seed + i) % 40);
+        for (uint16_t j = 0; j < m->info_len; j++)
+            m->info[j] = (uint8_t)(seed * 31 + i * 7 + j);
+    }
+}
+
+/* raft_configuration_encode(st_conf(seed)): a new blob reference. */
+static inline struct raft_blob *st_conf_blob(uint64_t seed)
+{
+    struct raft_configuration c;
+    st_conf(seed, &c);
+    struct raft_blob *b = NULL;
+    if (raft_configuration_encode(&c, &b)) abort();
+    return b;
+}
+
+/* c equals st_conf(seed). */
+static inline int st_conf_ok(const struct raft_configuration *c, uint64_t seed)
+{
+    struct raft_configuration want;
+    st_conf(seed, &want);
+    if (!c || c->n != want.n) return 0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        const struct raft_member *a = &c->members[i], *b = &want.members[i];
+        if (a->id != b->id || a->voter != b->voter || a->info_len != b->info_len ||
+            memcmp(a->info, b->info, a->info_len) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 static inline uint64_t st_now_us(void)
 {
     struct timespec ts;
