@@ -199,4 +199,119 @@ int fsm_list(struct fsm *f, const char *prefix,
 
 void fsm_get_stats(struct fsm *f, struct fsm_stats *out);
 
+/* ---- Snapshots (InstallSnapshot) -------------------------------------------------------------
+ * The file store IS the snapshot: a leader streams its live store to a follower that lacks
+ * log entries the leader compacted away. The stream is fuzzy: it starts at S = fsm_applied()
+ * and ends at S_end = fsm_applied() when its last record was read, applies go on meanwhile,
+ * and every file in it is internally consistent (read through fsm_open_read) but files may
+ * come from different indexes in [.., S_end]. The receiver installs it atomically with
+ * applied = S; the leader then sends entries S+1.. as usual, and the fuzzy window rule below
+ * makes replaying (S, S_end] over the fuzzy copy end in exactly the state at S_end.
+ * Format: src/fsm/fsm_snap_fmt.h (records framed with lengths and CRC-32s; a SHA-256 per file).
+ *
+ * ---- The fuzzy window rule (why the copy converges) ----
+ * After an install of (S, S_end], a NORMAL entry k in (S, S_end] is handled so:
+ *  - its request id recorded at k itself ("replay", not a duplicate): the stream caught the
+ *    sender's outcome of k. The stream's dedup walk ends at S_end, in index order, so it
+ *    catches every non-duplicate entry of the window. If that outcome changed the path
+ *    (status 0), k is applied again only when the path is absent or its metadata index is
+ *    < k; a PUT that now conflicts (ERR_EXISTS) is skipped.
+ *  - recorded at an index > k: k was a duplicate at the sender (an id recorded twice inside
+ *    the window would need S_end - S > FSM_DEDUP_WINDOW, which the reader refuses: ERR_TIMEOUT
+ *    and the writer: ERR_CORRUPT). Recorded at j < k: the usual duplicate test. The sender
+ *    keeps every record >= S+1-FSM_DEDUP_WINDOW while a reader is open, so no original a
+ *    window entry could duplicate is pruned before it is read.
+ *  - otherwise the usual rules, plus the path rule (skip when the path's index is >= k).
+ * Why the files converge: every command replaces a whole path (PUT) or removes it (DELETE).
+ * For a path p, the stream holds p as of some moment t in [S, S_end] (with index m_p, or
+ * absent). Entries on p that succeeded at the sender after t have indexes > m_p and are all
+ * re-applied in order; those up to t are <= m_p and skipped (their effect is already in the
+ * copy, or was replaced by m_p). So p ends as after the last successful entry on p, i.e. as
+ * at S_end. Two paths of the copy may conflict (file "a", caught early, and "a/b", caught
+ * after "a" was deleted and "a/b" written): the writer keeps the one with the higher index,
+ * since the other was removed at the sender inside the window (its DELETE is replayed on an
+ * absent path: no effect). A window PUT that conflicts with a path of the copy is likewise
+ * older than that path and removed again before it at the sender. Entries > S_end are normal.
+ * ---- Composition with crash replay ----
+ * The install sets A = C = S in one synchronous BDB transaction, so after it every rule of
+ * "Crash convergence" holds with S as the last checkpoint: window entries <= A after a crash
+ * are redone from A's metadata (a window entry that was skipped left the path's index > k,
+ * so the redo skips it too), entries in (A, S_end] follow the window rule again (it only
+ * reads BDB state, which is exactly the state after A), and (S, S_end] is durable in the
+ * install record, so a restart keeps the window.
+ * ---- The install (crash-safe) ----
+ * 1. syncfs the staged tree (data/nodeN/raft/snap-in/files); 2. ONE synchronous BDB
+ * transaction swaps the staged metadata and dedup tables in (dbremove + dbrename), sets
+ * A = C = S and records the install (S, S_end, term, configuration, the staged directory's
+ * inode, pending); 3. renameat2(RENAME_EXCHANGE) files/ <-> the staged directory; 4. fsync
+ * the node directory and clear pending; 5. the old tree goes to trash/ (removed by a
+ * background thread). fsm_open finishes a pending install: files/ has the recorded inode
+ * (exchanged) or the staged directory still has it (exchange again). Before step 2 commits
+ * the old store is intact; from then on the new one is, once the exchange is (re)done.
+ * Spare inodes live in spare/ and do not care which tree they go to; readers' fds on old
+ * files keep their content. */
+
+struct fsm_snap_meta {
+    raft_index index;       /* S: the stream's state machine starts here */
+    raft_term term;         /* term of entry S */
+    raft_index index_end;   /* S_end: (S, S_end] is the fuzzy window */
+    struct raft_blob *conf; /* the configuration as of S (opaque, as given to the reader);
+                             * the caller owns one reference (NULL when empty) */
+};
+
+struct fsm_snap_reader; /* opaque */
+struct fsm_snap_writer; /* opaque */
+
+/* Sender. Opens a stream of the store as of index == fsm_applied(f) (else ERR_INVALID), with
+ * term = term of that entry and conf = the configuration as of it (encoded; the reader keeps
+ * a reference; at most 64 KiB: ERR_TOOBIG; NULL for none). ERR_BUSY while a crash replay is
+ * still running (files/ may be ahead of the metadata: retry when fsm_applied() has caught
+ * up), ERR_NOMEM. Keeps dedup records the stream may need until it is closed. Memory: one
+ * record buffer (~260 KiB), whatever the store holds. Call from the applying thread. */
+int fsm_snap_reader_open(struct fsm *f, raft_index index, raft_term term,
+                         const struct raft_blob *conf, struct fsm_snap_reader **out);
+/* Fills buf[0..*len) with the next bytes of the stream, *len <= cap; *done once the whole
+ * stream has been handed out (possibly with *len > 0 in that same call). A call does
+ * bounded work: at most about 1 ms of producing records (the record in progress is finished)
+ * plus copying, so *len < cap (even 0) does not mean the end. Applies may happen between
+ * calls. Errors (the stream is then dead: close it): ERR_BUSY (an install replaced this
+ * store, or a file is unreadable during crash replay), ERR_TIMEOUT (more than
+ * FSM_DEDUP_WINDOW entries were applied since the start: the stream is too slow to be
+ * exact), ERR_IO. */
+int fsm_snap_reader_next(struct fsm_snap_reader *rd, uint8_t *buf, size_t cap, size_t *len,
+                         bool *done);
+raft_index fsm_snap_reader_index(const struct fsm_snap_reader *rd);
+void fsm_snap_reader_close(struct fsm_snap_reader *rd); /* NULL-safe */
+
+/* Receiver. One writer at a time per store (ERR_BUSY). Cleans the staging area (leftovers go
+ * to trash/) and stages files under node_dir/raft/snap-in/files/ and metadata in BDB tables
+ * fsm_snapin_*.db; nothing of the live store changes until fsm_snap_install. ERR_IO. */
+int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out);
+/* Consumes the next len bytes of the stream (any chunking). Checks every record's length,
+ * CRC and order, every path (fspath_validate), every file's size and SHA-256. ERR_CORRUPT
+ * for anything malformed or hostile (also bytes after the end), ERR_IO/ERR_NOSPACE; after
+ * an error every later call fails the same way: abort the writer. */
+int fsm_snap_writer_put(struct fsm_snap_writer *wr, const uint8_t *data, size_t len);
+/* The stream is complete and valid: fills *out (the caller owns out->conf's reference).
+ * ERR_CORRUPT when it was cut short, or the earlier error. */
+int fsm_snap_writer_finish(struct fsm_snap_writer *wr, struct fsm_snap_meta *out);
+/* Drops the staged copy (moved to trash/, removed in the background). NULL-safe. */
+void fsm_snap_writer_abort(struct fsm_snap_writer *wr);
+
+/* Installs a finished writer's copy (always consumes wr). Requires out.index >
+ * fsm_applied(f) (ERR_INVALID; the store is unchanged). Blocks for the syncfs of the staged
+ * files (bulk data: expect ~seconds per GiB) and one synchronous commit. Afterwards
+ * fsm_applied() == fsm_checkpointed() == S: feed entries S+1.. (the window rule applies to
+ * (S, S_end]). Open readers become stale (ERR_BUSY). Errors before the BDB commit leave the
+ * old store (ERR_IO/ERR_NOSPACE); an error after it (ERR_IO) leaves the install pending: the
+ * node must stop, and fsm_open finishes the install. */
+int fsm_snap_install(struct fsm *f, struct fsm_snap_writer *wr);
+/* The last installed snapshot (index, term, conf; index_end = S_end), also after a restart:
+ * the node repairs the raft log at boot when the core's reset did not reach the disk.
+ * ERR_NOTFOUND when none was ever installed, ERR_IO. */
+int fsm_snap_info(struct fsm *f, struct fsm_snap_meta *out);
+/* Tests only: the next install stops (returns ERR_SHUTDOWN) right after step `step` (1..5
+ * above) as if the process died there; the caller must then close the store or exit. 0: off. */
+void fsm_snap_test_stop_after(struct fsm *f, int step);
+
 #endif

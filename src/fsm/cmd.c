@@ -95,7 +95,6 @@ int fsm_req_id_new(uint8_t out[FSM_REQ_ID_LEN])
     uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)(us >> (56 - 8 * i));
-    if (getrandom(out + 8, FSM_REQ_ID_LEN - 8, 0) != (ssize_t)(FSM_REQ_ID_LEN - 8))
-        return ERR_IO;
+    if (getrandom(out + 8, FSM_REQ_ID_LEN - 8, 0) != (ssize_t)(FSM_REQ_ID_LEN - 8)) return ERR_IO;
     return 0;
 }

@@ -16,24 +16,10 @@
 #include "err.h"
 #include "fsm_db.h"
 #include "fsm_files.h"
+#include "fsm_int.h"
 #include "fspath.h"
 #include "log.h"
 #include "rassert.h"
-
-struct fsm {
-    struct fsm_db db;
-    struct fsm_files ff;
-    _Atomic raft_index applied;      /* last entry applied (files and, when normal, BDB) */
-    _Atomic raft_index checkpointed; /* C: durable replay start */
-    raft_index bdb_applied;          /* A: BDB holds the effect of every entry <= this */
-    pthread_mutex_t ckpt_lock;       /* one checkpoint at a time */
-    /* The checkpoint thread (interval_ms > 0). */
-    unsigned interval_ms;
-    pthread_t ckpt_thread;
-    pthread_mutex_t thr_lock; /* guards kick, stop */
-    pthread_cond_t thr_cond;
-    bool kick, stop;
-};
 
 static void *fsm_ckpt_main(void *arg)
 {
@@ -87,7 +73,14 @@ int fsm_open_opts(DB_ENV *env, const char *node_dir, const struct fsm_options *o
     pthread_mutex_init(&f->thr_lock, NULL);
     pthread_cond_init(&f->thr_cond, NULL);
     raft_index a = 0, c = 0;
-    int rv = fsm_db_open(&f->db, env, err, err_len);
+    int rv = 0;
+    if (snprintf(f->node_dir, sizeof f->node_dir, "%s", node_dir) >= (int)sizeof f->node_dir) {
+        snprintf(err, err_len, "node dir path too long: %s", node_dir);
+        rv = ERR_INVALID;
+    }
+    if (rv == 0) rv = fsm_db_open(&f->db, env, err, err_len);
+    /* A snapshot install cut short by a crash is finished before files/ is opened. */
+    if (rv == 0) rv = fsm_snap_recover(f, err, err_len);
     if (rv == 0) rv = fsm_db_get_index(f->db.state, NULL, "applied", &a);
     if (rv == 0) rv = fsm_db_get_index(f->db.ckpt, NULL, "checkpoint", &c);
     if (rv == 0 && !err[0])
@@ -101,6 +94,7 @@ int fsm_open_opts(DB_ENV *env, const char *node_dir, const struct fsm_options *o
         rv = ERR_NOMEM;
     }
     if (rv) {
+        fsm_snap_shutdown(f);
         fsm_db_close(&f->db);
         fsm_free(f);
         return rv;
@@ -128,6 +122,7 @@ void fsm_close(struct fsm *f)
         int rv = fsm_checkpoint_sync(f);
         if (rv) LOG_WARN("file store: last checkpoint failed: %s", err_str(rv));
     }
+    fsm_snap_shutdown(f);
     fsm_files_close(&f->ff);
     fsm_db_close(&f->db);
     fsm_free(f);
@@ -247,7 +242,65 @@ static int fsm_apply_normal(struct fsm *f, DB_TXN *txn, raft_index i, const stru
     memset(res, 0, sizeof *res);
     rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
                               : fsm_apply_delete(f, txn, i, c, path, res);
-    if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res);
+    if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res, fsm_dedup_keep_from(f));
+    return rv;
+}
+
+raft_index fsm_dedup_keep_from(const struct fsm *f)
+{
+    if (!f->reader_min) return 0;
+    return f->reader_min + 1 > FSM_DEDUP_WINDOW ? f->reader_min + 1 - FSM_DEDUP_WINDOW : 1;
+}
+
+/* The sender's outcome of window entry i is known: recorded at i (the stream caught it),
+ * status 0 means it changed its path there. Done again here only when the stream holds the
+ * path as of an earlier entry (or not at all): the path rule. A PUT that now conflicts with a
+ * path the stream caught later is superseded by that path (see fsm.h). */
+static int fsm_window_replay(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
+                             const char *path, const struct fsm_result *rec, bool newer,
+                             struct fsm_result *res)
+{
+    *res = *rec;
+    if (rec->status != 0 || newer) return 0;
+    struct fsm_result tmp = {0};
+    return c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, &tmp)
+                                : fsm_apply_delete(f, txn, i, c, path, &tmp);
+}
+
+/* A NORMAL entry in (S, S_end] of the last installed snapshot, beyond A: the fuzzy window
+ * rule (fsm.h). */
+static int fsm_apply_window(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
+                            const char *path, struct fsm_result *res)
+{
+    struct fsm_result rec;
+    int rv = fsm_db_dedup_get(&f->db, txn, c->req_id, &rec);
+    if (rv && rv != ERR_NOTFOUND) return rv;
+    bool have = rv == 0;
+    /* A record from after i: the id was applied again later inside the window, which (with
+     * S_end - S <= the dedup window) means entry i itself was a duplicate. */
+    if (have && (rec.index > i || fsm_is_duplicate(&rec, i))) {
+        *res = rec;
+        res->duplicate = true;
+        return 0;
+    }
+    struct fsm_meta m;
+    rv = fsm_db_meta_get(&f->db, txn, path, c->path_len, &m);
+    if (rv && rv != ERR_NOTFOUND) return rv;
+    bool newer = rv == 0 && m.index >= i; /* the stream caught this path as of i or later */
+    if (have && rec.index == i) return fsm_window_replay(f, txn, i, c, path, &rec, newer, res);
+    memset(res, 0, sizeof *res);
+    res->index = i;
+    if (newer) {
+        /* Not caught by the stream's dedup records (not expected): the path holds i's effect
+         * or a later one already. */
+        res->size = m.size;
+        memcpy(res->sha256, m.sha256, FSM_SHA256_LEN);
+        rv = 0;
+    } else {
+        rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
+                                  : fsm_apply_delete(f, txn, i, c, path, res);
+    }
+    if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res, fsm_dedup_keep_from(f));
     return rv;
 }
 
@@ -293,6 +346,8 @@ static int fsm_apply_one(struct fsm *f, DB_TXN **txn, const struct raft_entry *e
     path[c.path_len] = '\0';
     if (e->index <= f->bdb_applied) return fsm_apply_redo(f, e->index, &c, path, res);
     if (!*txn && (rv = fsm_db_begin(&f->db, txn)) != 0) return rv;
+    if (f->snap.present && e->index > f->snap.index && e->index <= f->snap.index_end)
+        return fsm_apply_window(f, *txn, e->index, &c, path, res);
     return fsm_apply_normal(f, *txn, e->index, &c, path, res);
 }
 

@@ -83,13 +83,37 @@ static int db_open_one(DB_ENV *env, const char *file, DB **out, char *err, size_
     return 0;
 }
 
+int fsm_db_open_tables(struct fsm_db *d, DB_ENV *env, const char *prefix, char *err, size_t err_len)
+{
+    const char *names[] = {"meta.db", "dedup.db", "dedupidx.db"};
+    DB **dbs[] = {&d->meta, &d->dedup, &d->dedupidx};
+    d->env = env;
+    for (size_t i = 0; i < 3; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "%s%s", prefix, names[i]);
+        int rv = db_open_one(env, file, dbs[i], err, err_len);
+        if (rv) {
+            fsm_db_close_tables(d);
+            return rv;
+        }
+    }
+    return 0;
+}
+
+void fsm_db_close_tables(struct fsm_db *d)
+{
+    DB **dbs[] = {&d->meta, &d->dedup, &d->dedupidx};
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+        if (*dbs[i]) (*dbs[i])->close(*dbs[i], 0);
+        *dbs[i] = NULL;
+    }
+}
+
 int fsm_db_open(struct fsm_db *d, DB_ENV *env, char *err, size_t err_len)
 {
     memset(d, 0, sizeof *d);
     d->env = env;
-    int rv = db_open_one(env, "fsm_meta.db", &d->meta, err, err_len);
-    if (rv == 0) rv = db_open_one(env, "fsm_dedup.db", &d->dedup, err, err_len);
-    if (rv == 0) rv = db_open_one(env, "fsm_dedupidx.db", &d->dedupidx, err, err_len);
+    int rv = fsm_db_open_tables(d, env, "fsm_", err, err_len);
     if (rv == 0) rv = db_open_one(env, "fsm_state.db", &d->state, err, err_len);
     if (rv == 0) rv = db_open_one(env, "fsm_ckpt.db", &d->ckpt, err, err_len);
     if (rv) fsm_db_close(d);
@@ -98,11 +122,37 @@ int fsm_db_open(struct fsm_db *d, DB_ENV *env, char *err, size_t err_len)
 
 void fsm_db_close(struct fsm_db *d)
 {
-    DB **dbs[] = {&d->meta, &d->dedup, &d->dedupidx, &d->state, &d->ckpt};
+    fsm_db_close_tables(d);
+    DB **dbs[] = {&d->state, &d->ckpt};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         if (*dbs[i]) (*dbs[i])->close(*dbs[i], 0);
         *dbs[i] = NULL;
     }
+}
+
+int fsm_db_remove_tables(DB_ENV *env, DB_TXN *txn, const char *prefix)
+{
+    const char *names[] = {"meta.db", "dedup.db", "dedupidx.db"};
+    for (size_t i = 0; i < 3; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "%s%s", prefix, names[i]);
+        int ret = env->dbremove(env, txn, file, NULL, txn ? 0 : DB_AUTO_COMMIT);
+        if (ret && ret != ENOENT) return db_rc(ret, "dbremove");
+    }
+    return 0;
+}
+
+int fsm_db_rename_tables(DB_ENV *env, DB_TXN *txn, const char *from, const char *to)
+{
+    const char *names[] = {"meta.db", "dedup.db", "dedupidx.db"};
+    for (size_t i = 0; i < 3; i++) {
+        char a[64], b[64];
+        snprintf(a, sizeof a, "%s%s", from, names[i]);
+        snprintf(b, sizeof b, "%s%s", to, names[i]);
+        int ret = env->dbrename(env, txn, a, NULL, b, 0);
+        if (ret) return db_rc(ret, "dbrename");
+    }
+    return 0;
 }
 
 int fsm_db_begin(struct fsm_db *d, DB_TXN **txn)
@@ -134,6 +184,24 @@ int fsm_db_put_index(DB *db, DB_TXN *txn, const char *key, raft_index v)
     uint8_t b[8];
     fsm_be_put64(b, v);
     return db_put(db, txn, key, strlen(key), b, sizeof b);
+}
+
+int fsm_db_get_var(DB *db, DB_TXN *txn, const char *key, void *buf, size_t cap, size_t *len)
+{
+    DBT k, val;
+    db_dbt(&k, key, strlen(key));
+    db_dbt(&val, buf, 0);
+    val.ulen = (u_int32_t)cap;
+    val.flags = DB_DBT_USERMEM;
+    int ret = db->get(db, txn, &k, &val, 0);
+    if (ret == DB_BUFFER_SMALL) return ERR_CORRUPT;
+    *len = val.size;
+    return db_rc(ret, "get");
+}
+
+int fsm_db_put_var(DB *db, DB_TXN *txn, const char *key, const void *v, size_t len)
+{
+    return db_put(db, txn, key, strlen(key), v, len);
 }
 
 static void db_meta_decode(const uint8_t *v, struct fsm_meta *m)
@@ -250,11 +318,13 @@ int fsm_db_dedup_get(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id, struc
     return 0;
 }
 
-/* Forgets ids applied before index - FSM_DEDUP_WINDOW, a few per call, oldest first. */
-static int db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index)
+/* Forgets ids applied before index - FSM_DEDUP_WINDOW (and before keep_from), a few per call,
+ * oldest first. */
+static int db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index, raft_index keep_from)
 {
     if (index <= FSM_DEDUP_WINDOW) return 0;
     raft_index floor = index - FSM_DEDUP_WINDOW;
+    if (keep_from && keep_from < floor) floor = keep_from;
     DBC *c = NULL;
     int rv = db_rc(d->dedupidx->cursor(d->dedupidx, txn, &c, 0), "cursor");
     u_int32_t flag = DB_FIRST;
@@ -276,7 +346,14 @@ static int db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index)
 }
 
 int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
-                     const struct fsm_result *res)
+                     const struct fsm_result *res, raft_index keep_from)
+{
+    int rv = fsm_db_dedup_put_raw(d, txn, req_id, res);
+    return rv ? rv : db_dedup_prune(d, txn, res->index, keep_from);
+}
+
+int fsm_db_dedup_put_raw(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
+                         const struct fsm_result *res)
 {
     uint8_t v[FSM_DEDUP_LEN], k[8];
     ASSERT(res->status >= 0 && res->status < 256);
@@ -288,6 +365,64 @@ int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
     int rv = db_put(d->dedup, txn, req_id, FSM_REQ_ID_LEN, v, sizeof v);
     fsm_be_put64(k, res->index);
     if (rv == 0) rv = db_put(d->dedupidx, txn, k, sizeof k, req_id, FSM_REQ_ID_LEN);
-    if (rv == 0) rv = db_dedup_prune(d, txn, res->index);
+    return rv;
+}
+
+int fsm_db_meta_next(struct fsm_db *d, const char *after, size_t after_len, char *path, size_t *len,
+                     struct fsm_meta *m)
+{
+    DBC *c = NULL;
+    int rv = db_rc(d->meta->cursor(d->meta, NULL, &c, 0), "cursor");
+    if (rv) return rv;
+    /* The smallest key > after is the smallest >= after + "\0" (paths hold no NUL). */
+    char kbuf[FSPATH_MAX + 2];
+    uint8_t v[FSM_META_LEN];
+    ASSERT(after_len <= FSPATH_MAX);
+    size_t klen = 0;
+    u_int32_t flag = DB_FIRST;
+    if (after) {
+        memcpy(kbuf, after, after_len);
+        kbuf[after_len] = '\0';
+        klen = after_len + 1;
+        flag = DB_SET_RANGE;
+    }
+    rv = db_cursor_get(c, kbuf, &klen, sizeof kbuf, v, sizeof v, flag);
+    c->close(c);
+    if (rv) return rv;
+    if (klen == 0 || klen > FSPATH_MAX) return ERR_CORRUPT;
+    memcpy(path, kbuf, klen);
+    path[klen] = '\0';
+    *len = klen;
+    db_meta_decode(v, m);
+    return 0;
+}
+
+int fsm_db_meta_prefix_file(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
+                            size_t *plen, struct fsm_meta *m)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (path[i] != '/') continue;
+        int rv = fsm_db_meta_get(d, txn, path, i, m);
+        if (rv != ERR_NOTFOUND) {
+            *plen = i;
+            return rv;
+        }
+    }
+    return ERR_NOTFOUND;
+}
+
+int fsm_db_dedup_walk(struct fsm_db *d, raft_index from, raft_index *index,
+                      uint8_t req_id[FSM_REQ_ID_LEN])
+{
+    DBC *c = NULL;
+    int rv = db_rc(d->dedupidx->cursor(d->dedupidx, NULL, &c, 0), "cursor");
+    if (rv) return rv;
+    uint8_t k[8];
+    fsm_be_put64(k, from);
+    size_t klen = sizeof k;
+    rv = db_cursor_get(c, k, &klen, sizeof k, req_id, FSM_REQ_ID_LEN, DB_SET_RANGE);
+    c->close(c);
+    if (rv == 0 && klen != sizeof k) rv = ERR_CORRUPT;
+    if (rv == 0) *index = fsm_be_get64(k);
     return rv;
 }

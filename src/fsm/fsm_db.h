@@ -19,6 +19,14 @@ struct fsm_db {
 
 int fsm_db_open(struct fsm_db *d, DB_ENV *env, char *err, size_t err_len);
 void fsm_db_close(struct fsm_db *d);
+/* Only the three tables a snapshot replaces (meta, dedup, dedupidx), in files named
+ * prefix + "meta.db" etc. ("fsm_": the live ones). */
+int fsm_db_open_tables(struct fsm_db *d, DB_ENV *env, const char *prefix, char *err,
+                       size_t err_len);
+void fsm_db_close_tables(struct fsm_db *d);
+/* Inside txn (NULL: each on its own); absent files are fine. Handles must be closed. */
+int fsm_db_remove_tables(DB_ENV *env, DB_TXN *txn, const char *prefix);
+int fsm_db_rename_tables(DB_ENV *env, DB_TXN *txn, const char *from, const char *to);
 
 int fsm_db_begin(struct fsm_db *d, DB_TXN **txn);
 /* Commits (sync: durably, else DB_TXN_NOSYNC); aborts on failure. */
@@ -28,6 +36,10 @@ void fsm_db_abort(DB_TXN *txn);
 /* Index under key in db (state or ckpt); 0 when absent. */
 int fsm_db_get_index(DB *db, DB_TXN *txn, const char *key, raft_index *out);
 int fsm_db_put_index(DB *db, DB_TXN *txn, const char *key, raft_index v);
+
+/* A record of at most cap bytes under key; *len its size. ERR_NOTFOUND, ERR_CORRUPT (too big). */
+int fsm_db_get_var(DB *db, DB_TXN *txn, const char *key, void *buf, size_t cap, size_t *len);
+int fsm_db_put_var(DB *db, DB_TXN *txn, const char *key, const void *v, size_t len);
 
 int fsm_db_meta_get(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
                     struct fsm_meta *out);
@@ -43,8 +55,25 @@ int fsm_db_meta_list(struct fsm_db *d, const char *prefix,
 /* The outcome recorded for req_id: 0 with *res filled (res->index = the original entry),
  * ERR_NOTFOUND when none. */
 int fsm_db_dedup_get(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id, struct fsm_result *res);
-/* Records res as the outcome of req_id at res->index and prunes ids older than the window. */
+/* Records res as the outcome of req_id at res->index and prunes ids older than the window,
+ * never one at an index >= keep_from (0: no such bound). */
 int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
-                     const struct fsm_result *res);
+                     const struct fsm_result *res, raft_index keep_from);
+/* The same without pruning (staging a snapshot). */
+int fsm_db_dedup_put_raw(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
+                         const struct fsm_result *res);
+/* The first path after `after` (NULL: the first path), NUL-terminated into path (room for
+ * FSPATH_MAX + 1 bytes), with its metadata. No cursor outlives the call. ERR_NOTFOUND at the
+ * end. */
+int fsm_db_meta_next(struct fsm_db *d, const char *after, size_t after_len, char *path, size_t *len,
+                     struct fsm_meta *m);
+/* The shortest proper prefix of path (ending before a '/') that is a file: *plen and its
+ * metadata; ERR_NOTFOUND when none. */
+int fsm_db_meta_prefix_file(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
+                            size_t *plen, struct fsm_meta *m);
+/* The first dedup index entry at or after `from`: its index and request id (the id's record
+ * may since have moved to a later index). ERR_NOTFOUND at the end. */
+int fsm_db_dedup_walk(struct fsm_db *d, raft_index from, raft_index *index,
+                      uint8_t req_id[FSM_REQ_ID_LEN]);
 
 #endif

@@ -481,6 +481,27 @@ int fsm_files_sync(struct fsm_files *ff)
     return 0;
 }
 
+int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir)
+{
+    char p[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s/files", node_dir) >= sizeof p) return ERR_INVALID;
+    int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        LOG_ERROR("fsm: open %s: %s", p, strerror(errno));
+        return ERR_IO;
+    }
+    /* dup3 swaps the descriptor in place: the checkpoint thread's syncfs never sees it
+     * closed. */
+    if (dup3(fd, ff->files_fd, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(fd);
+        LOG_ERROR("fsm: dup3: %s", strerror(e));
+        return ERR_IO;
+    }
+    close(fd);
+    return 0;
+}
+
 static int files_opendir(const char *dir, const char *sub, int *fd_out, char *err, size_t err_len)
 {
     char p[PATH_MAX];

@@ -70,6 +70,8 @@ int fsm_files_remove(struct fsm_files *ff, const char *path, size_t len);
 /* O_RDONLY fd on files/path, never following a symlink or leaving files/. ERR_NOTFOUND,
  * ERR_BUSY (not a regular file), ERR_IO. */
 int fsm_files_open_read(struct fsm_files *ff, const char *path, size_t len, int *fd_out);
+/* files_fd follows node_dir/files again (a snapshot install exchanged the directory). */
+int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir);
 /* syncfs() of the file system holding files/. ERR_IO. */
 int fsm_files_sync(struct fsm_files *ff);
 

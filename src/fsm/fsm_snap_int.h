@@ -1,0 +1,57 @@
+/* fsm_snap_int.h — internal: the snapshot writer's state, shared by the writer
+ * (fsm_snap_write.c) and the install (fsm_snap_install.c). */
+#ifndef RAFTFS_FSM_SNAP_INT_H
+#define RAFTFS_FSM_SNAP_INT_H
+
+#include <sodium.h>
+
+#include "fsm_int.h"
+#include "fsm_snap_fmt.h"
+
+#define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
+#define FSS_STAGE_TABLES "fsm_snapin_" /* staged BDB tables, in the environment's home */
+
+struct fsm_snap_writer {
+    struct fsm *f;
+    int error;            /* sticky: every later call returns it */
+    bool finished;        /* the END record was accepted */
+    char stage[PATH_MAX]; /* node_dir/raft/snap-in */
+    int stage_fd;         /* its files/ subdirectory: the staged tree */
+    struct fsm_db db;     /* staged meta, dedup, dedupidx */
+    DB_TXN *txn;          /* staged puts, committed in batches (NOSYNC) */
+    unsigned txn_ops;
+    /* Record parser: header bytes, then payload + CRC into buf. */
+    uint64_t seq;
+    uint8_t hdr[FSS_REC_HDR];
+    size_t hdr_got;
+    uint8_t *buf;
+    size_t need, got;
+    /* Stream state. */
+    bool have_hdr, in_dedup;
+    struct fsm_snap_meta meta;
+    raft_index max_index; /* largest index of any file or dedup record */
+    raft_index last_dedup;
+    uint64_t n_files, n_dedup, bytes;
+    /* The file being received (path is also the last path, for the order check). */
+    bool have_path, in_file, skip;
+    char path[FSPATH_MAX + 1];
+    size_t path_len;
+    int fd;
+    uint64_t size, written;
+    raft_index findex;
+    uint8_t want_sha[FSM_SHA256_LEN];
+    crypto_hash_sha256_state sha;
+};
+
+/* node_dir/<rel> into out. ERR_INVALID when too long. */
+int fsm_snap_path(const struct fsm *f, const char *rel, char *out, size_t cap);
+/* Moves path (a directory, or absent) into trash/ under a fresh "snap-" name; with
+ * background, a thread removes it (else the next fsm_files_open does). ERR_IO when it cannot
+ * be moved. */
+int fsm_snap_trash(struct fsm *f, const char *path, bool background);
+/* Commits the writer's open staging transaction, if any. */
+int fsm_snap_writer_flush(struct fsm_snap_writer *w);
+/* Frees the writer's memory and fds (staged data stays where it is). */
+void fsm_snap_writer_free(struct fsm_snap_writer *w);
+
+#endif

@@ -1,0 +1,467 @@
+/* fsm_snap_write.c — the receiver side of InstallSnapshot: parses an untrusted stream in any
+ * chunking, checks everything (lengths before buffering, CRCs, order, paths, sizes, SHA-256s)
+ * and stages files under raft/snap-in/files/ and metadata in fsm_snapin_*.db. Never touches
+ * files/ or the live tables; memory is one record buffer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "fsm_snap_int.h"
+#include "log.h"
+#include "rassert.h"
+
+#define FSS_TXN_OPS 512 /* staged puts per BDB transaction */
+/* No file in a snapshot can be bigger than a command body (a blob's u32 length). */
+#define FSS_FILE_MAX UINT32_MAX
+
+static int wr_fail(struct fsm_snap_writer *w, int rv, const char *why)
+{
+    if (!w->error) {
+        w->error = rv;
+        if (rv == ERR_CORRUPT)
+            LOG_WARN("fsm: snapshot stream rejected (record %llu): %s", (unsigned long long)w->seq,
+                     why);
+        else
+            LOG_ERROR("fsm: staging a snapshot: %s: %s", why, err_str(rv));
+    }
+    return w->error;
+}
+
+static int wr_errno(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? ERR_NOSPACE : ERR_IO;
+}
+
+/* The staging transaction, begun on first use and committed every FSS_TXN_OPS puts. */
+static int wr_txn(struct fsm_snap_writer *w, DB_TXN **txn)
+{
+    if (w->txn && w->txn_ops >= FSS_TXN_OPS) {
+        int rv = fsm_snap_writer_flush(w);
+        if (rv) return rv;
+    }
+    if (!w->txn) {
+        int rv = fsm_db_begin(&w->db, &w->txn);
+        if (rv) return rv;
+    }
+    w->txn_ops++;
+    *txn = w->txn;
+    return 0;
+}
+
+int fsm_snap_writer_flush(struct fsm_snap_writer *w)
+{
+    if (!w->txn) return 0;
+    int rv = fsm_db_commit(w->txn, false);
+    w->txn = NULL;
+    w->txn_ops = 0;
+    return rv;
+}
+
+/* Resolves path for a *at() call in the staged tree (a 4096-byte path does not fit
+ * PATH_MAX: its parent is opened first, *tmp_fd, closed by the caller). Returns an errno. */
+static int wr_at(struct fsm_snap_writer *w, const char *path, size_t len, int *dirfd,
+                 const char **leaf, int *tmp_fd)
+{
+    *tmp_fd = -1;
+    *dirfd = w->stage_fd;
+    *leaf = path;
+    if (len < PATH_MAX) return 0;
+    const char *slash = memrchr(path, '/', len);
+    ASSERT(slash);
+    char dir[PATH_MAX];
+    size_t dlen = (size_t)(slash - path);
+    ASSERT(dlen < sizeof dir);
+    memcpy(dir, path, dlen);
+    dir[dlen] = '\0';
+    int fd = openat(w->stage_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno;
+    *tmp_fd = *dirfd = fd;
+    *leaf = slash + 1;
+    return 0;
+}
+
+/* mkdir -p of path's parents in the staged tree (only ever directories we made). */
+static int wr_mkparents(struct fsm_snap_writer *w, const char *path, size_t len)
+{
+    char buf[PATH_MAX];
+    for (size_t i = 0; i < len && i < sizeof buf; i++) {
+        if (path[i] != '/') continue;
+        memcpy(buf, path, i);
+        buf[i] = '\0';
+        if (mkdirat(w->stage_fd, buf, 0755) != 0 && errno != EEXIST) return errno;
+    }
+    return 0;
+}
+
+/* A new file at path in the staged tree (validated, sorted, conflict-free). */
+static int wr_create(struct fsm_snap_writer *w, const char *path, size_t len)
+{
+    int e = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int dirfd, tmp_fd;
+        const char *leaf;
+        e = wr_at(w, path, len, &dirfd, &leaf, &tmp_fd);
+        if (e == 0) {
+            w->fd = openat(dirfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+            e = w->fd < 0 ? errno : 0;
+        }
+        if (tmp_fd >= 0) close(tmp_fd);
+        if (e != ENOENT || attempt > 0) break;
+        e = wr_mkparents(w, path, len);
+        if (e) break;
+    }
+    if (e) return wr_fail(w, wr_errno(e), "creating a staged file");
+    return 0;
+}
+
+/* Removes the staged file at path (a copy caught before the sender deleted it). */
+static int wr_unlink(struct fsm_snap_writer *w, const char *path, size_t len)
+{
+    int dirfd, tmp_fd;
+    const char *leaf;
+    int e = wr_at(w, path, len, &dirfd, &leaf, &tmp_fd);
+    if (e == 0 && unlinkat(dirfd, leaf, 0) != 0) e = errno;
+    if (tmp_fd >= 0) close(tmp_fd);
+    return e ? wr_fail(w, wr_errno(e), "removing a staged file") : 0;
+}
+
+/* A staged file that is a proper prefix of path conflicts with it: at most one of them
+ * existed at any moment at the sender, and the one with the lower index was deleted there
+ * inside the window. Keep the newer: drop the staged one, or skip the new one. */
+static int wr_resolve_conflict(struct fsm_snap_writer *w, const char *path, size_t len,
+                               raft_index index)
+{
+    for (;;) {
+        size_t plen;
+        struct fsm_meta m;
+        DB_TXN *txn;
+        int rv = wr_txn(w, &txn);
+        if (rv == 0) rv = fsm_db_meta_prefix_file(&w->db, txn, path, len, &plen, &m);
+        if (rv == ERR_NOTFOUND) return 0;
+        if (rv) return wr_fail(w, rv, "staged metadata");
+        if (m.index == index) return wr_fail(w, ERR_CORRUPT, "two files of one index");
+        if (m.index > index) {
+            w->skip = true;
+            return 0;
+        }
+        rv = fsm_db_meta_del(&w->db, txn, path, plen);
+        if (rv) return wr_fail(w, rv, "staged metadata");
+        char prefix[FSPATH_MAX + 1];
+        memcpy(prefix, path, plen);
+        prefix[plen] = '\0';
+        rv = wr_unlink(w, prefix, plen);
+        if (rv) return rv;
+    }
+}
+
+/* The current file is complete: check its SHA-256, record its metadata. */
+static int wr_file_done(struct fsm_snap_writer *w)
+{
+    uint8_t sha[FSM_SHA256_LEN];
+    crypto_hash_sha256_final(&w->sha, sha);
+    w->in_file = false;
+    if (w->fd >= 0) {
+        int e = close(w->fd) != 0 ? errno : 0;
+        w->fd = -1;
+        if (e) return wr_fail(w, wr_errno(e), "closing a staged file");
+    }
+    if (memcmp(sha, w->want_sha, FSM_SHA256_LEN) != 0)
+        return wr_fail(w, ERR_CORRUPT, "file content does not match its SHA-256");
+    if (w->skip) return 0;
+    struct fsm_meta m = {.size = w->size, .index = w->findex};
+    memcpy(m.sha256, w->want_sha, FSM_SHA256_LEN);
+    DB_TXN *txn;
+    int rv = wr_txn(w, &txn);
+    if (rv == 0) rv = fsm_db_meta_put(&w->db, txn, w->path, w->path_len, &m);
+    return rv ? wr_fail(w, rv, "staged metadata") : 0;
+}
+
+static bool wr_path_after(const struct fsm_snap_writer *w, const char *p, size_t len)
+{
+    if (!w->have_path) return true;
+    size_t n = len < w->path_len ? len : w->path_len;
+    int c = memcmp(w->path, p, n);
+    return c < 0 || (c == 0 && len > w->path_len);
+}
+
+static int wr_rec_file(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    if (w->in_file || w->in_dedup || len < FSS_FILE_FIXED)
+        return wr_fail(w, ERR_CORRUPT, "misplaced or short FILE record");
+    raft_index index = fsm_be_get64(p);
+    uint64_t size = fsm_be_get64(p + 8);
+    size_t plen = ((size_t)p[16 + FSM_SHA256_LEN] << 8) | p[17 + FSM_SHA256_LEN];
+    const char *path = (const char *)p + FSS_FILE_FIXED;
+    if (plen != len - FSS_FILE_FIXED || fspath_validate(path, plen, NULL, 0) != 0)
+        return wr_fail(w, ERR_CORRUPT, "bad path");
+    if (!wr_path_after(w, path, plen)) return wr_fail(w, ERR_CORRUPT, "paths out of order");
+    if (index == 0 || size > FSS_FILE_MAX) return wr_fail(w, ERR_CORRUPT, "bad file size or index");
+    memcpy(w->path, path, plen);
+    w->path[plen] = '\0';
+    w->path_len = plen;
+    w->have_path = true;
+    w->in_file = true;
+    w->skip = false;
+    w->findex = index;
+    w->size = size;
+    w->written = 0;
+    memcpy(w->want_sha, p + 16, FSM_SHA256_LEN);
+    crypto_hash_sha256_init(&w->sha);
+    if (index > w->max_index) w->max_index = index;
+    w->n_files++;
+    int rv = wr_resolve_conflict(w, w->path, plen, index);
+    if (rv == 0 && !w->skip) rv = wr_create(w, w->path, plen);
+    if (rv == 0 && size == 0) rv = wr_file_done(w);
+    return rv;
+}
+
+static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    if (!w->in_file || len == 0 || len > w->size - w->written)
+        return wr_fail(w, ERR_CORRUPT, "DATA record beyond its file");
+    crypto_hash_sha256_update(&w->sha, p, len);
+    for (size_t off = 0; !w->skip && off < len;) {
+        ssize_t n = pwrite(w->fd, p + off, len - off, (off_t)(w->written + off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return wr_fail(w, wr_errno(n < 0 ? errno : ENOSPC), "writing a staged file");
+        off += (size_t)n;
+    }
+    w->written += len;
+    w->bytes += len;
+    return w->written == w->size ? wr_file_done(w) : 0;
+}
+
+static bool wr_status_ok(int status)
+{
+    return status == 0 || status == ERR_NOTFOUND || status == ERR_EXISTS;
+}
+
+static int wr_rec_dedup(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    if (w->in_file || len < 2) return wr_fail(w, ERR_CORRUPT, "misplaced DEDUP record");
+    size_t n = ((size_t)p[0] << 8) | p[1];
+    if (n == 0 || n > FSS_DEDUP_N || len != 2 + n * FSS_DEDUP_ONE)
+        return wr_fail(w, ERR_CORRUPT, "bad DEDUP record length");
+    w->in_dedup = true;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *q = p + 2 + i * FSS_DEDUP_ONE + FSM_REQ_ID_LEN;
+        struct fsm_result res = {.index = fsm_be_get64(q), .status = q[8], .created = q[9]};
+        res.size = fsm_be_get64(q + 10);
+        memcpy(res.sha256, q + 18, FSM_SHA256_LEN);
+        if (res.index <= w->last_dedup || !wr_status_ok(res.status) || q[9] > 1)
+            return wr_fail(w, ERR_CORRUPT, "bad dedup record");
+        w->last_dedup = res.index;
+        if (res.index > w->max_index) w->max_index = res.index;
+        DB_TXN *txn;
+        int rv = wr_txn(w, &txn);
+        if (rv == 0) rv = fsm_db_dedup_put_raw(&w->db, txn, q - FSM_REQ_ID_LEN, &res);
+        if (rv) return wr_fail(w, rv, "staged dedup records");
+        w->n_dedup++;
+    }
+    return 0;
+}
+
+static int wr_rec_hdr(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    if (len < FSS_HDR_FIXED || memcmp(p, FSS_MAGIC, 8) != 0)
+        return wr_fail(w, ERR_CORRUPT, "not a snapshot stream");
+    if (fss_get32(p + 8) != FSS_VERSION) return wr_fail(w, ERR_CORRUPT, "unknown version");
+    uint32_t clen = fss_get32(p + 28);
+    if (clen != len - FSS_HDR_FIXED) return wr_fail(w, ERR_CORRUPT, "bad header length");
+    w->meta.index = fsm_be_get64(p + 12);
+    w->meta.term = fsm_be_get64(p + 20);
+    if (clen) {
+        w->meta.conf = raft_blob_new(clen);
+        if (!w->meta.conf) return wr_fail(w, ERR_NOMEM, "configuration");
+        memcpy(w->meta.conf->data, p + FSS_HDR_FIXED, clen);
+    }
+    w->have_hdr = true;
+    return 0;
+}
+
+static int wr_rec_end(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    if (w->in_file || len != FSS_END_LEN) return wr_fail(w, ERR_CORRUPT, "misplaced END record");
+    raft_index end = fsm_be_get64(p);
+    if (end < w->meta.index || end - w->meta.index > FSM_DEDUP_WINDOW || w->max_index > end)
+        return wr_fail(w, ERR_CORRUPT, "bad end index");
+    if (fsm_be_get64(p + 8) != w->n_files || fsm_be_get64(p + 16) != w->n_dedup ||
+        fsm_be_get64(p + 24) != w->bytes)
+        return wr_fail(w, ERR_CORRUPT, "counts do not match");
+    w->meta.index_end = end;
+    w->finished = true;
+    return 0;
+}
+
+/* One whole, CRC-checked record. */
+static int wr_record(struct fsm_snap_writer *w, uint8_t type, const uint8_t *p, size_t len)
+{
+    if (!w->have_hdr && type != FSS_HDR) return wr_fail(w, ERR_CORRUPT, "no header");
+    switch (type) {
+    case FSS_HDR:
+        return w->have_hdr ? wr_fail(w, ERR_CORRUPT, "second header") : wr_rec_hdr(w, p, len);
+    case FSS_FILE:
+        return wr_rec_file(w, p, len);
+    case FSS_DATA:
+        return wr_rec_data(w, p, len);
+    case FSS_DEDUP:
+        return wr_rec_dedup(w, p, len);
+    case FSS_END:
+        return wr_rec_end(w, p, len);
+    default:
+        return wr_fail(w, ERR_CORRUPT, "unknown record type");
+    }
+}
+
+/* Checks a record header; the payload + CRC length to expect. */
+static int wr_header(struct fsm_snap_writer *w, const uint8_t *h, size_t *need)
+{
+    size_t len = fss_get32(h);
+    if (len > fss_max_payload(h[4])) return wr_fail(w, ERR_CORRUPT, "bad record length or type");
+    *need = len + FSS_REC_CRC;
+    return 0;
+}
+
+/* Payload p[0..len) + CRC after it, for the header h. */
+static int wr_checked(struct fsm_snap_writer *w, const uint8_t *h, const uint8_t *p, size_t len)
+{
+    if (fss_crc(w->seq, h, p, len) != fss_get32(p + len))
+        return wr_fail(w, ERR_CORRUPT, "CRC mismatch");
+    int rv = wr_record(w, h[4], p, len);
+    w->seq++;
+    return rv;
+}
+
+int fsm_snap_writer_put(struct fsm_snap_writer *w, const uint8_t *data, size_t len)
+{
+    ASSERT(w && (data || len == 0));
+    while (len > 0 && !w->error) {
+        if (w->finished) return wr_fail(w, ERR_CORRUPT, "bytes after the end");
+        if (w->hdr_got == 0 && len >= FSS_REC_HDR) {
+            /* A whole record in the caller's bytes: no copy. */
+            size_t need;
+            if (wr_header(w, data, &need)) break;
+            if (len - FSS_REC_HDR >= need) {
+                wr_checked(w, data, data + FSS_REC_HDR, need - FSS_REC_CRC);
+                data += FSS_REC_HDR + need;
+                len -= FSS_REC_HDR + need;
+                continue;
+            }
+        }
+        if (w->hdr_got < FSS_REC_HDR) {
+            size_t n = FSS_REC_HDR - w->hdr_got < len ? FSS_REC_HDR - w->hdr_got : len;
+            memcpy(w->hdr + w->hdr_got, data, n);
+            w->hdr_got += n;
+            data += n;
+            len -= n;
+            if (w->hdr_got == FSS_REC_HDR && wr_header(w, w->hdr, &w->need) == 0) w->got = 0;
+            continue;
+        }
+        size_t n = w->need - w->got < len ? w->need - w->got : len;
+        memcpy(w->buf + w->got, data, n);
+        w->got += n;
+        data += n;
+        len -= n;
+        if (w->got == w->need) {
+            wr_checked(w, w->hdr, w->buf, w->need - FSS_REC_CRC);
+            w->hdr_got = 0;
+        }
+    }
+    if (!w->error) {
+        int rv = fsm_snap_writer_flush(w);
+        if (rv) wr_fail(w, rv, "staged metadata");
+    }
+    return w->error;
+}
+
+int fsm_snap_path(const struct fsm *f, const char *rel, char *out, size_t cap)
+{
+    return (size_t)snprintf(out, cap, "%s/%s", f->node_dir, rel) < cap ? 0 : ERR_INVALID;
+}
+
+/* Empties the staging area: old staged tables dropped, an old staged tree to trash/. */
+static int wr_clean(struct fsm_snap_writer *w)
+{
+    struct fsm *f = w->f;
+    int rv = fsm_db_remove_tables(f->db.env, NULL, FSS_STAGE_TABLES);
+    if (rv == 0) rv = fsm_snap_trash(f, w->stage, true);
+    if (rv) return rv;
+    char files[PATH_MAX + 8];
+    snprintf(files, sizeof files, "%s/files", w->stage);
+    if (mkdir(w->stage, 0755) != 0 || mkdir(files, 0755) != 0) {
+        LOG_ERROR("fsm: mkdir %s: %s", files, strerror(errno));
+        return wr_errno(errno);
+    }
+    w->stage_fd = open(files, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return w->stage_fd < 0 ? ERR_IO : 0;
+}
+
+int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
+{
+    ASSERT(f && out);
+    *out = NULL;
+    if (f->writer_open) return ERR_BUSY;
+    struct fsm_snap_writer *w = calloc(1, sizeof *w);
+    if (w) w->buf = malloc(FSS_PAYLOAD_MAX + FSS_REC_CRC);
+    if (!w || !w->buf) {
+        if (w) free(w);
+        return ERR_NOMEM;
+    }
+    w->f = f;
+    w->fd = w->stage_fd = -1;
+    int rv = fsm_snap_path(f, FSS_STAGE_DIR, w->stage, sizeof w->stage);
+    if (rv == 0) rv = wr_clean(w);
+    char err[256] = "";
+    if (rv == 0) rv = fsm_db_open_tables(&w->db, f->db.env, FSS_STAGE_TABLES, err, sizeof err);
+    if (rv) {
+        if (err[0]) LOG_ERROR("fsm: snapshot staging: %s", err);
+        fsm_snap_writer_free(w);
+        return rv;
+    }
+    f->writer_open = true;
+    *out = w;
+    return 0;
+}
+
+int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
+{
+    ASSERT(w && out);
+    memset(out, 0, sizeof *out);
+    if (w->error) return w->error;
+    if (!w->finished) return wr_fail(w, ERR_CORRUPT, "stream cut short");
+    int rv = fsm_snap_writer_flush(w);
+    if (rv) return wr_fail(w, rv, "staged metadata");
+    *out = w->meta;
+    out->conf = raft_blob_ref(w->meta.conf);
+    return 0;
+}
+
+void fsm_snap_writer_free(struct fsm_snap_writer *w)
+{
+    if (w->txn) fsm_db_abort(w->txn);
+    w->txn = NULL;
+    fsm_db_close_tables(&w->db);
+    if (w->fd >= 0) close(w->fd);
+    if (w->stage_fd >= 0) close(w->stage_fd);
+    raft_blob_unref(w->meta.conf);
+    free(w->buf);
+    free(w);
+}
+
+void fsm_snap_writer_abort(struct fsm_snap_writer *w)
+{
+    if (!w) return;
+    struct fsm *f = w->f;
+    char stage[PATH_MAX];
+    memcpy(stage, w->stage, sizeof stage);
+    f->writer_open = false;
+    fsm_snap_writer_free(w);
+    if (fsm_db_remove_tables(f->db.env, NULL, FSS_STAGE_TABLES) != 0 ||
+        fsm_snap_trash(f, stage, true) != 0)
+        LOG_WARN("fsm: snapshot staging area not cleaned (next writer or restart retries)");
+}
