@@ -175,6 +175,13 @@ static void sup_child_cb(struct ev_loop *loop, ev_child *w, int revents)
         sup_child_stopped(s);
         return;
     }
+    if (c->rolling) { /* a rolling restart stopped it: back at once, backoff untouched */
+        c->rolling = false;
+        LOG_INFO("%s (pid %d) %s (rolling restart); restarting now", c->node->id, w->rpid, how);
+        sup_child_schedule(c, 0.);
+        sup_roll_child_exited(s->roll, c);
+        return;
+    }
     unsigned delay = sup_child_next_delay(c, uptime);
     LOG_WARN("%s (pid %d) %s after %.1f s; restarting in %u ms", c->node->id, w->rpid, how, uptime,
              delay);

@@ -16,8 +16,10 @@ static void main_usage(FILE *f)
     fprintf(f, "usage: raftsup CONFIG\n"
                "  Runs one raftnode per node of CONFIG (e.g. conf/cluster.json), bootstraps the\n"
                "  first one on an empty data_dir, joins the others, restarts crashed nodes and\n"
-               "  stops them all on SIGTERM/SIGINT. The raftnode binary is taken from the\n"
-               "  directory of raftsup itself unless $RAFTFS_RAFTNODE names it.\n");
+               "  stops them all on SIGTERM/SIGINT. SIGHUP restarts the nodes one at a time\n"
+               "  (rolling restart: followers first, each serving again before the next; a\n"
+               "  stopping leader hands leadership over first). The raftnode binary is taken\n"
+               "  from the directory of raftsup itself unless $RAFTFS_RAFTNODE names it.\n");
 }
 
 /* $RAFTFS_RAFTNODE, else `raftnode` next to /proc/self/exe. */

@@ -175,12 +175,28 @@ static void sup_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         sup_join_free(s->join);
         s->join = NULL;
     }
+    sup_roll_free(s->roll);
+    s->roll = NULL;
     for (size_t i = 0; i < s->cfg.n_nodes; i++) {
         ev_timer_stop(loop, &s->children[i].restart);
         sup_child_signal(&s->children[i], SIGTERM);
     }
     ev_timer_start(loop, &s->stop_timer);
     if (sup_running(s) == 0) sup_child_stopped(s);
+}
+
+/* SIGHUP: rolling restart of every node. */
+static void sup_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sup *s = w->data;
+    if (s->stopping) return;
+    if (!s->roll) {
+        LOG_ERROR("SIGHUP: the rolling restart is not available (out of memory at start)");
+        return;
+    }
+    sup_roll_start(s->roll);
 }
 
 int sup_start(struct sup *s)
@@ -191,6 +207,10 @@ int sup_start(struct sup *s)
     s->sig_term.data = s->sig_int.data = s;
     ev_signal_start(s->loop, &s->sig_term);
     ev_signal_start(s->loop, &s->sig_int);
+    ev_signal_init(&s->sig_hup, sup_hup_cb, SIGHUP);
+    s->sig_hup.data = s;
+    ev_signal_start(s->loop, &s->sig_hup);
+    if (sup_roll_new(s, &s->roll)) LOG_ERROR("cannot set up the rolling restart (SIGHUP)");
     ev_timer_init(&s->stop_timer, sup_stop_timer_cb, SUP_STOP_GRACE_S, 0.);
     s->stop_timer.data = s;
     if (s->cfg.n_nodes > 1 && sup_join_new(s, &s->join))
@@ -218,6 +238,9 @@ void sup_close(struct sup *s)
     }
     ev_signal_stop(s->loop, &s->sig_term);
     ev_signal_stop(s->loop, &s->sig_int);
+    ev_signal_stop(s->loop, &s->sig_hup);
+    sup_roll_free(s->roll);
+    s->roll = NULL;
     ev_timer_stop(s->loop, &s->stop_timer);
     if (s->lock_fd >= 0) {
         unlink(s->pid_path); /* only the lock holder owns the pid file */

@@ -15,6 +15,7 @@
 
 struct sup;
 struct sup_join;
+struct sup_roll;
 
 /* One supervised node. Invariant: pid != 0 exactly while `watch` is active. */
 struct sup_child {
@@ -28,6 +29,7 @@ struct sup_child {
     unsigned backoff_ms;            /* delay before the next restart */
     unsigned starts;                /* spawns so far (1 = first start) */
     bool bootstrap_pending;         /* spawned with --bootstrap, no leader seen since */
+    bool rolling;                   /* stopped by a rolling restart: restart at once */
     char dir[SUP_PATH_MAX];         /* DATA/ID */
     char pid_path[SUP_PATH_MAX];    /* DATA/ID/node.pid */
     char log_path[SUP_PATH_MAX];    /* DATA/ID/node.log */
@@ -42,10 +44,11 @@ struct sup {
     int lock_fd; /* flock'ed DATA/raftsup.lock, -1 when not held */
     int log_fd;  /* DATA/raftsup.log, -1 when not open */
     bool stopping;
-    ev_signal sig_term, sig_int;
+    ev_signal sig_term, sig_int, sig_hup;
     ev_timer stop_timer; /* SIGKILL the stragglers after SUP_STOP_GRACE_S */
     struct sup_child children[RAFT_MAX_NODES];
     struct sup_join *join; /* owned; NULL when the join helper could not start */
+    struct sup_roll *roll; /* owned; NULL when the rolling restart could not be set up */
 };
 
 /* Creates DATA/ and DATA/ID/, takes the data_dir lock, writes DATA/raftsup.pid, opens
@@ -83,5 +86,14 @@ int sup_join_new(struct sup *s, struct sup_join **out);
 /* (Re)starts a pass over the config's nodes; idempotent while a pass is running. */
 void sup_join_kick(struct sup_join *j);
 void sup_join_free(struct sup_join *j);
+
+/* roll.c: SIGHUP's rolling restart, one node at a time (a stopping leader hands over first),
+ * each serving again before the next; followers first, the leader last. */
+int sup_roll_new(struct sup *s, struct sup_roll **out);
+/* Starts a roll; ignored (logged) while one is running. */
+void sup_roll_start(struct sup_roll *r);
+/* child.c: child c exited; NULL-safe. */
+void sup_roll_child_exited(struct sup_roll *r, struct sup_child *c);
+void sup_roll_free(struct sup_roll *r);
 
 #endif

@@ -405,6 +405,11 @@ def node_log(c, nid):
         return f.read()
 
 
+def sup_log(c):
+    with open(os.path.join(c.data, "raftsup.log"), errors="replace") as f:
+        return f.read()
+
+
 def caught_up(c, nid):
     lead = c.leader()
     if not lead:
@@ -436,15 +441,21 @@ def test_sigterm_leader_and_rolling_restart(track):
     assert "handing leadership to" in text and "leadership handed over" in text, text[-2000:]
     h.log("BENCH SIGTERM of leader %s -> %s: longest write gap %.0f ms, %d refused"
           % (lead, new, 1000 * w.gap_around(t0, t1), len(w.refused_between(t0, t1))))
-    # Rolling restart: one node at a time, each back and caught up before the next.
+    # Rolling restart through raftsup (SIGHUP): one node at a time, followers first.
+    pids = c.wait_node_pids()
+    lead = c.wait_leader()
     t0 = time.monotonic()
-    for n in c.nodes:
-        nid = n["id"]
-        pid = c.live_node_pid(nid)
-        os.kill(pid, signal.SIGTERM)
-        h.wait_until(lambda: c.live_node_pid(nid) not in (None, pid), 10, "%s restarted" % nid)
-        h.wait_until(lambda: caught_up(c, nid), 20, "%s caught up" % nid)
+    c.sup.send_signal(signal.SIGHUP)
+    h.wait_until(lambda: "rolling restart done" in sup_log(c), 40, "the rolling restart")
     t1 = time.monotonic()
+    new_pids = c.wait_node_pids()
+    assert all(new_pids[i] != pids[i] for i in pids), (pids, new_pids)
+    text = sup_log(c).rsplit("rolling restart of 3 nodes", 1)[1]
+    order = [line.split("stopping ")[1].split()[0] for line in text.splitlines()
+             if "rolling restart: stopping" in line]
+    assert order[-1] == lead and sorted(order) == ["node1", "node2", "node3"], (order, lead)
+    for n in c.nodes:
+        h.wait_until(lambda: caught_up(c, n["id"]), 20, "%s caught up" % n["id"])
     time.sleep(0.2)
     w.stop()
     h.log("BENCH rolling restart of 3 nodes in %.1f s: longest write gap %.0f ms, %d refused "
