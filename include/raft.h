@@ -160,9 +160,12 @@ struct raft_config {
     uint32_t max_inflight;       /* pipelined AppendEntries per follower (default 8) */
     uint64_t cache_bytes_max;    /* payload bytes kept in memory for durable, applied
                                     entries before they are dropped and fetched again */
-    bool prevote;                /* default true in raftnode */
-    bool check_quorum;           /* default true in raftnode */
-    uint32_t bugs;               /* enum raft_bug bits (tests only) */
+    /* Leader: a peer in snapshot state with no raft_report_snapshot() for this many ticks is
+     * probed again (0: RAFT_SNAPSHOT_TIMEOUT_ELECTIONS * election_ticks_max). */
+    unsigned snapshot_timeout_ticks;
+    bool prevote;      /* default true in raftnode */
+    bool check_quorum; /* default true in raftnode */
+    uint32_t bugs;     /* enum raft_bug bits (tests only) */
     /* Reads the payload of a durable entry whose payload the core dropped. Synchronous.
      * On success *out is a new reference owned by the core. Any error puts the core into
      * the failed state (raft_failed), after which the caller restarts. */
@@ -324,10 +327,11 @@ int raft_snapshot_meta(const struct raft *r, raft_index index, raft_term *term_o
  * S >= that index whose entries are still in the log, S <= commit) and reports the outcome:
  * ok: the peer installed the state at `index` (S); replication resumes at index + 1.
  * !ok: the stream failed; the next heartbeat probes again and re-emits RAFT_MSG_SNAPSHOT if
- * still needed. Without a report for RAFT_SNAPSHOT_TIMEOUT_ELECTIONS * election_ticks_max
- * ticks the core assumes failure and re-emits: the caller ignores RAFT_MSG_SNAPSHOT for a peer
- * whose stream is still running. The peer's APPEND_RESP after install has the same effect as
- * a report(ok). Ignored when not leader, unknown peer, or index beyond the log. */
+ * still needed. Without a report for cfg.snapshot_timeout_ticks ticks (default
+ * RAFT_SNAPSHOT_TIMEOUT_ELECTIONS * election_ticks_max) the core assumes failure and re-emits: the
+ * caller ignores RAFT_MSG_SNAPSHOT for a peer whose stream is still running. The peer's APPEND_RESP
+ * after install has the same effect as a report(ok). Ignored when not leader, unknown peer, or
+ * index beyond the log. */
 #define RAFT_SNAPSHOT_TIMEOUT_ELECTIONS 20
 void raft_report_snapshot(struct raft *r, raft_id peer, raft_index index, bool ok);
 

@@ -59,6 +59,8 @@ static int raft_config_defaults(struct raft_config *c)
     if (c->election_ticks_min > c->election_ticks_max ||
         c->heartbeat_ticks >= c->election_ticks_min)
         return ERR_INVALID;
+    if (!c->snapshot_timeout_ticks)
+        c->snapshot_timeout_ticks = RAFT_SNAPSHOT_TIMEOUT_ELECTIONS * c->election_ticks_max;
     if (!c->max_append_entries) c->max_append_entries = 64;
     if (!c->max_append_bytes) c->max_append_bytes = 1u << 20;
     if (!c->max_inflight) c->max_inflight = 8;

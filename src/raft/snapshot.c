@@ -111,7 +111,7 @@ static void raft_snapshot_abort(struct raft *r, struct raft_progress *pr)
 /* A lost report must not wedge the peer forever. */
 void raft_snapshot_tick(struct raft *r)
 {
-    unsigned limit = RAFT_SNAPSHOT_TIMEOUT_ELECTIONS * r->cfg.election_ticks_max;
+    unsigned limit = r->cfg.snapshot_timeout_ticks;
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress *pr = &r->prs[i];
         if (pr->state != RAFT_PR_SNAPSHOT || ++pr->snapshot_ticks < limit) continue;

@@ -190,12 +190,13 @@ void sim_check_send(struct sim *s, struct sim_node *n, const struct raft_msg *m,
     if (m->type == RAFT_MSG_VOTE_RESP && !m->reject) sim_check_vote(s, n, m);
     if (s->o.no_rules || m->type != RAFT_MSG_APPEND_RESP || m->reject || m->index == 0) return;
     if (!ack_term) ack_term = sim_check_ack_term(n, m);
-    bool durable = m->index <= n->d_n;
-    if (durable && ack_term) durable = n->d_log[m->index - 1].term == ack_term;
+    /* Below the durable snapshot point the state machine holds the entries. */
+    bool durable = m->index <= sim_d_last(n);
+    if (durable && ack_term && m->index >= n->d_off) durable = sim_d_term(n, m->index) == ack_term;
     if (!durable)
         sim_fail(s, "Persistence",
-                 "n%llu acknowledged its log up to %llu before it was durable (durable log %zu)",
-                 ULL(n->id), ULL(m->index), n->d_n);
+                 "n%llu acknowledged its log up to %llu before it was durable (durable log %llu)",
+                 ULL(n->id), ULL(m->index), ULL(sim_d_last(n)));
 }
 
 static void sim_check_record_commit(struct sim *s, const struct raft_entry *e, uint64_t chain)
@@ -220,7 +221,7 @@ void sim_check_apply(struct sim *s, struct sim_node *n, const struct raft_entry 
                  ULL(n->id), ULL(e->index), ULL(e->term));
         return;
     }
-    if (!s->o.no_rules && (e->index > n->d_n || n->d_log[e->index - 1].term != e->term))
+    if (!s->o.no_rules && sim_d_term(n, e->index) != e->term)
         sim_fail(s, "Persistence", "n%llu applies %llu before it is durable locally", ULL(n->id),
                  ULL(e->index));
     uint64_t content = 0;
@@ -258,6 +259,10 @@ static void sim_check_leader(struct sim *s, struct sim_node *n, const struct raf
     bool is_new = !(n->obs.role == RAFT_LEADER && n->obs.term == st->term);
     if (is_new) {
         s->st.elections++;
+        if (n->id == s->xfer_to && st->term > s->xfer_term) {
+            s->st.transfers_done++;
+            s->xfer_to = 0;
+        }
         sim_trace(s, "n%llu is leader of term %llu (log %zu, commit %llu)", ULL(n->id),
                   ULL(st->term), n->log_n, ULL(st->commit_index));
         raft_index g = s->gcommit;
@@ -303,15 +308,23 @@ void sim_check_node(struct sim *s, struct sim_node *n)
 void sim_check_boot(struct sim *s, struct sim_node *n)
 {
     const struct raft_status *st = &n->obs;
-    if (st->last_index != n->d_n || st->term != n->d_term || st->vote != n->d_vote)
+    /* A snapshot installed before its term was durable raises the term (vote cleared). */
+    bool raised = n->d_off_term > n->d_term;
+    raft_term term = raised ? n->d_off_term : n->d_term;
+    raft_id vote = raised ? 0 : n->d_vote;
+    if (st->last_index != sim_d_last(n) || st->term != term || st->vote != vote ||
+        st->snapshot_index != n->d_off || st->snapshot_term != n->d_off_term)
         sim_fail(s, "Boot",
-                 "n%llu booted with last %llu term %llu vote %llu from a disk with "
-                 "%zu entries, term %llu, vote %llu",
-                 ULL(n->id), ULL(st->last_index), ULL(st->term), ULL(st->vote), n->d_n,
-                 ULL(n->d_term), ULL(n->d_vote));
-    if (st->commit_index > n->d_n)
-        sim_fail(s, "Durability", "n%llu restarted with commit %llu beyond its durable log %zu",
-                 ULL(n->id), ULL(st->commit_index), n->d_n);
+                 "n%llu booted with snapshot %llu last %llu term %llu vote %llu from a disk "
+                 "with snapshot %llu, last %llu, term %llu, vote %llu",
+                 ULL(n->id), ULL(st->snapshot_index), ULL(st->last_index), ULL(st->term),
+                 ULL(st->vote), ULL(n->d_off), ULL(sim_d_last(n)), ULL(n->d_term), ULL(n->d_vote));
+    if (st->commit_index > sim_d_last(n) || st->applied_index != n->d_sm_n)
+        sim_fail(s, "Durability",
+                 "n%llu restarted with commit %llu applied %llu; durable log ends at %llu, "
+                 "state machine at %zu",
+                 ULL(n->id), ULL(st->commit_index), ULL(st->applied_index), ULL(sim_d_last(n)),
+                 n->d_sm_n);
 }
 
 /* A read served by n must reflect every write applied anywhere before the read was issued. */

@@ -121,7 +121,7 @@ static void sim_driver_bootstrap(struct sim *s, struct sim_node *n, unsigned vot
  * empty and is bootstrapped again, as raftsup does for a first node with an empty state. */
 static void sim_driver_restart(struct sim *s, struct sim_node *n)
 {
-    bool empty = !n->d_n && !n->d_term;
+    bool empty = !n->d_n && !n->d_term && !n->d_off;
     sim_node_boot(s, n);
     if (!empty || s->failed || !n->up) return;
     if (!s->p.membership)
@@ -133,6 +133,7 @@ static void sim_driver_restart(struct sim *s, struct sim_node *n)
 void sim_driver_init(struct sim *s)
 {
     sim_driver_params(s);
+    sim_snap_params(s);
     const struct sim_params *p = &s->p;
     for (unsigned i = 0; i < SIM_MAX_NODES; i++) {
         s->nodes[i].id = i + 1;
@@ -301,7 +302,12 @@ static struct raft_blob *sim_driver_payload(struct sim *s)
 int sim_driver_propose_to(struct sim *s, struct sim_node *n, raft_index *idx, raft_term *term)
 {
     uint64_t id = s->next_payload;
+    struct raft_status st;
+    raft_status(n->r, &st);
     int rc = raft_propose(n->r, sim_driver_payload(s), idx, term);
+    if (st.transferee && rc != ERR_BUSY)
+        sim_fail(s, "Transfer rule", "n%llu took a proposal while handing leadership to n%llu: %s",
+                 ULL(n->id), ULL(st.transferee), err_str(rc));
     sim_trace(s, "propose #%llu to n%llu: %s at (%llu, t%llu)", ULL(id), ULL(n->id), err_str(rc),
               ULL(rc ? 0 : *idx), ULL(rc ? 0 : *term));
     if (rc == 0) s->st.proposals++;
@@ -331,6 +337,7 @@ void sim_driver_step(struct sim *s)
     else if (!s->healed)
         sim_driver_faults(s);
     if (!s->failed) sim_driver_membership(s);
+    if (!s->failed) sim_snap_driver(s);
     /* After healing only the liveness probes propose: the backlog must drain. */
     if (!s->failed && !s->healed && sim_rng_chance(&s->rng, s->p.propose_pm)) {
         struct sim_node *l = sim_driver_random_node(s, true);

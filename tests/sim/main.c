@@ -34,6 +34,7 @@ static const struct {
     {"read_no_confirm", RAFT_BUG_READ_NO_CONFIRM, NULL},
     {"config_before_noop", RAFT_BUG_CONFIG_BEFORE_NOOP, NULL},
     {"no_stall_probe", RAFT_BUG_NO_STALL_PROBE, "Catch-up"},
+    {"snapshot_old", RAFT_BUG_SNAPSHOT_OLD, NULL},
 };
 
 static void sim_usage(FILE *f)
@@ -48,7 +49,7 @@ static void sim_usage(FILE *f)
             "  --nodes 3|5      cluster size (default: 3 for odd seeds, 5 for even)\n"
             "  --bug NAME       plant a bug: commit_old_term, double_vote,\n"
             "                   vote_not_persisted, read_no_confirm, config_before_noop,\n"
-            "                   no_stall_probe\n"
+            "                   no_stall_probe, snapshot_old\n"
             "  --expect-fail    succeed only if some seed fails (prints the first)\n"
             "  --no-rules       check only the safety properties, not the protocol rules\n"
             "  --determinism    run each seed twice and compare the trace hashes\n"
@@ -171,6 +172,9 @@ static bool sim_one(const struct sim_cli *c, uint64_t seed, bool quiet, struct s
     tot->committed += r.st.committed, tot->reads_served += r.st.reads_served;
     tot->crashes += r.st.crashes, tot->membership_done += r.st.membership_done;
     tot->msgs_sent += r.st.msgs_sent, tot->msgs_dropped += r.st.msgs_dropped;
+    tot->compactions += r.st.compactions, tot->snapshots_sent += r.st.snapshots_sent;
+    tot->snapshots_installed += r.st.snapshots_installed, tot->transfers += r.st.transfers;
+    tot->transfers_done += r.st.transfers_done;
     if (!r.failed) return true;
     if (prop) memcpy(prop, r.prop, sizeof r.prop);
     if (quiet) {
@@ -290,6 +294,11 @@ int main(int argc, char **argv)
            (unsigned long long)tot.reads_served, (unsigned long long)tot.crashes,
            (unsigned long long)tot.membership_done, (unsigned long long)tot.msgs_dropped,
            (unsigned long long)tot.msgs_sent);
+    printf("  %llu compactions, %llu snapshots streamed, %llu installed, %llu transfers asked, "
+           "%llu completed\n",
+           (unsigned long long)tot.compactions, (unsigned long long)tot.snapshots_sent,
+           (unsigned long long)tot.snapshots_installed, (unsigned long long)tot.transfers,
+           (unsigned long long)tot.transfers_done);
     if (c.expect_fail) {
         if (rc == 0) printf("NOT CAUGHT: no seed failed with the planted bug\n");
         return rc == 1 ? 0 : 1;

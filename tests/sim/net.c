@@ -81,6 +81,9 @@ void sim_msg_describe(const struct raft_msg *m, char *buf, size_t len)
     case RAFT_MSG_READINDEX:
         snprintf(buf + k, len - (size_t)k, " ctx%llu", (unsigned long long)m->ctx);
         break;
+    case RAFT_MSG_VOTE:
+        if (m->transfer) snprintf(buf + k, len - (size_t)k, " (transfer)");
+        break;
     default:
         break;
     }

@@ -9,16 +9,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* cfg.fetch: payloads are served from the durable log only. */
+raft_index sim_d_last(const struct sim_node *n)
+{
+    return n->d_off + n->d_n;
+}
+
+const struct raft_entry *sim_d_entry(const struct sim_node *n, raft_index idx)
+{
+    if (idx <= n->d_off || idx > sim_d_last(n)) return NULL;
+    return &n->d_log[idx - n->d_off - 1];
+}
+
+raft_term sim_d_term(const struct sim_node *n, raft_index idx)
+{
+    if (idx == n->d_off) return n->d_off_term;
+    const struct raft_entry *e = sim_d_entry(n, idx);
+    return e ? e->term : 0;
+}
+
+/* cfg.fetch: payloads are served from the durable log only (never a compacted entry). */
 static int sim_node_fetch_cb(void *ctx, raft_index index, struct raft_blob **out)
 {
     struct sim_node *n = ctx;
-    if (index == 0 || index > n->d_n || !n->d_log[index - 1].data) {
-        sim_fail(n->sim, "Fetch contract", "n%llu fetched index %llu; durable log ends at %zu",
-                 (unsigned long long)n->id, (unsigned long long)index, n->d_n);
+    const struct raft_entry *e = sim_d_entry(n, index);
+    if (!e || !e->data) {
+        sim_fail(n->sim, "Fetch contract", "n%llu fetched index %llu; durable log holds %llu..%llu",
+                 (unsigned long long)n->id, (unsigned long long)index,
+                 (unsigned long long)n->d_off + 1, (unsigned long long)sim_d_last(n));
         return ERR_NOTFOUND;
     }
-    *out = raft_blob_ref(n->d_log[index - 1].data);
+    *out = raft_blob_ref(e->data);
     return 0;
 }
 
@@ -40,6 +60,7 @@ static void sim_node_config(struct sim *s, struct sim_node *n, struct raft_confi
     cfg->max_append_bytes = s->p.max_append_bytes;
     cfg->max_inflight = s->p.max_inflight;
     cfg->cache_bytes_max = s->p.cache_bytes_max;
+    cfg->snapshot_timeout_ticks = s->p.snap_timeout_ticks;
     cfg->prevote = s->p.prevote;
     cfg->check_quorum = s->p.check_quorum;
     cfg->bugs = s->o.bugs;
@@ -53,7 +74,14 @@ void sim_node_boot(struct sim *s, struct sim_node *n)
 {
     struct raft_config cfg;
     sim_node_config(s, n, &cfg);
-    struct raft_boot boot = {.term = n->d_term, .vote = n->d_vote, .commit = n->d_commit};
+    sim_snap_boot_repair(s, n);
+    struct raft_boot boot = {.term = n->d_term,
+                             .vote = n->d_vote,
+                             .commit = n->d_commit,
+                             .applied = n->d_sm_n,
+                             .snapshot_index = n->d_off,
+                             .snapshot_term = n->d_off_term,
+                             .snapshot_conf = n->d_off ? &n->d_off_conf : NULL};
     struct raft_entry *be = NULL;
     if (n->d_n) {
         be = malloc(n->d_n * sizeof *be);
@@ -64,7 +92,7 @@ void sim_node_boot(struct sim *s, struct sim_node *n)
         boot.entries = be;
         boot.n_entries = n->d_n;
     }
-    bool empty = !n->d_n && !n->d_term && !n->d_vote;
+    bool empty = !n->d_n && !n->d_term && !n->d_vote && !n->d_off;
     n->sim = s;
     int rc = raft_new(&cfg, empty ? NULL : &boot, &n->r);
     free(be);
@@ -77,10 +105,20 @@ void sim_node_boot(struct sim *s, struct sim_node *n)
     n->started = n->up = true;
     n->incarnation++;
     n->tick_interval = SIM_TICK - 1 + (unsigned)sim_rng_below(&s->rng, 3);
-    n->log_n = 0;
-    for (size_t i = 0; i < n->d_n; i++)
-        sim_check_mirror_push(s, n, &n->d_log[i]);
-    n->applied = 0;
+    /* The volatile mirror: the state machine's entries, then the log beyond them. */
+    n->log = sim_grow(n->log, &n->log_cap, n->d_sm_n + 1, sizeof *n->log);
+    if (n->d_sm_n) memcpy(n->log, n->d_sm, n->d_sm_n * sizeof *n->log);
+    n->log_n = n->d_sm_n;
+    for (raft_index i = n->d_off + 1; i <= sim_d_last(n); i++) {
+        const struct raft_entry *e = sim_d_entry(n, i);
+        if (i > n->d_sm_n)
+            sim_check_mirror_push(s, n, e);
+        else if (n->d_sm[i - 1].term != e->term)
+            sim_fail(s, "Boot", "n%llu: durable entry %llu has term %llu, its state machine %llu",
+                     (unsigned long long)n->id, (unsigned long long)i, (unsigned long long)e->term,
+                     (unsigned long long)n->d_sm[i - 1].term);
+    }
+    n->applied = n->d_sm_n;
     n->n_reads = 0;
     n->last_persist_seq = 0;
     raft_status(n->r, &n->obs);
@@ -122,6 +160,7 @@ void sim_node_crash(struct sim *s, struct sim_node *n)
     n->w_done_at = 0;
     n->n_reads = 0;
     n->log_n = 0;
+    memset(n->snap_out, 0, sizeof n->snap_out);
     n->applied = 0;
     memset(&n->obs, 0, sizeof n->obs);
     s->st.crashes++;
@@ -173,7 +212,10 @@ static void sim_node_queue_write(struct sim *s, struct sim_node *n, const struct
                             .term = rd->term,
                             .vote = rd->vote,
                             .commit = rd->commit,
-                            .truncate_from = rd->truncate_from};
+                            .truncate_from = rd->truncate_from,
+                            .compact_to = rd->compact_to,
+                            .snap_term = rd->snap_term};
+    if (rd->compact_to) w->snap_conf = *rd->snap_conf;
     if (rd->n_entries) {
         w->entries = malloc(rd->n_entries * sizeof *w->entries);
         if (!w->entries) abort();
@@ -215,13 +257,17 @@ static void sim_node_ready(struct sim *s, struct sim_node *n)
     raft_ready(n->r, &rd);
     raft_status(n->r, &st);
     sim_check_log_batch(s, n, &rd, &st);
+    sim_check_compact(s, n, &rd);
     if (rd.persist_seq)
         sim_node_queue_write(s, n, &rd);
     else if (rd.n_msgs_after_persist)
         sim_node_after_persist(s, n, &rd);
     for (size_t i = 0; i < rd.n_msgs; i++) {
         sim_check_send(s, n, &rd.msgs[i], 0);
-        sim_net_send(s, &rd.msgs[i]);
+        if (rd.msgs[i].type == RAFT_MSG_SNAPSHOT)
+            sim_snap_start(s, n, &rd.msgs[i]); /* the node intercepts it */
+        else
+            sim_net_send(s, &rd.msgs[i]);
     }
     for (size_t i = 0; i < rd.n_committed; i++)
         sim_check_apply(s, n, &rd.committed[i]);
@@ -279,25 +325,51 @@ static void sim_node_apply_write(struct sim *s, struct sim_node *n, struct sim_w
         n->d_vote = w->vote;
         n->d_commit = w->commit;
     }
-    if (w->truncate_from) {
-        for (size_t i = w->truncate_from - 1; i < n->d_n; i++)
+    if (w->compact_to) {
+        /* The snapshot point and the deletion below it: one write. */
+        if (w->compact_to <= n->d_off) {
+            sim_fail(s, "Ready contract", "n%llu: compaction to %llu at snapshot %llu",
+                     (unsigned long long)n->id, (unsigned long long)w->compact_to,
+                     (unsigned long long)n->d_off);
+            return;
+        }
+        size_t k = w->compact_to >= sim_d_last(n) ? n->d_n : (size_t)(w->compact_to - n->d_off);
+        for (size_t i = 0; i < k; i++)
             raft_blob_unref(n->d_log[i].data);
-        if (w->truncate_from - 1 < n->d_n) n->d_n = w->truncate_from - 1;
+        memmove(n->d_log, n->d_log + k, (n->d_n - k) * sizeof *n->d_log);
+        n->d_n -= k;
+        n->d_off = w->compact_to;
+        n->d_off_term = w->snap_term;
+        n->d_off_conf = w->snap_conf;
+    }
+    if (w->truncate_from && w->truncate_from <= sim_d_last(n)) {
+        if (w->truncate_from <= n->d_off) {
+            sim_fail(s, "Ready contract", "n%llu: truncation from %llu below its snapshot %llu",
+                     (unsigned long long)n->id, (unsigned long long)w->truncate_from,
+                     (unsigned long long)n->d_off);
+            return;
+        }
+        size_t keep = (size_t)(w->truncate_from - n->d_off - 1);
+        for (size_t i = keep; i < n->d_n; i++)
+            raft_blob_unref(n->d_log[i].data);
+        n->d_n = keep;
     }
     n->d_log = sim_grow(n->d_log, &n->d_cap, n->d_n + w->n_entries, sizeof *n->d_log);
     for (size_t i = 0; i < w->n_entries; i++) {
-        if (w->entries[i].index != n->d_n + 1) {
-            sim_fail(s, "Ready contract", "n%llu: write of entry %llu onto a log ending at %zu",
-                     (unsigned long long)n->id, (unsigned long long)w->entries[i].index, n->d_n);
+        if (w->entries[i].index != sim_d_last(n) + 1) {
+            sim_fail(s, "Ready contract", "n%llu: write of entry %llu onto a log ending at %llu",
+                     (unsigned long long)n->id, (unsigned long long)w->entries[i].index,
+                     (unsigned long long)sim_d_last(n));
             raft_blob_unref(w->entries[i].data);
             continue;
         }
         n->d_log[n->d_n++] = w->entries[i]; /* takes over the reference */
     }
     w->n_entries = 0;
-    if (n->d_commit > n->d_n)
-        sim_fail(s, "Durability", "n%llu: durable commit %llu beyond its durable log %zu",
-                 (unsigned long long)n->id, (unsigned long long)n->d_commit, n->d_n);
+    if (n->d_commit > sim_d_last(n))
+        sim_fail(s, "Durability", "n%llu: durable commit %llu beyond its durable log %llu",
+                 (unsigned long long)n->id, (unsigned long long)n->d_commit,
+                 (unsigned long long)sim_d_last(n));
 }
 
 /* The head write is durable: apply it to the disk image, release its messages, tell the core. */
@@ -306,11 +378,14 @@ void sim_node_persist_done(struct sim *s, struct sim_node *n)
     if (n->w_head >= n->w_n) return;
     struct sim_write *w = &n->w[n->w_head++];
     uint64_t seq = w->seq;
-    sim_trace(s, "n%llu persisted #%llu: term %llu vote %llu commit %llu trunc %llu +%zu -> %zu",
+    sim_trace(s,
+              "n%llu persisted #%llu: term %llu vote %llu commit %llu compact %llu trunc %llu "
+              "+%zu -> %llu",
               (unsigned long long)n->id, (unsigned long long)seq, (unsigned long long)w->term,
               (unsigned long long)w->vote, (unsigned long long)w->commit,
-              (unsigned long long)w->truncate_from, w->n_entries,
-              w->truncate_from ? w->truncate_from - 1 + w->n_entries : n->d_n + w->n_entries);
+              (unsigned long long)w->compact_to, (unsigned long long)w->truncate_from, w->n_entries,
+              (unsigned long long)(w->truncate_from ? w->truncate_from - 1 + w->n_entries
+                                                    : sim_d_last(n) + w->n_entries));
     sim_node_apply_write(s, n, w);
     for (size_t i = 0; i < w->n_msgs && !s->failed; i++) {
         sim_check_send(s, n, &w->msgs[i], w->ack_terms[i]);
@@ -333,6 +408,7 @@ void sim_node_free(struct sim_node *n)
     for (size_t i = 0; i < n->d_n; i++)
         raft_blob_unref(n->d_log[i].data);
     free(n->d_log);
+    free(n->d_sm);
     free(n->log);
     free(n->reads);
     free(n->votes);

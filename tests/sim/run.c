@@ -29,11 +29,9 @@ static bool sim_ev_before(const struct sim_event *a, const struct sim_event *b)
     return a->time < b->time || (a->time == b->time && a->seq < b->seq);
 }
 
-void sim_schedule(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot, uint32_t inc,
-                  struct raft_msg *msg)
+static void sim_push(struct sim *s, struct sim_event ev)
 {
     s->heap = sim_grow(s->heap, &s->heap_cap, s->heap_n + 1, sizeof *s->heap);
-    struct sim_event ev = {time, s->ev_seq++, kind, slot, inc, msg};
     size_t i = s->heap_n++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -42,6 +40,18 @@ void sim_schedule(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot, uint
         i = parent;
     }
     s->heap[i] = ev;
+}
+
+void sim_schedule(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot, uint32_t inc,
+                  struct raft_msg *msg)
+{
+    sim_push(s, (struct sim_event){time, s->ev_seq++, kind, slot, inc, msg, NULL});
+}
+
+void sim_schedule_snap(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot,
+                       struct sim_snap *sn)
+{
+    sim_push(s, (struct sim_event){time, s->ev_seq++, kind, slot, 0, NULL, sn});
 }
 
 static struct sim_event sim_pop(struct sim *s)
@@ -120,6 +130,12 @@ static void sim_dispatch(struct sim *s, struct sim_event *ev)
         break;
     case SIM_EV_DROPPED:
         break;
+    case SIM_EV_SNAP:
+        sim_snap_deliver(s, ev->snap);
+        break;
+    case SIM_EV_SNAP_REPORT:
+        sim_snap_report(s, ev->snap);
+        break;
     default:
         abort();
     }
@@ -132,6 +148,7 @@ static void sim_free(struct sim *s)
             sim_msg_release(s->heap[i].msg);
             free(s->heap[i].msg);
         }
+        sim_snap_free(s->heap[i].snap);
     }
     free(s->heap);
     for (unsigned i = 0; i < SIM_MAX_NODES; i++)

@@ -54,6 +54,17 @@ struct sim_params {
     unsigned disk_max;      /* storage write latency bound, time units */
     uint32_t propose_pm, read_pm;
     unsigned heal_step, member_stop_step, end_step;
+    /* Snapshots (issue 5): per-step chance of a compaction on a random node, entries it keeps
+     * below its applied index (0..compact_trailing), stream time bound (time units), chances
+     * that a stream fails or that its outcome report is lost (the core's timeout), or that a
+     * late stale copy of a stream arrives, per mille. */
+    uint32_t compact_pm;
+    unsigned compact_trailing;
+    unsigned snap_delay_max;
+    uint32_t snap_fail_pm, snap_report_loss_pm, snap_stale_pm;
+    unsigned snap_timeout_ticks; /* cfg.snapshot_timeout_ticks (0: the core's default) */
+    uint32_t transfer_pm;        /* per-step chance the leader hands leadership to a random voter */
+    unsigned transfer_stop_step;
 };
 
 /* ---- Events ------------------------------------------------------------------------------- */
@@ -63,7 +74,23 @@ enum sim_event_kind {
     SIM_EV_TICK,
     SIM_EV_PERSIST,
     SIM_EV_DELIVER,
-    SIM_EV_DROPPED
+    SIM_EV_DROPPED,
+    SIM_EV_SNAP,       /* a snapshot stream completes at its receiver (slot) */
+    SIM_EV_SNAP_REPORT /* the stream's outcome reaches its sender (slot) */
+};
+
+/* A snapshot stream: the sender's model state machine at index, as of the stream's start. */
+struct sim_snap {
+    uint64_t session; /* the sender's session id (a stale copy never reports) */
+    raft_id from, to;
+    uint32_t from_inc; /* the sender's incarnation: its session dies with it */
+    raft_term term;    /* the sender's term (leader) */
+    raft_index index;
+    raft_term index_term;
+    struct raft_configuration conf;
+    struct sim_mentry *sm; /* entries 1..index of the sender's state machine (owned) */
+    bool ok;               /* SNAP_REPORT: installed */
+    bool stale;            /* a late copy: no report */
 };
 
 struct sim_event {
@@ -71,8 +98,9 @@ struct sim_event {
     uint64_t seq; /* tie-break: insertion order, so runs are deterministic */
     uint8_t kind;
     uint8_t slot;
-    uint32_t incarnation; /* TICK/PERSIST: ignored when the node restarted since */
-    struct raft_msg *msg; /* DELIVER: an owned deep copy */
+    uint32_t incarnation;  /* TICK/PERSIST: ignored when the node restarted since */
+    struct raft_msg *msg;  /* DELIVER: an owned deep copy */
+    struct sim_snap *snap; /* SNAP, SNAP_REPORT: owned */
 };
 
 /* ---- Nodes -------------------------------------------------------------------------------- */
@@ -83,6 +111,9 @@ struct sim_write {
     raft_id vote;
     raft_index commit;
     raft_index truncate_from;
+    raft_index compact_to; /* the new snapshot point (0: none) */
+    raft_term snap_term;
+    struct raft_configuration snap_conf;
     struct raft_entry *entries; /* owned array, one blob reference each */
     size_t n_entries;
     struct raft_msg *msgs; /* msgs_after_persist: owned deep copies */
@@ -117,8 +148,24 @@ struct sim_node {
     raft_term d_term;
     raft_id d_vote;
     raft_index d_commit;
-    struct raft_entry *d_log; /* index i at d_log[i - 1]; one blob reference each */
+    /* The durable raft log: the snapshot point (d_off, d_off_term, d_off_conf) and entries
+     * d_off+1.. at d_log[i - d_off - 1]; one blob reference each. */
+    raft_index d_off;
+    raft_term d_off_term;
+    struct raft_configuration d_off_conf;
+    struct raft_entry *d_log;
     size_t d_n, d_cap;
+    /* The durable state machine (the file store): entries 1..d_sm_n of the applied log,
+     * checkpointed when the node compacts, replaced atomically by an install; and the last
+     * installed snapshot (boot repair when the core's reset did not reach the disk). */
+    struct sim_mentry *d_sm;
+    size_t d_sm_n, d_sm_cap;
+    raft_index d_inst_index;
+    raft_term d_inst_term;
+    struct raft_configuration d_inst_conf;
+    /* Outgoing snapshot streams, by peer slot (0: none); die with the incarnation. */
+    uint64_t snap_out[SIM_MAX_NODES];
+    raft_index snap_out_index[SIM_MAX_NODES];
     /* Storage writes handed out and not yet durable, FIFO. */
     struct sim_write *w;
     size_t w_head, w_n, w_cap;
@@ -178,6 +225,7 @@ struct sim_mop {
 struct sim_stats {
     uint64_t events, msgs_sent, msgs_dropped, elections, committed, reads_served, crashes;
     uint64_t proposals, membership_done;
+    uint64_t compactions, snapshots_sent, snapshots_installed, transfers, transfers_done;
 };
 
 struct sim {
@@ -187,6 +235,10 @@ struct sim {
     /* Fault decisions added after seeds were recorded: a separate stream, so a run without
      * them keeps the schedule (and the regressions their meaning) of the main stream. */
     struct sim_rng frng;
+    struct sim_rng srng; /* snapshot and transfer decisions (issue 5): a third stream */
+    uint64_t snap_session;
+    raft_id xfer_to; /* the last transfer's target and the term it was asked in */
+    raft_term xfer_term;
     uint64_t now;
     unsigned step;
     struct sim_event *heap;
@@ -257,6 +309,8 @@ void sim_fail(struct sim *s, const char *prop, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sim_schedule(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot, uint32_t inc,
                   struct raft_msg *msg);
+void sim_schedule_snap(struct sim *s, uint64_t time, uint8_t kind, uint8_t slot,
+                       struct sim_snap *sn);
 void sim_trace_dump(const struct sim *s, int fd, unsigned last);
 /* The run in progress (for the abort handler); NULL between runs. */
 extern struct sim *sim_current;
@@ -294,6 +348,22 @@ void sim_check_node(struct sim *s, struct sim_node *n);
 void sim_check_boot(struct sim *s, struct sim_node *n);
 void sim_check_read(struct sim *s, struct sim_node *n, const struct sim_pending_read *pr);
 void sim_check_free(struct sim *s);
+
+/* Durable log helpers: the last durable index, and the entry at idx (NULL outside). */
+raft_index sim_d_last(const struct sim_node *n);
+const struct raft_entry *sim_d_entry(const struct sim_node *n, raft_index idx);
+/* Term of durable index idx: d_off_term at the snapshot point, 0 when unknown. */
+raft_term sim_d_term(const struct sim_node *n, raft_index idx);
+
+/* snap.c */
+void sim_snap_params(struct sim *s);
+void sim_snap_start(struct sim *s, struct sim_node *n, const struct raft_msg *m);
+void sim_snap_deliver(struct sim *s, struct sim_snap *sn);
+void sim_snap_report(struct sim *s, struct sim_snap *sn);
+void sim_snap_free(struct sim_snap *sn);
+void sim_snap_driver(struct sim *s);
+void sim_snap_boot_repair(struct sim *s, struct sim_node *n);
+void sim_check_compact(struct sim *s, struct sim_node *n, const struct raft_ready *rd);
 
 /* driver.c */
 void sim_driver_init(struct sim *s);
