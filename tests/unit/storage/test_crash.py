@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""test_crash.py - SIGKILLs crash_writer at random moments inside its write loop, then checks
-that every acknowledged entry, term and vote survived (crash_writer verify). Bounded: 30 kills,
-most 10-200 ms after the store opened, some during open and recovery."""
+"""test_crash.py - SIGKILLs crash_writer at random moments inside its write loop (appends,
+truncations, compactions with small carried-over deletion chunks, snapshot installs), then checks
+that every acknowledged entry above the snapshot point, the snapshot point itself, term and vote
+survived and that the log is contiguous after the snapshot (crash_writer verify). Bounded: 30
+kills, most 10-200 ms after the store opened, some during open and recovery."""
 import os
 import random
 import shutil
@@ -66,11 +68,12 @@ def main():
             acks += len(got)
             if got:
                 last = got[-1].split()
-            idx, lterm, hterm = (last[2], last[3], last[4]) if last else ("0", "0", "0")
-            v = subprocess.run([exe, "verify", d, idx, lterm, hterm], capture_output=True,
-                               text=True, timeout=60)
-            print(f"kill {i + 1}: {len(got)} acks, last ack index {idx} term {hterm}: "
-                  f"{v.stdout.strip()}")
+            idx, lterm, hterm, snap = ((last[2], last[3], last[4], last[6]) if last
+                                       else ("0", "0", "0", "0"))
+            v = subprocess.run([exe, "verify", d, idx, lterm, hterm, snap],
+                               capture_output=True, text=True, timeout=60)
+            print(f"kill {i + 1}: {len(got)} acks, last ack index {idx} term {hterm} "
+                  f"snapshot {snap}: {v.stdout.strip()}")
             if v.returncode != 0:
                 print(v.stderr)
                 print(f"FAIL after kill {i + 1}")
