@@ -75,7 +75,8 @@ void store_boot_free(struct raft_boot *boot);
 /* The verified payload of entry index: *out is a new blob reference owned by the caller
  * (len 0 for an empty payload). ERR_NOTFOUND, ERR_CORRUPT, ERR_NOMEM, ERR_IO. Safe on the
  * loop thread while the writer commits; reads uncommitted data, so only fetch entries known
- * to be durable and never truncated (committed ones). */
+ * to be durable and never truncated (committed ones) and above the snapshot point (an entry
+ * at or below it may still answer until its deletion is carried out). */
 int store_fetch(struct store *s, raft_index index, struct raft_blob **out);
 
 /* One ready batch to make durable, applied in this order inside ONE transaction:

@@ -448,10 +448,14 @@ struct store_batch_extra {
 static int store_txn_compact(struct store *s, DB_TXN *txn, struct store_pos *p,
                              struct store_batch_extra *x)
 {
+    uint64_t max_n = s->compact_chunk + x->appended;
+    uint64_t max_bytes = STORE_COMPACT_CHUNK_BYTES + x->appended_bytes;
+    /* Within what one batch may append: the page locks of the transaction stay bounded. */
+    if (max_n > STORE_BATCH_ENTRIES_MAX) max_n = STORE_BATCH_ENTRIES_MAX;
+    if (max_bytes > STORE_BATCH_BYTES_MAX) max_bytes = STORE_BATCH_BYTES_MAX;
     bool more;
-    int ret = store_compact_front(s, txn, p->snap_index, s->compact_chunk + x->appended,
-                                  STORE_COMPACT_CHUNK_BYTES + x->appended_bytes, &more,
-                                  &x->compacted, &x->compacted_bytes);
+    int ret = store_compact_front(s, txn, p->snap_index, max_n, max_bytes, &more, &x->compacted,
+                                  &x->compacted_bytes);
     p->compact_pending = more;
     return ret;
 }

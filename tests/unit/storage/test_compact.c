@@ -374,6 +374,39 @@ static void test_snap_corrupt(void)
     st_rmtree(dir);
 }
 
+/* The worst case for page locks: a full batch of payloads just too small for overflow pages
+ * (3 per 16 KiB page) while as many are still to be deleted, in one transaction. */
+static void test_full_batch_locks(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    const uint32_t len = 4000;
+    const size_t n = STORE_BATCH_BYTES_MAX / len;
+    append(s, 1, n, 1, len);
+    store_set_compact_chunk(s, 1); /* leave (almost) everything to the next batch */
+    struct store_write w;
+    compact_job(&w, n, 1);
+    CHECK(store_write_sync(s, &w) == 0);
+    uint64_t t0 = st_now_us();
+    st_job(&w, 0, n + 1, n, 1, len);
+    int rv = store_write_sync(s, &w);
+    CHECK(rv == 0);
+    struct store_stats st;
+    store_stats(s, &st);
+    fprintf(stderr, "  %zu x %u B appended while %llu deleted in one txn: %.1f s\n", n, len,
+            (unsigned long long)st.entries_compacted - 1, (st_now_us() - t0) / 1e6);
+    CHECK(st.entries_compacted >= n / 2);
+    DB_LOCK_STAT *ls = NULL;
+    if (store_env(s)->lock_stat(store_env(s), &ls, 0) == 0 && ls) {
+        fprintf(stderr, "  max locks %u, max lock objects %u (limit %u)\n", ls->st_maxnlocks,
+                ls->st_maxnobjects, ls->st_maxlocks);
+        CHECK(ls->st_maxnlocks < ls->st_maxlocks / 4 * 3); /* room for the file store */
+    }
+    free(ls);
+    store_close(s);
+    st_rmtree(dir);
+}
+
 /* ---- bounded size ---- */
 
 static uint64_t dir_bytes(const char *dir)
@@ -420,9 +453,8 @@ static void churn(const char *dir, int rounds, int jobs, size_t n, uint32_t len,
         if (getenv("STORE_SIZE_DEBUG")) {
             struct store_stats st;
             store_stats(s, &st);
-            fprintf(stderr, "round %d: %.1f MiB, %llu compacted, %llu ckpts:", r,
-                    sz / 1048576.0, (unsigned long long)st.entries_compacted,
-                    (unsigned long long)st.checkpoints);
+            fprintf(stderr, "round %d: %.1f MiB, %llu compacted, %llu ckpts:", r, sz / 1048576.0,
+                    (unsigned long long)st.entries_compacted, (unsigned long long)st.checkpoints);
             DIR *dd = opendir(dir);
             for (struct dirent *de; dd && (de = readdir(dd)) != NULL;) {
                 struct stat sb;
@@ -478,6 +510,7 @@ int main(void)
     RUN(test_carried_over);
     RUN(test_reset);
     RUN(test_snap_corrupt);
+    RUN(test_full_batch_locks);
     RUN(test_size_small);
     RUN(test_size_large);
     return check_report();
