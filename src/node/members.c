@@ -148,6 +148,16 @@ bool node_member_readd_tick(struct node *n)
     return false;
 }
 
+/* The leader cannot remove and re-add itself: it hands leadership over, and the join, retried
+ * on ERR_NOTLEADER, moves it through the next leader. */
+static int node_member_readdress_self(struct node *n)
+{
+    raft_id to = node_transfer_pick(n);
+    if (!to || node_transfer_start(n, to)) return ERR_INVALID;
+    LOG_INFO("address change of the leader itself: handing leadership over first");
+    return ERR_NOTLEADER;
+}
+
 /* Leader: a join for an existing member. Same info: ERR_EXISTS (409, nothing to do). New
  * addresses: the removal's index (the join answers once it is applied; the add follows). */
 int node_member_readdress(struct node *n, const struct raft_member *m, raft_index *index)
@@ -156,7 +166,7 @@ int node_member_readdress(struct node *n, const struct raft_member *m, raft_inde
     if (!old) return ERR_NOTFOUND;
     if (old->info_len == m->info_len && memcmp(old->info, m->info, m->info_len) == 0)
         return ERR_EXISTS;
-    if (m->id == n->id) return ERR_INVALID; /* the leader's own: transfer leadership first */
+    if (m->id == n->id) return node_member_readdress_self(n);
     if (readd.active) return ERR_BUSY;
     char was[RAFT_MEMBER_INFO_MAX + 1]; /* old is borrowed only until the next core input */
     snprintf(was, sizeof was, "%.*s", (int)old->info_len, (const char *)old->info);

@@ -311,7 +311,7 @@ void node_transfer_request(struct node *n, struct http_req *req, const char *id)
 /* The voter to hand leadership to: the first other voter of the configuration. (The core does
  * not tell which follower is most up to date; it brings the target up to date before
  * TIMEOUT_NOW either way.) */
-static raft_id xfer_pick(struct node *n)
+raft_id node_transfer_pick(struct node *n)
 {
     const struct raft_configuration *c = raft_configuration(n->raft);
     for (uint32_t i = 0; i < c->n; i++)
@@ -322,7 +322,7 @@ static raft_id xfer_pick(struct node *n)
 bool node_transfer_on_stop_signal(struct node *n)
 {
     if (xs.handover || n->role != RAFT_LEADER) return false;
-    raft_id to = xfer_pick(n);
+    raft_id to = node_transfer_pick(n);
     if (!to) return false;
     int rv = node_transfer_start(n, to);
     char name[CONFIG_ID_MAX];

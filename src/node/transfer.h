@@ -22,6 +22,8 @@ void node_transfer_request(struct node *n, struct http_req *req, const char *id)
 int node_transfer_start(struct node *n, raft_id to);
 /* The leader's answer to one of our forwarded transfers; false when fwd_id is not ours. */
 bool node_transfer_on_fwd_resp(struct node *n, uint64_t fwd_id, int err);
+/* The voter a leader hands over to (0: none). */
+raft_id node_transfer_pick(struct node *n);
 /* SIGTERM/SIGINT. true: this node is the leader and hands leadership to another voter first;
  * it stops by itself once leadership moved and its pending requests drained, or after about
  * one election timeout. false: stop now (not a leader, no other voter, or a second signal). */
@@ -36,8 +38,9 @@ void node_transfer_kick(struct node *n);
  * (new addresses) back as a learner, retrying while the removal is uncommitted. */
 void node_member_readd_later(struct node *n, const struct raft_member *m);
 /* Leader: a join for an existing member. Same addresses: ERR_EXISTS. New ones: removes it
- * (*index: the removal entry) and adds it back as a learner soon after. ERR_INVALID for the
- * leader itself, ERR_BUSY while another re-add is pending, raft_remove_member's errors. */
+ * (*index: the removal entry) and adds it back as a learner soon after. The leader's own
+ * addresses: it hands leadership over and answers ERR_NOTLEADER (the join is retried on the
+ * next leader). ERR_BUSY while another re-add is pending, raft_remove_member's errors. */
 int node_member_readdress(struct node *n, const struct raft_member *m, raft_index *index);
 /* Called from the transfer module's timer; true while a re-add is pending. */
 bool node_member_readd_tick(struct node *n);

@@ -17,6 +17,7 @@
 #define SUP_JOIN_BUSY_S 0.2      /* after a 503 or an unreachable node */
 #define SUP_JOIN_TIMEOUT_MS 1000 /* per request */
 #define SUP_JOIN_BODY_MAX (256 * 1024)
+#define SUP_JOIN_MOVE_S 10.0 /* an address update's remove + add back, at most */
 
 enum sup_join_phase {
     SUP_JOIN_IDLE,  /* nothing to do until the next kick */
@@ -40,7 +41,11 @@ struct sup_join {
     char post[512];              /* the join request body */
     size_t target;               /* config index checked or joined */
     bool member[RAFT_MAX_NODES]; /* per config node, from the leader's last status */
+    bool moved[RAFT_MAX_NODES];  /* a member whose addresses differ from the config's */
     bool skip[RAFT_MAX_NODES];   /* has a log but is not a member: left alone */
+    /* Address update sent: the leader removes the member and adds it back; until this time
+     * its absence is that window, not a reason to skip it. */
+    ev_tstamp moving_until[RAFT_MAX_NODES];
     bool waiting_logged;
 };
 
@@ -93,22 +98,58 @@ static bool sup_join_read_members(struct sup_join *j, json_t *st)
     json_t *members = json_object_get(st, "members");
     if (!json_is_array(members)) return false;
     memset(j->member, 0, sizeof j->member);
+    memset(j->moved, 0, sizeof j->moved);
     size_t i;
     json_t *m;
     json_array_foreach(members, i, m)
     {
         const char *id = json_string_value(json_object_get(m, "id"));
-        for (size_t k = 0; id && k < j->sup->cfg.n_nodes; k++)
-            if (strcmp(id, j->sup->cfg.nodes[k].id) == 0) j->member[k] = true;
+        const char *raft = json_string_value(json_object_get(m, "raft"));
+        const char *http = json_string_value(json_object_get(m, "http"));
+        for (size_t k = 0; id && k < j->sup->cfg.n_nodes; k++) {
+            const struct config_node *n = &j->sup->cfg.nodes[k];
+            if (strcmp(id, n->id) != 0) continue;
+            j->member[k] = true;
+            j->moved[k] =
+                !raft || !http || strcmp(raft, n->raft.text) || strcmp(http, n->http.text);
+            if (j->moved[k] && j->moving_until[k] < ev_now(j->sup->loop))
+                LOG_INFO("%s is a member at raft %s, http %s; the config says raft %s, http %s: "
+                         "updating its addresses",
+                         id, raft ? raft : "?", http ? http : "?", n->raft.text, n->http.text);
+        }
     }
     return true;
 }
 
 /* Decides the next step once the leader's members are known. */
+/* POST the join of config node i (new node, or new addresses of a member) to the leader. */
+static void sup_join_send(struct sup_join *j, size_t i)
+{
+    const struct config_node *n = &j->sup->cfg.nodes[i];
+    j->target = i;
+    snprintf(j->post, sizeof j->post, "{\"id\":\"%s\",\"raft\":\"%s\",\"http\":\"%s\"}", n->id,
+             n->raft.text, n->http.text);
+    j->phase = SUP_JOIN_SEND;
+    LOG_INFO("joining %s (raft %s, http %s) through the leader at %s", n->id, n->raft.text,
+             n->http.text, j->leader);
+    if (sup_join_request(j, j->leader, "/v1/cluster/join", true))
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+}
+
 static void sup_join_next(struct sup_join *j)
 {
     const struct config *cfg = &j->sup->cfg;
+    ev_tstamp now = ev_now(j->sup->loop);
     for (size_t i = 0; i < cfg->n_nodes; i++) {
+        if (j->member[i] && j->moved[i] && j->moving_until[i] < now) {
+            j->moving_until[i] = now + SUP_JOIN_MOVE_S;
+            sup_join_send(j, i);
+            return;
+        }
+        if ((!j->member[i] || j->moved[i]) && j->moving_until[i] >= now) {
+            sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S); /* being moved: watch it */
+            return;
+        }
         if (j->member[i] || j->skip[i]) continue;
         j->target = i;
         j->phase = SUP_JOIN_CHECK;
@@ -168,19 +209,16 @@ static void sup_join_check_done(struct sup_join *j, long code, json_t *st)
         sup_join_next(j);
         return;
     }
-    snprintf(j->post, sizeof j->post, "{\"id\":\"%s\",\"raft\":\"%s\",\"http\":\"%s\"}", n->id,
-             n->raft.text, n->http.text);
-    j->phase = SUP_JOIN_SEND;
-    LOG_INFO("joining %s (raft %s, http %s) through the leader at %s", n->id, n->raft.text,
-             n->http.text, j->leader);
-    if (sup_join_request(j, j->leader, "/v1/cluster/join", true))
-        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+    sup_join_send(j, j->target);
 }
 
 static void sup_join_send_done(struct sup_join *j, long code, json_t *resp)
 {
     const char *id = j->sup->cfg.nodes[j->target].id;
-    if (code == 200 || code == 201) {
+    if ((code == 200 || code == 201) && j->moved[j->target]) {
+        LOG_INFO("%s: address update accepted (removed, then added back as a learner)", id);
+        sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
+    } else if (code == 200 || code == 201) {
         LOG_INFO("%s joined as a learner", id);
         sup_join_after(j, SUP_JOIN_PROBE, 0.);
     } else if (code == 409) {
