@@ -137,10 +137,11 @@ int store_snapshot_info(struct store *s, raft_index *index, raft_term *term);
 #define STORE_BATCH_JOBS_MAX 1024
 #define STORE_BATCH_BYTES_MAX (64u << 20)
 #define STORE_BATCH_ENTRIES_MAX 65536 /* bounds the pages (locks) of one transaction */
-/* Compaction deletes at most this many entries / payload bytes in one transaction (at least
- * one entry). */
-#define STORE_COMPACT_CHUNK 4096
-#define STORE_COMPACT_CHUNK_BYTES (16u << 20)
+/* Compaction deletes at most this many entries / payload bytes in one transaction of its own
+ * (at least one entry), a few ms of work that a job arriving meanwhile waits for; a batch
+ * deletes that much more than it appends (capped at a batch's limits) so deletion keeps up. */
+#define STORE_COMPACT_CHUNK 1024
+#define STORE_COMPACT_CHUNK_BYTES (4u << 20)
 struct store_writer;
 /* loop: the loop thread's libev loop (borrowed; must outlive the writer). ERR_NOMEM, ERR_IO. */
 int store_writer_start(struct store *s, struct ev_loop *loop,
