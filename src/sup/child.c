@@ -52,10 +52,22 @@ bool sup_child_raft_empty(const struct sup_child *c)
 /* Bootstrap only the first node, and only while it has no Raft state. A restart before any
  * leader was seen bootstraps again even if the dir is no longer empty (a crash between the
  * store's creation and the bootstrap entry); the node ignores --bootstrap once it has a term
- * or a log, so the repeat is harmless. */
+ * or a log, so the repeat is harmless. A wiped first node next to peers with state must
+ * rejoin them, not found a second cluster of its own (nemesis seed 3, --links --membership). */
 static bool sup_child_should_bootstrap(const struct sup_child *c)
 {
-    return c->index == 0 && (c->bootstrap_pending || sup_child_raft_empty(c));
+    if (c->index != 0) return false;
+    if (c->bootstrap_pending) return true;
+    if (!sup_child_raft_empty(c)) return false;
+    const struct sup *s = c->sup;
+    for (size_t i = 1; i < s->cfg.n_nodes; i++) {
+        if (!sup_child_raft_empty(&s->children[i])) {
+            LOG_WARN("%s has no Raft state but %s has: starting it without --bootstrap",
+                     c->node->id, s->children[i].node->id);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Runs in the forked child: only async-signal-safe calls, everything prepared beforehand. */
