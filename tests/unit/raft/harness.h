@@ -22,6 +22,10 @@ struct tc_write {
     raft_term term;
     raft_id vote;
     raft_index trunc;
+    raft_index compact_to;
+    raft_term snap_term;
+    struct raft_configuration snap_conf;
+    bool reset;
     struct raft_entry *entries;
     size_t n_entries;
     struct raft_msg *after;
@@ -38,7 +42,14 @@ struct tnode {
     /* Durable state. */
     raft_term term;
     raft_id vote;
-    raft_index boot_commit; /* handed to raft_new as the commit lower bound */
+    raft_index boot_commit;  /* handed to raft_new as the commit lower bound */
+    raft_index boot_applied; /* handed to raft_new as applied */
+    /* The durable snapshot point; log[i - 1] stays indexed by i (entries <= snap_index are
+     * empty placeholders). */
+    raft_index snap_index;
+    raft_term snap_term;
+    struct raft_configuration snap_conf;
+    int resets; /* snapshot_reset writes completed */
     struct raft_entry log[TC_APPLIED_MAX];
     size_t n_log;
     /* What the node applied and read. */
@@ -94,7 +105,7 @@ static inline int tc_fetch_cb(void *ctx, raft_index index, struct raft_blob **ou
     struct tnode *t = ctx;
     t->fetch_calls++;
     if (t->fail_fetch_from && index >= t->fail_fetch_from) return ERR_IO;
-    if (index == 0 || index > t->n_log) return ERR_NOTFOUND;
+    if (index <= t->snap_index || index > t->n_log) return ERR_NOTFOUND;
     *out = raft_blob_ref(t->log[index - 1].data);
     return 0;
 }
@@ -136,11 +147,15 @@ static inline void tc_start(struct tc *tc, raft_id id)
     boot.term = t->term;
     boot.vote = t->vote;
     boot.commit = t->boot_commit;
-    boot.entries = t->log;
-    boot.n_entries = t->n_log;
+    boot.applied = t->boot_applied;
+    boot.snapshot_index = t->snap_index;
+    boot.snapshot_term = t->snap_term;
+    boot.snapshot_conf = t->snap_index ? &t->snap_conf : NULL;
+    boot.entries = t->log + t->snap_index;
+    boot.n_entries = t->n_log - t->snap_index;
     int rv = raft_new(&t->cfg, &boot, &t->r);
     CHECK_EQ_U(rv, 0);
-    t->applied = 0;
+    t->applied = t->boot_applied > t->snap_index ? t->boot_applied : t->snap_index;
     t->down = false;
 }
 
@@ -171,6 +186,18 @@ static inline void tc_write_apply(struct tnode *t, struct tc_write *w)
     if (w->hs) {
         t->term = w->term;
         t->vote = w->vote;
+    }
+    if (w->compact_to) {
+        CHECK(w->compact_to > t->snap_index);
+        for (size_t i = 0; i < w->compact_to; i++) {
+            if (i < t->n_log) raft_blob_unref(t->log[i].data);
+            memset(&t->log[i], 0, sizeof t->log[i]);
+        }
+        if (t->n_log < w->compact_to) t->n_log = w->compact_to;
+        t->snap_index = w->compact_to;
+        t->snap_term = w->snap_term;
+        t->snap_conf = w->snap_conf;
+        t->resets += w->reset;
     }
     if (w->trunc) {
         while (t->n_log >= w->trunc) {
@@ -244,6 +271,10 @@ static inline void tc_ready(struct tc *tc, raft_id id)
         w->term = rd.term;
         w->vote = rd.vote;
         w->trunc = rd.truncate_from;
+        w->compact_to = rd.compact_to;
+        w->snap_term = rd.snap_term;
+        if (rd.compact_to) w->snap_conf = *rd.snap_conf;
+        w->reset = rd.snapshot_reset;
         w->n_entries = rd.n_entries;
         w->entries = calloc(rd.n_entries + 1, sizeof *w->entries);
         for (size_t i = 0; i < rd.n_entries; i++) {
