@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <linux/openat2.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -137,27 +136,72 @@ static int files_at(struct fsm_files *ff, const char *path, size_t len, int *dir
     return 0;
 }
 
-static int files_nftw_rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+/* One scan of directory cur: files unlinked, empty directories removed. 1 with the name of
+ * a non-empty subdirectory to descend into, 0 when cur is empty, -1 when something cannot
+ * be removed. */
+static int files_rm_level(int cur, char *sub, size_t sub_cap)
 {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(p) != 0) LOG_WARN("fsm: cannot remove %s: %s", p, strerror(errno));
-    return 0;
+    int fd = dup(cur);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    int rv = 0;
+    for (struct dirent *de; rv == 0 && (de = readdir(d));) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (unlinkat(cur, de->d_name, 0) == 0 || errno == ENOENT) continue;
+        if (errno == EISDIR && unlinkat(cur, de->d_name, AT_REMOVEDIR) == 0) continue;
+        if (errno == ENOTEMPTY || errno == EEXIST) {
+            snprintf(sub, sub_cap, "%s", de->d_name);
+            rv = 1;
+        } else {
+            LOG_WARN("fsm: cannot remove %s: %s", de->d_name, strerror(errno));
+            rv = -1;
+        }
+    }
+    closedir(d);
+    return rv;
+}
+
+bool fsm_files_rmtree(int dirfd, const char *name, const _Atomic bool *stop)
+{
+    int cur = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (cur < 0) return unlinkat(dirfd, name, 0) == 0;
+    char sub[256];
+    size_t depth = 0;
+    bool ok = true;
+    while (cur >= 0 && !(stop && atomic_load(stop))) {
+        int next = -1, r = files_rm_level(cur, sub, sizeof sub);
+        if (r > 0) {
+            next = openat(cur, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            depth++;
+        } else if (r == 0 && depth > 0) {
+            next = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            depth--;
+        }
+        ok = r >= 0 && (next >= 0 || depth == 0);
+        close(cur);
+        cur = next;
+    }
+    if (cur >= 0) close(cur);
+    if (!ok || depth != 0 || (stop && atomic_load(stop))) return false;
+    if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0) return true;
+    LOG_WARN("fsm: cannot remove %s: %s", name, strerror(errno));
+    return false;
 }
 
 /* Moves name (relative to dirfd) into trash/ and removes the tree; failures are logged and
  * retried at the next open. */
 static void files_trash(struct fsm_files *ff, int dirfd, const char *name)
 {
-    char tname[24], full[PATH_MAX + 32];
+    char tname[24];
     files_fresh_name(ff, tname);
     if (renameat(dirfd, name, ff->trash_fd, tname) != 0) {
         LOG_WARN("fsm: cannot move %s to trash: %s", name, strerror(errno));
         return;
     }
-    snprintf(full, sizeof full, "%s/%s", ff->trash_path, tname);
-    nftw(full, files_nftw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fsm_files_rmtree(ff->trash_fd, tname, NULL);
 }
 
 /* True when no open file description other than fd (ours, O_RDWR) references fd's inode: the
@@ -616,9 +660,7 @@ static void files_scan_trash_cb(struct fsm_files *ff, const char *name)
     unsigned long long id;
     if (sscanf(name, "s%llu", &id) == 1 && id >= ff->next_id)
         ff->next_id = id + 1; /* a tree we fail to remove keeps its name taken */
-    char full[PATH_MAX + 300];
-    snprintf(full, sizeof full, "%s/%s", ff->trash_path, name);
-    nftw(full, files_nftw_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fsm_files_rmtree(ff->trash_fd, name, NULL);
 }
 
 int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, char *err,

@@ -72,6 +72,9 @@ int fsm_files_remove(struct fsm_files *ff, const char *path, size_t len);
 int fsm_files_open_read(struct fsm_files *ff, const char *path, size_t len, int *fd_out);
 /* files_fd follows node_dir/files again (a snapshot install exchanged the directory). */
 int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir);
+/* Removes the tree dirfd/name (any depth, any path length, one fd at a time); stops early when
+ * *stop becomes true (stop may be NULL). True when it is gone; failures are logged. */
+bool fsm_files_rmtree(int dirfd, const char *name, const _Atomic bool *stop);
 /* syncfs() of the file system holding files/. ERR_IO. */
 int fsm_files_sync(struct fsm_files *ff);
 

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,19 +93,6 @@ void fsm_snap_test_stop_after(struct fsm *f, int step)
 
 /* ---- trash/: replaced trees, removed by a background thread -------------------------------- */
 
-static _Atomic(bool) *trash_stop_flag; /* nftw has no context argument */
-static pthread_mutex_t trash_nftw_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int trash_rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(p) != 0 && errno != ENOENT)
-        LOG_WARN("fsm: cannot remove %s: %s", p, strerror(errno));
-    return atomic_load(trash_stop_flag) ? 1 : 0;
-}
-
 /* Removes every "snap-*" entry of trash/ (fsm_open removes the rest, and these too when
  * this thread was stopped). */
 static void *trash_main(void *arg)
@@ -119,13 +105,8 @@ static void *trash_main(void *arg)
         DIR *d = opendir(dir);
         for (struct dirent *de; d && (de = readdir(d)) && !atomic_load(&f->trash_stop);) {
             if (strncmp(de->d_name, "snap-", 5) != 0) continue;
-            char full[PATH_MAX + 300];
-            snprintf(full, sizeof full, "%s/%s", dir, de->d_name);
-            pthread_mutex_lock(&trash_nftw_lock);
-            trash_stop_flag = &f->trash_stop;
-            nftw(full, trash_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-            pthread_mutex_unlock(&trash_nftw_lock);
-            again = true; /* the directory changed while read: read it again */
+            /* Removed: the directory changed while read, read it again. */
+            if (fsm_files_rmtree(dirfd(d), de->d_name, &f->trash_stop)) again = true;
         }
         if (d) closedir(d);
     }
