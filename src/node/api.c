@@ -216,7 +216,7 @@ int node_api_leader_exec(struct node *n, uint8_t op_code, struct raft_blob *payl
     } else if (op_code == CODEC_FWD_TRANSFER && payload && payload->len == 8) {
         rv = node_transfer_start(n, node_payload_id(payload));
     } else if (op_code == CODEC_FWD_REMOVE && payload && payload->len == 8) {
-        rv = raft_remove_member(n->raft, node_payload_id(payload), index);
+        rv = node_member_remove(n, node_payload_id(payload), index);
     }
     raft_blob_unref(payload);
     return rv;

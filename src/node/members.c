@@ -158,6 +158,30 @@ static int node_member_readdress_self(struct node *n)
     return ERR_NOTLEADER;
 }
 
+#define SELF_REMOVE_WINDOW_S 5.0 /* a hand-over for our own removal counts this long */
+
+int node_member_remove(struct node *n, raft_id id, raft_index *index)
+{
+    static ev_tstamp handover_at; /* when our own removal last started a hand-over */
+    if (id == n->id && n->role == RAFT_LEADER) {
+        struct raft_status st;
+        raft_status(n->raft, &st);
+        ev_tstamp now = ev_now(n->loop);
+        bool recent = handover_at > 0 && now - handover_at < SELF_REMOVE_WINDOW_S;
+        bool abandoned = recent && st.transferee == 0; /* tried; still the leader */
+        raft_id to = abandoned ? 0 : node_transfer_pick(n);
+        if (to && node_transfer_start(n, to) == 0) {
+            if (!recent) {
+                handover_at = now;
+                LOG_INFO("removal of this node (the leader): handing leadership over first");
+            }
+            return ERR_NOTLEADER;
+        }
+        handover_at = 0;
+    }
+    return raft_remove_member(n->raft, id, index);
+}
+
 /* Leader: a join for an existing member. Same info: ERR_EXISTS (409, nothing to do). New
  * addresses: the removal's index (the join answers once it is applied; the add follows). */
 int node_member_readdress(struct node *n, const struct raft_member *m, raft_index *index)

@@ -98,7 +98,7 @@ static int ops_propose_local(struct node *n, struct node_op *op, raft_index *ind
         return node_api_leader_exec(n, CODEC_FWD_JOIN, raft_blob_ref(op->cmd), index, term);
     case OP_REMOVE:
         *term = n->term;
-        return raft_remove_member(n->raft, op->target, index);
+        return node_member_remove(n, op->target, index);
     default:
         ASSERT(0);
     }

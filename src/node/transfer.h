@@ -42,6 +42,11 @@ void node_member_readd_later(struct node *n, const struct raft_member *m);
  * addresses: it hands leadership over and answers ERR_NOTLEADER (the join is retried on the
  * next leader). ERR_BUSY while another re-add is pending, raft_remove_member's errors. */
 int node_member_readdress(struct node *n, const struct raft_member *m, raft_index *index);
+/* Leader: removes member id. Its own removal is handed to the next leader: it transfers
+ * leadership and answers ERR_NOTLEADER (the caller retries there), so the cluster is not left
+ * without a leader for an election timeout; only if that transfer was abandoned does it
+ * remove itself (and step down once that commits). raft_remove_member's errors. */
+int node_member_remove(struct node *n, raft_id id, raft_index *index);
 /* Called from the transfer module's timer; true while a re-add is pending. */
 bool node_member_readd_tick(struct node *n);
 

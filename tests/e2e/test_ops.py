@@ -315,6 +315,7 @@ def test_add_remove_restart(track):
     t1 = time.monotonic()
     h.log("BENCH join node4: longest write gap %.0f ms" % (1000 * w.gap_around(t0, t1)))
     # Remove node1 (the leader, since it bootstrapped, unless an election moved it).
+    lead = c.leader_id()
     t0 = time.monotonic()
     rc, out, err = raftctl(["--server", c.http(1), "remove", "node1"])
     assert rc == 0, (rc, out, err)
@@ -324,7 +325,11 @@ def test_add_remove_restart(track):
     t1 = time.monotonic()
     nd.wait_until(lambda: len([t for t in w.ack_times if t > t1]) >= 3, 10,
                   "writes after the removal")
-    h.log("BENCH remove node1: longest write gap %.0f ms" % (1000 * w.gap_around(t0, t1)))
+    h.log("BENCH remove node1 (leader: %s): longest write gap %.0f ms"
+          % (lead, 1000 * w.gap_around(t0, t1)))
+    if lead == "node1":  # a leader hands leadership over before its own removal
+        with open(os.path.join(c.node_dir(0), "node.log"), errors="replace") as f:
+            assert "removal of this node (the leader): handing leadership over" in f.read()
     w.addrs = [c.http(1), c.http(2), c.http(i4)]
     time.sleep(0.3)
     w.stop()
