@@ -322,7 +322,9 @@ raft_id node_transfer_pick(struct node *n)
 bool node_transfer_on_stop_signal(struct node *n)
 {
     if (xs.handover || n->role != RAFT_LEADER) return false;
-    raft_id to = node_transfer_pick(n);
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    raft_id to = st.transferee ? st.transferee : node_transfer_pick(n); /* one running: keep it */
     if (!to) return false;
     int rv = node_transfer_start(n, to);
     char name[CONFIG_ID_MAX];
