@@ -142,6 +142,28 @@ static void cw_next_job(struct cw_state *st, struct store_write *w, uint64_t seq
     st->last_term = st->hs_term;
 }
 
+/* The node's boot repair: store_reset_sync to a point at or past the log's end (so every
+ * acknowledged entry is at or below it), before the writer starts; kills often land in it. */
+static int cw_reset(struct store *s, struct cw_state *st)
+{
+    raft_index to = st->last + cw_rand(st) % 4;
+    if (to == 0) return 0;
+    struct raft_blob *conf = st_conf_blob(to);
+    int rv = store_reset_sync(s, to, st->hs_term, conf);
+    raft_blob_unref(conf);
+    if (rv) {
+        fprintf(stderr, "crash_writer: reset: %s\n", err_str(rv));
+        return rv;
+    }
+    for (raft_index i = st->last + 1; i <= to; i++)
+        cw_set_term(i, st->hs_term);
+    cw_set_term(to, st->hs_term);
+    st->snap = st->last = cw_acked_last = to;
+    st->last_term = st->hs_term;
+    printf("RESET %llu\n", (unsigned long long)to);
+    return 0;
+}
+
 static int cw_run(const char *dir, uint64_t seed)
 {
     char err[256];
@@ -164,6 +186,7 @@ static int cw_run(const char *dir, uint64_t seed)
     cw_acked_last = st.last; /* durable: loaded */
     store_boot_free(&b);
     store_set_compact_chunk(s, CW_COMPACT_CHUNK);
+    if (st.hs_term && seed % 4 == 0 && cw_reset(s, &st)) return 2;
     struct ev_loop *loop = ev_default_loop(0);
     struct store_writer *wr = NULL;
     if (store_writer_start(s, loop, cw_done_cb, NULL, &wr)) return 2;

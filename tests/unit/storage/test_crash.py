@@ -34,7 +34,7 @@ def one_run(exe, d, rng):
         p.send_signal(signal.SIGKILL)
         p.wait()
         t.join(5)
-        return [l for l in lines if l.startswith("ACK ")]
+        return [l for l in lines if l.startswith(("ACK ", "RESET "))]
     deadline = time.monotonic() + 10
     while not any(l.startswith("READY") for l in lines) and time.monotonic() < deadline:
         if p.poll() is not None:
@@ -51,7 +51,7 @@ def one_run(exe, d, rng):
     t.join(5)
     if early_exit is not None:
         raise SystemExit(f"FAIL: crash_writer exited by itself with {early_exit}")
-    return [l for l in lines if l.startswith("ACK ")]
+    return [l for l in lines if l.startswith(("ACK ", "RESET "))]
 
 
 def main():
@@ -63,8 +63,11 @@ def main():
     last = None
     acks = 0
     try:
+        resets = 0
         for i in range(KILLS):
             got = one_run(exe, d, rng)
+            resets += sum(1 for l in got if l.startswith("RESET "))
+            got = [l for l in got if l.startswith("ACK ")]
             acks += len(got)
             if got:
                 last = got[-1].split()
@@ -81,7 +84,8 @@ def main():
         if acks < KILLS // 2:
             print(f"FAIL: only {acks} acknowledged writes in {KILLS} runs")
             return 1
-        print(f"ok: {KILLS} kills, {acks} acknowledged writes, all durable")
+        print(f"ok: {KILLS} kills, {acks} acknowledged writes, {resets} boot-time resets, "
+              f"all durable")
         return 0
     finally:
         shutil.rmtree(d, ignore_errors=True)
