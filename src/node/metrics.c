@@ -74,6 +74,29 @@ static void metrics_raft(struct node *n, struct metrics_buf *b)
     metrics_one(b, "leader_changes_total", "counter", "Leader changes seen.", n->m.leader_changes);
 }
 
+static void metrics_snap(struct node *n, struct metrics_buf *b)
+{
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    metrics_one(b, "snapshot_index", "gauge", "The log starts after this index (compaction point).",
+                st.snapshot_index);
+    metrics_one(b, "compactions_total", "counter", "Log compactions (snapshot point moved).",
+                n->m.compactions);
+    metrics_one(b, "snapshots_sent_total", "counter",
+                "Snapshot streams this node sent that the follower installed.",
+                n->m.snapshots_sent);
+    metrics_one(b, "snapshots_failed_total", "counter", "Outgoing snapshot streams aborted.",
+                n->m.snapshots_failed);
+    metrics_one(b, "snapshots_received_total", "counter", "Snapshot streams received completely.",
+                n->m.snapshots_received);
+    metrics_one(b, "snapshots_installed_total", "counter",
+                "Snapshots installed into this node's file store.", n->m.snapshots_installed);
+    metrics_one(b, "snapshot_bytes_sent_total", "counter", "Snapshot stream bytes sent.",
+                n->m.snapshot_bytes_sent);
+    metrics_one(b, "snapshot_bytes_received_total", "counter", "Snapshot stream bytes received.",
+                n->m.snapshot_bytes_received);
+}
+
 static void metrics_store(struct node *n, struct metrics_buf *b)
 {
     struct store_stats s;
@@ -82,6 +105,8 @@ static void metrics_store(struct node *n, struct metrics_buf *b)
     metrics_one(b, "persist_batches_total", "counter", "Ready batches handed to storage.",
                 n->m.persist_batches);
     metrics_one(b, "log_bytes_written_total", "counter", "Log bytes written.", s.bytes_written);
+    metrics_one(b, "log_entries_compacted_total", "counter", "Log entries deleted by compaction.",
+                s.entries_compacted);
     metrics_printf(b, "# HELP raftfs_fsync_seconds Latency of one group-commit fsync.\n"
                       "# TYPE raftfs_fsync_seconds histogram\n");
     unsigned long long cum = 0;
@@ -125,6 +150,7 @@ void node_metrics_reply(struct node *n, struct http_req *req)
     struct metrics_buf b = {0};
     metrics_raft(n, &b);
     metrics_store(n, &b);
+    metrics_snap(n, &b);
     metrics_net(n, &b);
     metrics_http(n, &b);
     if (b.oom || !b.data) {

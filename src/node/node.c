@@ -86,11 +86,8 @@ static int node_bootstrap(struct node *n, char *err, size_t err_len)
 static int node_open_raft(struct node *n, bool bootstrap, char *err, size_t err_len)
 {
     struct raft_boot boot;
-    int rv = store_load(n->store, &boot);
-    if (rv) {
-        snprintf(err, err_len, "loading the raft log: %s", err_str(rv));
-        return rv;
-    }
+    int rv = node_snap_boot(n, &boot, err, err_len); /* store_load, after a repair if needed */
+    if (rv) return rv;
     struct raft_config rc;
     node_raft_config(n, &rc);
     /* Entries the file store already applied are not handed out (and fetched) again. */
@@ -105,9 +102,9 @@ static int node_open_raft(struct node *n, bool bootstrap, char *err, size_t err_
     raft_status(n->raft, &st);
     n->term = st.term;
     log_set_term(st.term);
-    LOG_INFO("raft state loaded: term %llu, last index %llu, applied %llu",
-             (unsigned long long)st.term, (unsigned long long)st.last_index,
-             (unsigned long long)fsm_applied(n->fsm));
+    LOG_INFO("raft state loaded: term %llu, snapshot point %llu, last index %llu, applied %llu",
+             (unsigned long long)st.term, (unsigned long long)st.snapshot_index,
+             (unsigned long long)st.last_index, (unsigned long long)fsm_applied(n->fsm));
     return bootstrap ? node_bootstrap(n, err, err_len) : 0;
 }
 
@@ -125,6 +122,9 @@ static const struct transport_ops node_transport_ops = {
     .on_fwd_req = node_fwd_req_cb,
     .on_fwd_resp = node_fwd_resp_cb,
     .accept_peer = node_accept_peer_cb,
+    .on_snap_chunk = node_snap_chunk_cb,
+    .on_snap_ack = node_snap_ack_cb,
+    .on_link_down = node_snap_link_down_cb,
 };
 
 static void node_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -240,6 +240,10 @@ int node_init(struct node *n, const char *config_path, const char *id, bool boot
     rv = node_open_dirs(n, err, err_len);
     if (rv == 0) rv = node_open_io(n, err, err_len);
     if (rv == 0) rv = node_open_raft(n, bootstrap, err, err_len);
+    if (rv == 0 && node_snap_init(n)) {
+        snprintf(err, err_len, "out of memory");
+        rv = ERR_NOMEM;
+    }
     if (rv == 0) rv = node_open_net(n, err, err_len);
     if (rv == 0) node_start_watchers(n);
     return rv;
@@ -271,6 +275,7 @@ void node_close(struct node *n)
      * is being persisted reaches the disk before we exit. */
     if (n->writer) store_writer_stop(n->writer);
     node_outq_free_all(n);
+    node_snap_close(n); /* before the file store closes: streams hold its readers/writer */
     if (n->tr) transport_free(n->tr);
     if (n->raft) raft_free(n->raft);
     if (n->fsm) {

@@ -19,6 +19,9 @@ struct http_server;
 struct http_req;
 struct node_op;
 struct node_outq;
+struct node_snap;
+struct codec_snap_chunk;
+struct codec_snap_ack;
 
 /* Counters exported on /metrics. */
 struct node_metrics {
@@ -30,6 +33,14 @@ struct node_metrics {
     uint64_t reads_stale;
     uint64_t leader_changes;
     uint64_t persist_batches;
+    /* Snapshots and compaction (snap.c, compact.c). */
+    uint64_t compactions;         /* raft_compact() calls that moved the snapshot point */
+    uint64_t snapshots_sent;      /* outgoing streams the follower installed */
+    uint64_t snapshots_failed;    /* outgoing streams aborted (timeout, link loss, refusal) */
+    uint64_t snapshots_received;  /* incoming streams received completely */
+    uint64_t snapshots_installed; /* incoming streams installed into files/ */
+    uint64_t snapshot_bytes_sent;
+    uint64_t snapshot_bytes_received;
 };
 
 struct node {
@@ -61,6 +72,9 @@ struct node {
 
     struct raft_configuration peers_conf; /* the configuration the transport follows */
     bool peers_conf_valid;
+
+    struct node_snap *snap;       /* InstallSnapshot streams (snap.c) */
+    uint64_t bytes_since_compact; /* payload bytes applied since the last compaction */
 
     enum raft_role role;
     raft_id leader;
@@ -109,6 +123,28 @@ void node_fwd_req_cb(void *ctx, raft_id from, uint64_t fwd_id, uint8_t op,
                      struct raft_blob *payload);
 void node_fwd_resp_cb(void *ctx, uint64_t fwd_id, int err, raft_index index, raft_term term,
                       const char *leader_name);
+
+/* compact.c: the log compaction policy (config snapshot_entries/bytes/trailing). Called
+ * after each ready batch's applies; never compacts past a running outgoing stream's S. */
+void node_compact_maybe(struct node *n);
+/* A ready batch carried a new snapshot point (compact_to != 0): log it. */
+void node_compact_on_ready(struct node *n, const struct raft_ready *rd);
+
+/* snap.c: InstallSnapshot streams over the transport (SNAP_CHUNK/SNAP_ACK). */
+int node_snap_init(struct node *n);
+void node_snap_close(struct node *n);
+/* Before raft_new: when the file store installed a snapshot the raft store does not reflect
+ * (a crash between the two), reset the raft store to it; then load *boot. */
+int node_snap_boot(struct node *n, struct raft_boot *boot, char *err, size_t err_len);
+/* The core asked for a stream to m->to (RAFT_MSG_SNAPSHOT, never sent on the wire). */
+void node_snap_on_request(struct node *n, const struct raft_msg *m);
+/* Role or term changed: outgoing streams of an old leadership stop. */
+void node_snap_on_role(struct node *n);
+/* The lowest S of the running outgoing streams (UINT64_MAX: none). */
+raft_index node_snap_out_floor(const struct node *n);
+void node_snap_chunk_cb(void *ctx, raft_id from, const struct codec_snap_chunk *c);
+void node_snap_ack_cb(void *ctx, raft_id from, const struct codec_snap_ack *a);
+void node_snap_link_down_cb(void *ctx, raft_id peer);
 
 /* metrics.c */
 void node_metrics_reply(struct node *n, struct http_req *req);

@@ -56,6 +56,10 @@ static struct raft_msg *ready_msgs_copy(const struct raft_msg *src, size_t n)
 static void ready_send(struct node *n, const struct raft_msg *msgs, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
+        if (msgs[i].type == RAFT_MSG_SNAPSHOT) { /* for us: stream the file store */
+            node_snap_on_request(n, &msgs[i]);
+            continue;
+        }
         int rv = transport_send(n->tr, &msgs[i]);
         if (rv && rv != ERR_BUSY && rv != ERR_NOTFOUND)
             LOG_DEBUG("send to %016llx: %s", (unsigned long long)msgs[i].to, err_str(rv));
@@ -104,6 +108,11 @@ static int ready_submit(struct node *n, const struct raft_ready *rd)
     job.vote = rd->vote;
     job.commit = rd->commit;
     job.truncate_from = rd->truncate_from;
+    if (rd->compact_to) {
+        job.compact_to = rd->compact_to;
+        job.snap_term = rd->snap_term;
+        job.snap_conf = raft_blob_ref(rd->snap_conf_blob);
+    }
     if (rd->n_entries) {
         job.entries = calloc(rd->n_entries, sizeof *job.entries);
         if (!job.entries) return ERR_NOMEM;
@@ -145,6 +154,7 @@ static void ready_apply(struct node *n, const struct raft_ready *rd)
         for (size_t k = 0; k < cnt; k++) {
             n->applied = es[k].index;
             n->m.applied_entries++;
+            n->bytes_since_compact += es[k].data ? es[k].data->len : 0;
             node_ops_on_applied(n, &es[k], &res[k]);
         }
         i += cnt;
@@ -170,6 +180,7 @@ static void ready_soft_state(struct node *n, const struct raft_ready *rd)
         n->m.leader_changes++;
     }
     if (leader_changed || rd->role != RAFT_LEADER) node_ops_on_leader_change(n);
+    node_snap_on_role(n);
 }
 
 /* One batch, in the order the core's contract requires (include/raft.h). */
@@ -192,9 +203,11 @@ static void ready_one(struct node *n)
         else
             ready_send(n, rd.msgs_after_persist, rd.n_msgs_after_persist);
     }
+    node_compact_on_ready(n, &rd);
     ready_send(n, rd.msgs, rd.n_msgs);
     ready_soft_state(n, &rd);
     ready_apply(n, &rd);
+    if (rd.n_committed) node_compact_maybe(n);
     for (size_t i = 0; i < rd.n_reads; i++)
         node_ops_on_read_state(n, &rd.reads[i]);
     raft_advance(n->raft, &rd);
