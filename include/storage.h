@@ -132,8 +132,9 @@ int store_snapshot_info(struct store *s, raft_index *index, raft_term *term);
  * entries; a truncating job starts a new batch), writes them all in ONE transaction with ONE log
  * fsync, then reports each job's seq in submission order on the loop thread (ev_async) through
  * done_cb(ctx, seq, err). On a write error err != 0 for that job and every later one (sticky
- * failure). The thread also takes BDB checkpoints (after 8 MiB of payload, or 10 s after a write),
- * which let DB_LOG_AUTO_REMOVE drop old log files and keep recovery short. */
+ * failure). The thread also takes BDB checkpoints (after 8 MiB of BDB log, or 10 s after a write),
+ * which let DB_LOG_AUTO_REMOVE drop old log files and keep recovery short, and, while no job
+ * waits, deletes carried-over compacted entries in small transactions of its own. */
 #define STORE_BATCH_JOBS_MAX 1024
 #define STORE_BATCH_BYTES_MAX (64u << 20)
 #define STORE_BATCH_ENTRIES_MAX 65536 /* bounds the pages (locks) of one transaction */
@@ -147,8 +148,9 @@ struct store_writer;
 int store_writer_start(struct store *s, struct ev_loop *loop,
                        void (*done_cb)(void *ctx, uint64_t seq, int err), void *ctx,
                        struct store_writer **out);
-/* Loop thread only. Takes ownership of job's contents (also on error; *job is borrowed and
- * may be reused). Never blocks on the disk. ERR_NOMEM, ERR_SHUTDOWN after stop began. */
+/* Loop thread only. Takes ownership of job's contents: entries and snap_conf (also on error; *job
+ * is borrowed and may be reused). Never blocks on the disk. ERR_NOMEM, ERR_SHUTDOWN after stop
+ * began. */
 int store_writer_submit(struct store_writer *w, struct store_write *job);
 /* Loop thread only, never from inside done_cb. Makes every queued job durable, takes a
  * final checkpoint, joins the thread and frees w. Completions not yet reported through
