@@ -107,8 +107,7 @@ static void xfer_refused(struct node *n, struct xfer *x, int err)
         return;
     case ERR_INVALID:
         if (x->target == n->leader) {
-            snprintf(msg, sizeof msg, "%s is already the leader", x->name);
-            xfer_fail(x, 409, "already_leader", msg);
+            xfer_ok(n, x); /* it became the leader after the request came: done */
         } else {
             snprintf(msg, sizeof msg, "%s is not a voter (a learner cannot lead)", x->name);
             xfer_fail(x, 409, "not_voter", msg);
@@ -180,7 +179,9 @@ bool node_transfer_on_fwd_resp(struct node *n, uint64_t fwd_id, int err)
 static void xfer_step(struct node *n, struct xfer *x, const struct raft_status *st)
 {
     ev_tstamp now = ev_now(n->loop);
-    if (n->leader == x->target && st->role != RAFT_CANDIDATE && x->state == XFER_STARTED) {
+    /* The target was not the leader when the request came: now it is, however it got there
+     * (a forward's answer may have been lost on the way). */
+    if (n->leader == x->target && st->role != RAFT_CANDIDATE) {
         xfer_ok(n, x);
         return;
     }
