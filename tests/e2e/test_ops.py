@@ -573,7 +573,49 @@ def test_force_new_cluster(track):
     assert got == files, sorted(set(got) ^ set(files))[:5]
 
 
+def test_force_new_cluster_under_raftsup(track):
+    """The README's recovery procedure with raftsup: stop it, wipe the lost nodes, run the
+    survivor once by hand with --force-new-cluster, start raftsup again: it joins the wiped
+    nodes to the survivor's cluster and every file is everywhere."""
+    h.need_binaries(True)
+    c = track(h.Cluster(3, extra={"restart_backoff_ms": [50, 500], "spare_inodes": 32}))
+    c.start()
+    c.wait_node_pids()
+    c.wait_voters(3, 30)
+    files = {"d/%d" % i: os.urandom(300) for i in range(10)}
+    for p, d in files.items():
+        c.put_ok(p, d)
+    for n in c.nodes:
+        for p, d in files.items():
+            c.wait_file(n["id"], p, d)
+    assert c.stop(15) == 0
+    for nid in ("node1", "node3"):  # lost for good
+        shutil.rmtree(os.path.join(c.data, nid))
+    with open(os.path.join(c.data, "node2", "node.log"), "ab") as log:
+        p = subprocess.Popen([h.RAFTNODE, "--config", c.config, "--id", "node2",
+                              "--force-new-cluster"], stdout=log, stderr=log,
+                             start_new_session=True)
+    h.wait_until(lambda: (c.status("node2") or {}).get("state") == "leader", 10,
+                 "node2 leading alone")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    c.start()
+    c.wait_node_pids()
+    c.wait_voters(3, 30)
+    assert c.leader() is not None
+    files["later"] = b"after the recovery"
+    c.put_ok("later", files["later"])
+    for n in c.nodes:
+        for p, d in files.items():
+            c.wait_file(n["id"], p, d)
+    h.wait_until(lambda: "node3 joined" in sup_log(c).rsplit("raftsup pid", 1)[1], 10,
+                 "raftsup's log")
+    second = sup_log(c).rsplit("raftsup pid", 1)[1]
+    assert "(--bootstrap)" not in second and "node1 joined" in second, second
+
+
 if __name__ == "__main__":
     h.main([test_transfer_each_follower, test_transfer_bad_inputs, test_add_remove_restart,
             test_new_address_keeps_identity, test_sup_new_address,
-            test_sigterm_leader_and_rolling_restart, test_force_new_cluster], 290)
+            test_sigterm_leader_and_rolling_restart, test_force_new_cluster,
+            test_force_new_cluster_under_raftsup], 290)
