@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "codec.h"
 #include "err.h"
@@ -60,6 +61,9 @@ struct snap_in {
 struct node_snap {
     struct node *n;
     ev_timer timer;
+    /* Tests: RAFTFS_TEST_SNAP_CRASH=after_fsm_install makes the node die between the file
+     * store's install and the core's, the window node_snap_boot repairs. */
+    bool crash_after_install;
     uint64_t last_session;
     struct snap_out out[RAFT_MAX_NODES];
     struct snap_in in;
@@ -185,8 +189,12 @@ static void snap_out_start(struct node *n, const struct raft_msg *m, struct snap
     char name[CONFIG_ID_MAX];
     snap_peer_name(n, m->to, name, sizeof name);
     if (rv) {
-        LOG_WARN("snapshot: cannot start a stream to %s at %" PRIu64 ": %s", name, index,
-                 err_str(rv));
+        /* ERR_BUSY: the file store is still replaying after a restart; the core asks again. */
+        if (rv == ERR_BUSY)
+            LOG_DEBUG("snapshot: cannot start a stream to %s yet: %s", name, err_str(rv));
+        else
+            LOG_WARN("snapshot: cannot start a stream to %s at %" PRIu64 ": %s", name, index,
+                     err_str(rv));
         raft_report_snapshot(n->raft, m->to, m->index, false);
         return;
     }
@@ -326,6 +334,10 @@ static void snap_in_finish(struct node *n)
         snap_in_drop(in);
         node_fail(n, "installing a snapshot into the file store failed");
         return;
+    }
+    if (n->snap->crash_after_install) {
+        LOG_WARN("snapshot: RAFTFS_TEST_SNAP_CRASH: exiting between the two installs");
+        _exit(9);
     }
     rv = raft_install_snapshot(n->raft, in->from, in->term, info.index, info.term, &conf);
     if (rv) {
@@ -468,6 +480,8 @@ int node_snap_init(struct node *n)
     struct node_snap *s = calloc(1, sizeof *s);
     if (!s) return ERR_NOMEM;
     s->n = n;
+    const char *crash = getenv("RAFTFS_TEST_SNAP_CRASH");
+    s->crash_after_install = crash && strcmp(crash, "after_fsm_install") == 0;
     ev_timer_init(&s->timer, snap_timer_cb, SNAP_TIMER_S, SNAP_TIMER_S);
     s->timer.data = s;
     ev_timer_start(n->loop, &s->timer);
