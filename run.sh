@@ -6,7 +6,8 @@
 #   ./run.sh sim N    run the Raft simulator over N seeds
 #   ./run.sh bench    run the benchmarks
 #   ./run.sh fuzz [S] run each fuzz target for S seconds (default 60)
-#   ./run.sh torture [M]  M minutes (default 10) of faults + linearizability checks
+#   ./run.sh torture [M]  M minutes (default 10) of faults (kills, pauses, partitions as root,
+#                         slow/lossy/stalled/one-way links, membership cycles) + checks
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -82,7 +83,14 @@ case "${1:-demo}" in
     bench) install_deps; build build; exec tests/bench/run_bench.sh "$ROOT/build" ;;
     fuzz) install_deps; build build; exec tests/fuzz/run_fuzz.sh "$ROOT/build" "${2:-60}" ;;
     torture) install_deps; build build
-        RAFTFS_BUILD="$ROOT/build" exec python3 tests/lincheck/nemesis.py --minutes "${2:-10}" ;;
+        # Half in network namespaces when root (partitions; else raftsup), half under raftsup
+        # (its restarts and re-joins); both with proxied links and membership cycles.
+        half=$(awk -v m="${2:-10}" 'BEGIN { print m / 2 }'); rc=0
+        for mode in auto sup; do
+            RAFTFS_BUILD="$ROOT/build" python3 tests/lincheck/nemesis.py --mode "$mode" \
+                --minutes "$half" --links --membership || rc=1
+        done
+        exit $rc ;;
     stop) exec tests/e2e/demo.sh stop ;;
     demo) install_deps; build build; exec tests/e2e/demo.sh start ;;
     *) echo "usage: $0 [demo|stop|test|sim N|bench|fuzz [SECONDS]|torture [MINUTES]]" >&2; exit 2 ;;
