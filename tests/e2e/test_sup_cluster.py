@@ -3,6 +3,7 @@
 voters; kill -9 of the leader, of a follower, of two nodes at once; kill -9 and SIGTERM of
 raftsup itself, and restarts over existing data (no second bootstrap, files intact).
 Skipped (77) only while build/raftnode does not exist."""
+import json
 import os
 import subprocess
 import time
@@ -194,8 +195,16 @@ def test_stale_node_from_earlier_run_is_killed(track):
     c = track(h.Cluster(3, extra=FAST))
     os.makedirs(os.path.join(c.data, "node2"))
     os.makedirs(os.path.join(c.data, "node3"))
+    # The stray keeps its Raft state elsewhere: an empty store of a never-joined node2 in
+    # data/ would (rightly) stop raftsup from bootstrapping node1 next to it.
+    with open(c.config) as f:
+        conf = json.load(f)
+    conf["data_dir"] = os.path.join(c.dir, "stray-data")
+    stray_config = os.path.join(c.dir, "stray.json")
+    with open(stray_config, "w") as f:
+        json.dump(conf, f)
     with open(os.path.join(c.data, "node2", "node.log"), "ab") as log:
-        stray = subprocess.Popen([h.RAFTNODE, "--config", c.config, "--id", "node2"],
+        stray = subprocess.Popen([h.RAFTNODE, "--config", stray_config, "--id", "node2"],
                                  stdout=log, stderr=log, start_new_session=True)
     with open(os.path.join(c.data, "node2", "node.pid"), "w") as f:
         f.write("%d\n" % stray.pid)
