@@ -131,6 +131,28 @@ static void test_bug_config_before_noop(void)
     CHECK_EQ_U(change_before_noop(RAFT_BUG_CONFIG_BEFORE_NOOP), BUGGY ? 0 : ERR_BUSY);
 }
 
+/* A follower asked whether a snapshot at its own commit index is acceptable. */
+static bool old_snapshot_acceptable(uint32_t bugs)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    set_bugs(&tc, bugs);
+    tc_cluster(&tc, 3);
+    raft_index idx;
+    tc_propose(&tc, 1, "x", &idx);
+    tc_flush(&tc);
+    struct raft_status st = tc_status(&tc, 2);
+    bool ok = raft_snapshot_acceptable(tc_raft(&tc, 2), st.term, st.commit_index);
+    tc_free(&tc);
+    return ok;
+}
+
+static void test_bug_snapshot_old(void)
+{
+    CHECK(!old_snapshot_acceptable(0));
+    CHECK_EQ_U(old_snapshot_acceptable(RAFT_BUG_SNAPSHOT_OLD), BUGGY ? 1 : 0);
+}
+
 int main(void)
 {
     RUN(test_bug_commit_old_term);
@@ -138,5 +160,6 @@ int main(void)
     RUN(test_bug_vote_not_persisted);
     RUN(test_bug_read_no_confirm);
     RUN(test_bug_config_before_noop);
+    RUN(test_bug_snapshot_old);
     return check_report();
 }
