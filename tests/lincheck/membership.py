@@ -1,12 +1,12 @@
 """membership.py — membership changes under faults: while the nemesis kills, pauses and cuts
-links, a second thread removes a follower (POST /v1/cluster/remove), waits until the
-removal is committed, kills the node, wipes its state (keeping node.log, the evidence the
-one-leader-per-term check reads), restarts it empty and joins it again
-(POST /v1/cluster/join; raftsup also re-joins an empty node), until it is a voter. The
-nodes it works on are reserved so the nemesis leaves them alone.
+links, a second thread removes a node — mostly a follower, now and then the leader — with
+POST /v1/cluster/remove, waits until the removal is committed, kills the node, wipes its
+state (keeping node.log, the evidence the one-leader-per-term check reads), restarts it
+empty and joins it again (POST /v1/cluster/join; raftsup also re-joins an empty node),
+until it is a voter. The node it works on is reserved so the nemesis leaves it alone.
 
-The target provides: ids, lock, reserved (set), busy (set of nodes under a nemesis fault),
-kill(nid), after_kill(nid) (restart), hold/unhold semantics through kill/after_kill,
+The target provides: ids, lock, reserved and busy (sets: nodes being cycled, nodes under a
+nemesis fault), paused, kill(nid) (stays down until after_kill(nid) restarts it),
 wipe(nid), http(nid), raft_addr(nid)."""
 import http.client
 import json
@@ -77,8 +77,11 @@ class Membership(threading.Thread):
     def pick(self):
         t = self.target
         lead, _ = leader_status(t)
+        # Mostly a follower; sometimes the leader itself (it hands over or steps down).
+        take_leader = self.rng.random() < 0.25
         with t.lock:
-            cands = [n for n in t.ids if n != lead and n not in t.busy and n not in t.paused]
+            cands = [n for n in t.ids if (n == lead) == take_leader and n not in t.busy and
+                     n not in t.paused]
             if not lead or not cands:
                 return None
             f = self.rng.choice(sorted(cands))

@@ -1,11 +1,16 @@
 """nemesis.py — a seeded, time-bounded fault run against a real 3-node raftfs cluster:
 concurrent clients PUT/GET/DELETE small unique values on a few files through random nodes
 while a nemesis kills (-9), pauses (SIGSTOP/SIGCONT) and — as root with ip netns —
-partitions nodes; then heals and checks (lincheck.py) linearizability per file, no lost
-acknowledged write, identical files/ on every node, one leader per term, and that the
-cluster takes writes again within a bound. Never leaves namespaces or processes behind.
+partitions nodes; with --links a lossy_proxy in front of every node's Raft port also makes
+single directed links slow (delay + jitter), lossy (connection resets and refusals),
+stalled, throttled or one-way black holes; with --membership a second thread meanwhile
+removes a node, wipes it and joins it again. Then it heals and checks (lincheck.py)
+linearizability per file, no lost acknowledged write, identical files/ on every node, one
+leader per term, no crash in the node logs, every node a voter again, and that the cluster
+takes writes again within a bound. Never leaves namespaces or processes behind.
 
-  nemesis.py [--seed S] [--seconds N | --minutes M] [--mode auto|sup|netns] [--keep]
+  nemesis.py [--seed S] [--seconds N | --minutes M] [--mode auto|sup|netns] [--links]
+             [--membership] [--keep]
 Exit status: 0 every check passed, 1 a check failed, 77 the mode cannot run here.
 """
 import argparse
