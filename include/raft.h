@@ -4,9 +4,11 @@
  *
  * The caller's loop, per batch (see README "The Raft core"):
  *   raft_ready(r, &rd);
- *   1. if rd.persist_seq != 0: hand (hardstate, truncate_from, entries) to storage as ONE
- *      durable write, in FIFO order with earlier writes; keep rd.msgs_after_persist with it;
- *   2. send rd.msgs now (they never depend on unpersisted state);
+ *   1. if rd.persist_seq != 0: hand (hardstate, snapshot point compact_to, truncate_from,
+ *      entries) to storage as ONE durable write, in FIFO order with earlier writes; keep
+ *      rd.msgs_after_persist with it;
+ *   2. send rd.msgs now (they never depend on unpersisted state), except RAFT_MSG_SNAPSHOT,
+ *      which asks the caller to stream its state machine (raft_report_snapshot());
  *   3. apply rd.committed in order; answer rd.reads once applied >= read.index;
  *   4. raft_advance(r, &rd);
  *   later, when write persist_seq is durable: send its msgs_after_persist, then call
@@ -346,7 +348,13 @@ bool raft_snapshot_acceptable(const struct raft *r, raft_term term, raft_index i
  * (index, index_term) and discards the whole log otherwise (Raft fig. 13), and hands out
  * ready.snapshot_reset with compact_to = index (and truncate_from = index + 1 when
  * discarding) plus an APPEND_RESP(index) to `from` in msgs_after_persist.
- * ERR_INVALID (stale: not acceptable; bad from/index/term/conf; nothing changes), ERR_FAILED. */
+ * ERR_INVALID (stale: not acceptable; bad from/index/term/conf; nothing changes), ERR_FAILED.
+ * Crash between the state machine's install and that write becoming durable: at boot the
+ * caller repairs its log by the same rule before raft_new() — the durable entries after index
+ * stay iff the durable log holds (index, index_term), else every entry goes — and records
+ * (index, index_term, conf) as the snapshot point. Deleting a matching suffix is NOT safe:
+ * those entries may have been acknowledged and counted for commitment. raft_new() raises its
+ * term to snapshot_term if the term was not yet durable. */
 int raft_install_snapshot(struct raft *r, raft_id from, raft_term term, raft_index index,
                           raft_term index_term, const struct raft_configuration *conf);
 
