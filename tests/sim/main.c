@@ -52,6 +52,7 @@ static void sim_usage(FILE *f)
             "                   no_stall_probe, snapshot_old\n"
             "  --expect-fail    succeed only if some seed fails (prints the first)\n"
             "  --no-rules       check only the safety properties, not the protocol rules\n"
+            "  --no-snap        no compaction, snapshots or transfers (older seeds' schedules)\n"
             "  --determinism    run each seed twice and compare the trace hashes\n"
             "  --regressions F  also run every seed listed in F (one per line, # comments)\n"
             "  -v               print the whole trace\n",
@@ -100,6 +101,8 @@ static int sim_parse_args(int argc, char **argv, struct sim_cli *c)
             c->keep_going = true;
         } else if (strcmp(a, "--no-rules") == 0) {
             c->o.no_rules = true;
+        } else if (strcmp(a, "--no-snap") == 0) {
+            c->o.no_snap = true;
         } else if (strcmp(a, "--determinism") == 0) {
             c->determinism = true;
         } else if (strcmp(a, "--regressions") == 0 && val) {

@@ -35,6 +35,7 @@ struct sim_opts {
     bool tracing;   /* keep the trace ring and hash */
     bool verbose;   /* print every trace line */
     bool no_rules;  /* check only the safety properties, not the protocol rules */
+    bool no_snap;   /* no compaction, snapshots or transfers (the schedules of older seeds) */
 };
 
 /* Per-run parameters, all drawn from the seed. */

@@ -20,6 +20,7 @@ void sim_snap_params(struct sim *s)
     struct sim_params *p = &s->p;
     struct sim_rng *g = &s->srng;
     sim_rng_seed(g, sim_mix(s->o.seed ^ 0x736e617073686f74ull));
+    if (s->o.no_snap) return;
     if (sim_rng_chance(g, 750)) {
         static const unsigned trailing[] = {0, 1, 4, 16, 64};
         p->compact_pm = (uint32_t)sim_rng_range(g, 5, 150);
