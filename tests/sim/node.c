@@ -336,7 +336,7 @@ static void sim_node_apply_write(struct sim *s, struct sim_node *n, struct sim_w
         size_t k = w->compact_to >= sim_d_last(n) ? n->d_n : (size_t)(w->compact_to - n->d_off);
         for (size_t i = 0; i < k; i++)
             raft_blob_unref(n->d_log[i].data);
-        memmove(n->d_log, n->d_log + k, (n->d_n - k) * sizeof *n->d_log);
+        if (n->d_n > k) memmove(n->d_log, n->d_log + k, (n->d_n - k) * sizeof *n->d_log);
         n->d_n -= k;
         n->d_off = w->compact_to;
         n->d_off_term = w->snap_term;

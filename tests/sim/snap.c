@@ -296,7 +296,7 @@ void sim_snap_boot_repair(struct sim *s, struct sim_node *n)
     size_t k = keep ? (size_t)(S - n->d_off) : n->d_n;
     for (size_t i = 0; i < k; i++)
         raft_blob_unref(n->d_log[i].data);
-    memmove(n->d_log, n->d_log + k, (n->d_n - k) * sizeof *n->d_log);
+    if (n->d_n > k) memmove(n->d_log, n->d_log + k, (n->d_n - k) * sizeof *n->d_log);
     n->d_n -= k;
     n->d_off = S;
     n->d_off_term = n->d_inst_term;
