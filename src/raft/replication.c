@@ -33,6 +33,14 @@ void raft_progress_sync(struct raft *r)
     for (uint32_t i = 0; i < r->n_prs;) {
         struct raft_progress *pr = &r->prs[i];
         bool gone = !raft_configuration_find(&r->conf, pr->id);
+        if (pr->removed && !gone) {
+            /* Added back before its old progress was dropped: a new incarnation, perhaps with
+             * a wiped log, so the old match proves nothing (heartbeats at it would be rejected
+             * and the rejections ignored as stale: it would never catch up). */
+            raft_progress_init(r, pr, pr->id);
+            i++;
+            continue;
+        }
         if (gone && !pr->removed) pr->removed_at = r->conf_index;
         pr->removed = gone;
         /* Kept until it was told its removal committed (else, not knowing, it would keep
