@@ -285,7 +285,8 @@ int raft_step(struct raft *r, const struct raft_msg *m);
 
 /* Leader only. Takes ownership of one reference to data (even on error). On success the
  * entry is at (*index_out, *term_out): it took effect iff that exact pair is applied.
- * ERR_NOTLEADER (see raft_status().leader for a hint), ERR_BUSY (leader leaving). */
+ * ERR_NOTLEADER (see raft_status().leader for a hint), ERR_BUSY (leader leaving, or handing
+ * leadership over: raft_transfer_leadership()). */
 int raft_propose(struct raft *r, struct raft_blob *data, raft_index *index_out,
                  raft_term *term_out);
 
@@ -296,7 +297,8 @@ int raft_read_index(struct raft *r, uint64_t id);
 
 /* Leader only; one configuration change in flight at a time. Adds m as a learner (m->voter
  * is ignored); the leader promotes it to voter once it has caught up. ERR_BUSY while a change
- * is uncommitted or no entry of the current term is committed yet; ERR_EXISTS if the id is a
+ * is uncommitted, no entry of the current term is committed yet or a leadership transfer is
+ * in progress; ERR_EXISTS if the id is a
  * member (its info is left unchanged); ERR_NOTLEADER; ERR_INVALID when full. */
 int raft_add_member(struct raft *r, const struct raft_member *m, raft_index *index_out);
 /* Leader only; any member, the leader included (it steps down once the change commits).
