@@ -43,6 +43,7 @@ WRITABLE_BOUND = 15.0  # seconds from healing to the first accepted write
 CONVERGE_BOUND = 20.0  # seconds from healing to identical files/ on every node
 ROUND_SECONDS = 60  # torture runs rounds of this length, each checked on its own
 STALE_READS = False  # --stale-reads: GET ?stale=true, to show the checker catches them
+BIG_WRITES = False  # --links: some PUTs of 64-512 KiB
 
 
 def log(*args):
@@ -272,6 +273,9 @@ def do_op(target, hist, stats, rng, cid, key, nid, seq, tag):
     x = rng.random()
     if x < 0.45:
         kind, method, value = lc.WRITE, "PUT", ("%s-c%d-%d" % (tag, cid, seq)).encode()
+        if BIG_WRITES and rng.random() < 0.04:
+            # Now and then a large one, so throttled and stalled links fill their windows.
+            value += b"." * rng.randint(64 << 10, 512 << 10)
     elif x < 0.52:
         kind, method, value = lc.WRITE, "DELETE", lc.ABSENT
     else:
@@ -711,8 +715,9 @@ def main(argv):
     ap.add_argument("--stale-reads", action="store_true",
                     help="clients read with ?stale=true (not linearizable: should FAIL)")
     args = ap.parse_args(argv[1:])
-    global STALE_READS
+    global STALE_READS, BIG_WRITES
     STALE_READS = args.stale_reads
+    BIG_WRITES = args.links
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     total = args.minutes * 60 if args.minutes else args.seconds
     log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s%s%s" % (
