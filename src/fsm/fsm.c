@@ -11,12 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "err.h"
 #include "fsm_db.h"
 #include "fsm_files.h"
 #include "fsm_int.h"
+#include "fsm_sha256.h"
 #include "fspath.h"
 #include "log.h"
 #include "rassert.h"
@@ -169,12 +168,6 @@ int fsm_checkpoint_sync(struct fsm *f)
     }
     pthread_mutex_unlock(&f->ckpt_lock);
     return rv;
-}
-
-static void fsm_sha256(const uint8_t *data, uint64_t len, uint8_t out[FSM_SHA256_LEN])
-{
-    int rv = crypto_hash_sha256(out, data, (unsigned long long)len);
-    ASSERT(rv == 0);
 }
 
 /* PUT at index i inside txn: outcome from metadata, then the file, then metadata. */

@@ -3,9 +3,8 @@
 #ifndef RAFTFS_FSM_SNAP_INT_H
 #define RAFTFS_FSM_SNAP_INT_H
 
-#include <sodium.h>
-
 #include "fsm_int.h"
+#include "fsm_sha256.h"
 #include "fsm_snap_fmt.h"
 
 #define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
@@ -40,7 +39,7 @@ struct fsm_snap_writer {
     uint64_t size, written;
     raft_index findex;
     uint8_t want_sha[FSM_SHA256_LEN];
-    crypto_hash_sha256_state sha;
+    struct fsm_sha256 sha;
 };
 
 /* node_dir/<rel> into out. ERR_INVALID when too long. */

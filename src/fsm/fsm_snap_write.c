@@ -163,7 +163,7 @@ static int wr_resolve_conflict(struct fsm_snap_writer *w, const char *path, size
 static int wr_file_done(struct fsm_snap_writer *w)
 {
     uint8_t sha[FSM_SHA256_LEN];
-    crypto_hash_sha256_final(&w->sha, sha);
+    fsm_sha256_final(&w->sha, sha);
     w->in_file = false;
     if (w->fd >= 0) {
         int e = close(w->fd) != 0 ? errno : 0;
@@ -211,7 +211,7 @@ static int wr_rec_file(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     w->size = size;
     w->written = 0;
     memcpy(w->want_sha, p + 16, FSM_SHA256_LEN);
-    crypto_hash_sha256_init(&w->sha);
+    fsm_sha256_init(&w->sha);
     if (index > w->max_index) w->max_index = index;
     w->n_files++;
     int rv = wr_resolve_conflict(w, w->path, plen, index);
@@ -224,7 +224,7 @@ static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (!w->in_file || len == 0 || len > w->size - w->written)
         return wr_fail(w, ERR_CORRUPT, "DATA record beyond its file");
-    crypto_hash_sha256_update(&w->sha, p, len);
+    fsm_sha256_update(&w->sha, p, len);
     for (size_t off = 0; !w->skip && off < len;) {
         ssize_t n = pwrite(w->fd, p + off, len - off, (off_t)(w->written + off));
         if (n < 0 && errno == EINTR) continue;

@@ -26,7 +26,7 @@ struct tenv {
     struct fsm *f;
 };
 
-static int tenv_rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static inline int tenv_rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
     (void)flag;
@@ -34,7 +34,7 @@ static int tenv_rm_cb(const char *p, const struct stat *st, int flag, struct FTW
     return remove(p);
 }
 
-static DB_ENV *tenv_env_open(const char *dir)
+static inline DB_ENV *tenv_env_open(const char *dir)
 {
     DB_ENV *env = NULL;
     mkdir(dir, 0755);
@@ -49,7 +49,7 @@ static DB_ENV *tenv_env_open(const char *dir)
 }
 
 /* Opens the store without background threads (deterministic); the open's result. */
-static int t_open_rv(struct tenv *t)
+static inline int t_open_rv(struct tenv *t)
 {
     char err[256];
     t->env = tenv_env_open(t->env_dir);
@@ -60,12 +60,12 @@ static int t_open_rv(struct tenv *t)
     return rv;
 }
 
-static void t_open(struct tenv *t)
+static inline void t_open(struct tenv *t)
 {
     CHECK_EQ_U(t_open_rv(t), 0);
 }
 
-static void t_close(struct tenv *t)
+static inline void t_close(struct tenv *t)
 {
     fsm_close(t->f);
     t->f = NULL;
@@ -73,7 +73,7 @@ static void t_close(struct tenv *t)
     t->env = NULL;
 }
 
-static void t_init(struct tenv *t)
+static inline void t_init(struct tenv *t)
 {
     memset(t, 0, sizeof *t);
     snprintf(t->dir, sizeof t->dir, "/tmp/fsm-snap-XXXXXX");
@@ -82,13 +82,13 @@ static void t_init(struct tenv *t)
     t_open(t);
 }
 
-static void t_fini(struct tenv *t)
+static inline void t_fini(struct tenv *t)
 {
     t_close(t);
     nftw(t->dir, tenv_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static void rid_of(unsigned n, uint8_t rid[FSM_REQ_ID_LEN])
+static inline void rid_of(unsigned n, uint8_t rid[FSM_REQ_ID_LEN])
 {
     memset(rid, 0, FSM_REQ_ID_LEN);
     memcpy(rid, &n, sizeof n);
@@ -96,8 +96,8 @@ static void rid_of(unsigned n, uint8_t rid[FSM_REQ_ID_LEN])
 }
 
 /* A PUT entry (body of len bytes, byte i = fill + i) or DELETE (body NULL, len 0). */
-static struct raft_entry mk_entry(raft_index i, unsigned rn, const char *path, const uint8_t *body,
-                                  size_t len, bool del)
+static inline struct raft_entry mk_entry(raft_index i, unsigned rn, const char *path,
+                                         const uint8_t *body, size_t len, bool del)
 {
     uint8_t rid[FSM_REQ_ID_LEN], *p;
     struct raft_blob *b = NULL;
@@ -111,13 +111,13 @@ static struct raft_entry mk_entry(raft_index i, unsigned rn, const char *path, c
     return (struct raft_entry){.term = 1, .index = i, .type = RAFT_ENTRY_NORMAL, .data = b};
 }
 
-static int apply_entry(struct fsm *f, const struct raft_entry *e, struct fsm_result *res)
+static inline int apply_entry(struct fsm *f, const struct raft_entry *e, struct fsm_result *res)
 {
     struct fsm_result tmp;
     return fsm_apply(f, e, res ? res : &tmp);
 }
 
-static int put(struct fsm *f, raft_index i, unsigned rn, const char *path, const char *body)
+static inline int put(struct fsm *f, raft_index i, unsigned rn, const char *path, const char *body)
 {
     struct raft_entry e = mk_entry(i, rn, path, (const uint8_t *)body, strlen(body), false);
     int rv = apply_entry(f, &e, NULL);
@@ -125,7 +125,7 @@ static int put(struct fsm *f, raft_index i, unsigned rn, const char *path, const
     return rv;
 }
 
-static int del(struct fsm *f, raft_index i, unsigned rn, const char *path)
+static inline int del(struct fsm *f, raft_index i, unsigned rn, const char *path)
 {
     struct raft_entry e = mk_entry(i, rn, path, NULL, 0, true);
     int rv = apply_entry(f, &e, NULL);
@@ -133,7 +133,7 @@ static int del(struct fsm *f, raft_index i, unsigned rn, const char *path)
     return rv;
 }
 
-static int noop(struct fsm *f, raft_index i)
+static inline int noop(struct fsm *f, raft_index i)
 {
     struct raft_entry e = {.term = 1, .index = i, .type = RAFT_ENTRY_NOOP};
     return apply_entry(f, &e, NULL);
@@ -146,9 +146,10 @@ struct dump {
     size_t len, cap;
 };
 
-static void dump_add(struct dump *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void dump_add(struct dump *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 #include <stdarg.h>
-static void dump_add(struct dump *d, const char *fmt, ...)
+static inline void dump_add(struct dump *d, const char *fmt, ...)
 {
     for (;;) {
         va_list ap;
@@ -165,7 +166,7 @@ static void dump_add(struct dump *d, const char *fmt, ...)
     }
 }
 
-static int dump_meta_cb(void *ctx, const char *path, const struct fsm_meta *m)
+static inline int dump_meta_cb(void *ctx, const char *path, const struct fsm_meta *m)
 {
     dump_add(ctx, "M %s %llu %llu %02x%02x\n", path, (unsigned long long)m->size,
              (unsigned long long)m->index, m->sha256[0], m->sha256[1]);
@@ -175,7 +176,7 @@ static int dump_meta_cb(void *ctx, const char *path, const struct fsm_meta *m)
 static struct dump *dump_tree_ctx;
 static size_t dump_tree_skip;
 
-static int dump_tree_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static inline int dump_tree_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)ftw;
     const char *rel = p + dump_tree_skip;
@@ -205,7 +206,7 @@ static int dump_tree_cb(const char *p, const struct stat *st, int flag, struct F
 }
 
 /* The whole observable state (caller frees). */
-static char *dump_state(struct tenv *t)
+static inline char *dump_state(struct tenv *t)
 {
     struct dump d = {0};
     dump_add(&d, "state\n");
@@ -218,7 +219,7 @@ static char *dump_state(struct tenv *t)
     return d.s;
 }
 
-static size_t count_dir(const struct tenv *t, const char *rel)
+static inline size_t count_dir(const struct tenv *t, const char *rel)
 {
     char full[300];
     snprintf(full, sizeof full, "%s/%s", t->dir, rel);
@@ -230,7 +231,7 @@ static size_t count_dir(const struct tenv *t, const char *rel)
     return n;
 }
 
-static bool path_exists(const struct tenv *t, const char *rel)
+static inline bool path_exists(const struct tenv *t, const char *rel)
 {
     char full[8300];
     struct stat st;
@@ -238,7 +239,7 @@ static bool path_exists(const struct tenv *t, const char *rel)
     return lstat(full, &st) == 0;
 }
 
-static double now_s(void)
+static inline double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -246,7 +247,7 @@ static double now_s(void)
 }
 
 /* xorshift64*: the tests' seeded randomness. */
-static uint64_t rng_next(uint64_t *s)
+static inline uint64_t rng_next(uint64_t *s)
 {
     *s ^= *s >> 12;
     *s ^= *s << 25;
