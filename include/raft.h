@@ -148,6 +148,8 @@ enum raft_bug {
     RAFT_BUG_CONFIG_BEFORE_NOOP = 1u << 4, /* config change before an own-term commit */
     RAFT_BUG_NO_STALL_PROBE = 1u << 5,     /* wait forever for lost pipelined appends */
     RAFT_BUG_SNAPSHOT_OLD = 1u << 6,       /* accept a snapshot at or below the commit index */
+    RAFT_BUG_TRANSFER_ANY_LOG = 1u << 7,   /* TIMEOUT_NOW before the target has the log, and
+                                              a transfer's vote granted to any log */
 };
 
 struct raft_config {

@@ -265,7 +265,9 @@ int raft_recv_vote(struct raft *r, const struct raft_msg *m)
     bool free_vote = r->vote == 0 && r->leader == 0;
     if (raft_bug(r, RAFT_BUG_DOUBLE_VOTE) && r->role != RAFT_LEADER && r->vote != r->cfg.id)
         free_vote = true;
-    bool grant = (r->vote == m->from || free_vote) && raft_log_up_to_date(r, m->index, m->log_term);
+    bool up_to_date = raft_log_up_to_date(r, m->index, m->log_term);
+    if (m->transfer && raft_bug(r, RAFT_BUG_TRANSFER_ANY_LOG)) up_to_date = true;
+    bool grant = (r->vote == m->from || free_vote) && up_to_date;
     if (grant) {
         r->vote = m->from;
         r->hs_dirty = true;

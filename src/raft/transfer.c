@@ -44,7 +44,7 @@ int raft_transfer_leadership(struct raft *r, raft_id to)
 void raft_transfer_on_match(struct raft *r, const struct raft_progress *pr)
 {
     if (r->transferee == 0 || pr->id != r->transferee) return;
-    if (pr->match != raft_log_last(&r->log)) return;
+    if (pr->match != raft_log_last(&r->log) && !raft_bug(r, RAFT_BUG_TRANSFER_ANY_LOG)) return;
     raft_send_timeout_now(r, pr->id);
 }
 

@@ -35,6 +35,7 @@ static const struct {
     {"config_before_noop", RAFT_BUG_CONFIG_BEFORE_NOOP, NULL},
     {"no_stall_probe", RAFT_BUG_NO_STALL_PROBE, "Catch-up"},
     {"snapshot_old", RAFT_BUG_SNAPSHOT_OLD, NULL},
+    {"transfer_any_log", RAFT_BUG_TRANSFER_ANY_LOG, NULL},
 };
 
 static void sim_usage(FILE *f)
@@ -49,7 +50,7 @@ static void sim_usage(FILE *f)
             "  --nodes 3|5      cluster size (default: 3 for odd seeds, 5 for even)\n"
             "  --bug NAME       plant a bug: commit_old_term, double_vote,\n"
             "                   vote_not_persisted, read_no_confirm, config_before_noop,\n"
-            "                   no_stall_probe, snapshot_old\n"
+            "                   no_stall_probe, snapshot_old, transfer_any_log\n"
             "  --expect-fail    succeed only if some seed fails (prints the first)\n"
             "  --no-rules       check only the safety properties, not the protocol rules\n"
             "  --no-snap        no compaction, snapshots or transfers (older seeds' schedules)\n"

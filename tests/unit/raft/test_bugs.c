@@ -153,6 +153,31 @@ static void test_bug_snapshot_old(void)
     CHECK_EQ_U(old_snapshot_acceptable(RAFT_BUG_SNAPSHOT_OLD), BUGGY ? 1 : 0);
 }
 
+/* A follower asked for a transfer vote by a candidate whose log is behind its own. */
+static bool stale_transfer_vote_granted(uint32_t bugs)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    set_bugs(&tc, bugs);
+    tc_cluster(&tc, 3);
+    raft_index idx;
+    tc_propose(&tc, 1, "x", &idx);
+    tc_flush(&tc);
+    struct raft_status st = tc_status(&tc, 2);
+    struct raft_msg v = tc_msg(RAFT_MSG_VOTE, 3, 2, st.term + 1, 1, 1);
+    v.transfer = true;
+    raft_step(tc_raft(&tc, 2), &v);
+    bool granted = tc_status(&tc, 2).vote == 3;
+    tc_free(&tc);
+    return granted;
+}
+
+static void test_bug_transfer_any_log(void)
+{
+    CHECK(!stale_transfer_vote_granted(0));
+    CHECK_EQ_U(stale_transfer_vote_granted(RAFT_BUG_TRANSFER_ANY_LOG), BUGGY ? 1 : 0);
+}
+
 int main(void)
 {
     RUN(test_bug_commit_old_term);
@@ -161,5 +186,6 @@ int main(void)
     RUN(test_bug_read_no_confirm);
     RUN(test_bug_config_before_noop);
     RUN(test_bug_snapshot_old);
+    RUN(test_bug_transfer_any_log);
     return check_report();
 }
