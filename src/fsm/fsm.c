@@ -47,6 +47,7 @@ static void fsm_free(struct fsm *f)
 {
     pthread_mutex_destroy(&f->ckpt_lock);
     pthread_mutex_destroy(&f->thr_lock);
+    pthread_mutex_destroy(&f->trash_lock);
     pthread_cond_destroy(&f->thr_cond);
     free(f);
 }
@@ -71,6 +72,7 @@ int fsm_open_opts(DB_ENV *env, const char *node_dir, const struct fsm_options *o
     pthread_mutex_init(&f->ckpt_lock, NULL);
     pthread_mutex_init(&f->thr_lock, NULL);
     pthread_cond_init(&f->thr_cond, NULL);
+    pthread_mutex_init(&f->trash_lock, NULL);
     raft_index a = 0, c = 0;
     int rv = 0;
     if (snprintf(f->node_dir, sizeof f->node_dir, "%s", node_dir) >= (int)sizeof f->node_dir) {

@@ -49,7 +49,9 @@ struct fsm {
     int install_stop_after; /* test hook: 0 off, k: install stops after step k */
     /* Removes old trees moved to trash/ by an install, off the caller's thread. */
     pthread_t trash_thread;
-    bool trash_running;
+    bool trash_joinable;        /* created and not joined yet (caller's thread only) */
+    pthread_mutex_t trash_lock; /* guards trash_running, trash_again */
+    bool trash_running, trash_again;
     _Atomic bool trash_stop;
 };
 

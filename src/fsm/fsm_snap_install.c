@@ -99,33 +99,50 @@ static void *trash_main(void *arg)
 {
     struct fsm *f = arg;
     char dir[PATH_MAX];
-    if (fsm_snap_path(f, "trash", dir, sizeof dir)) return NULL;
-    for (bool again = true; again && !atomic_load(&f->trash_stop);) {
+    if (fsm_snap_path(f, "trash", dir, sizeof dir) != 0) dir[0] = '\0';
+    for (bool again = true; again;) {
         again = false;
-        DIR *d = opendir(dir);
+        DIR *d = dir[0] ? opendir(dir) : NULL;
         for (struct dirent *de; d && (de = readdir(d)) && !atomic_load(&f->trash_stop);) {
             if (strncmp(de->d_name, "snap-", 5) != 0) continue;
             /* Removed: the directory changed while read, read it again. */
             if (fsm_files_rmtree(dirfd(d), de->d_name, &f->trash_stop)) again = true;
         }
         if (d) closedir(d);
+        /* A kick while running (a new tree arrived): one more pass, else done. */
+        pthread_mutex_lock(&f->trash_lock);
+        again = (again || f->trash_again) && !atomic_load(&f->trash_stop);
+        f->trash_again = false;
+        if (!again) f->trash_running = false; /* decided under the lock a kick takes */
+        pthread_mutex_unlock(&f->trash_lock);
     }
     return NULL;
 }
 
+/* Never waits for a removal in progress: a running thread just makes one more pass. */
 static void trash_kick(struct fsm *f)
 {
-    if (f->trash_running) pthread_join(f->trash_thread, NULL);
+    pthread_mutex_lock(&f->trash_lock);
+    bool running = f->trash_running;
+    if (running) f->trash_again = true;
+    pthread_mutex_unlock(&f->trash_lock);
+    if (running) return;
+    if (f->trash_joinable) pthread_join(f->trash_thread, NULL); /* it has finished */
     atomic_store(&f->trash_stop, false);
-    f->trash_running = pthread_create(&f->trash_thread, NULL, trash_main, f) == 0;
-    if (!f->trash_running) LOG_WARN("fsm: no trash thread: trash/ is emptied at the next open");
+    f->trash_running = true;
+    f->trash_joinable = pthread_create(&f->trash_thread, NULL, trash_main, f) == 0;
+    if (!f->trash_joinable) {
+        f->trash_running = false;
+        LOG_WARN("fsm: no trash thread: trash/ is emptied at the next open");
+    }
 }
 
 void fsm_snap_shutdown(struct fsm *f)
 {
-    if (!f->trash_running) return;
+    if (!f->trash_joinable) return;
     atomic_store(&f->trash_stop, true);
     pthread_join(f->trash_thread, NULL);
+    f->trash_joinable = false;
     f->trash_running = false;
 }
 
@@ -323,7 +340,9 @@ int fsm_snap_install(struct fsm *f, struct fsm_snap_writer *w)
 static bool snap_is_dir(const char *path, const struct fsm_snap_rec *r)
 {
     struct stat st;
-    return stat(path, &st) == 0 && (uint64_t)st.st_ino == r->ino && (uint64_t)st.st_dev == r->dev;
+    /* The inode number alone: both directories are on one file system, and st_dev may
+     * change across reboots on some setups. */
+    return stat(path, &st) == 0 && (uint64_t)st.st_ino == r->ino;
 }
 
 /* A pending install: the BDB side is committed; make files/ the recorded tree. */
