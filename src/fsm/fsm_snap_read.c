@@ -71,8 +71,9 @@ int fsm_snap_reader_open(struct fsm *f, raft_index index, raft_term term,
     ASSERT(f && out);
     *out = NULL;
     if (index != fsm_applied(f)) return ERR_INVALID;
-    /* A crash replay still running: files/ may be ahead of the metadata. */
-    if (f->bdb_applied > index) return ERR_BUSY;
+    /* A crash replay still running (files/ may be ahead of the metadata), or the window of
+     * our own last install not replayed yet (files may be ahead of the applied index). */
+    if (f->bdb_applied > index || (f->snap.present && index < f->snap.index_end)) return ERR_BUSY;
     if (conf && conf->len > FSS_CONF_MAX) return ERR_TOOBIG;
     struct fsm_snap_reader *r = calloc(1, sizeof *r);
     uint8_t *rec = malloc(FSS_REC_HDR + FSS_PAYLOAD_MAX + FSS_REC_CRC);
