@@ -160,6 +160,17 @@ static void test_snap_round_trip(void)
     CHECK_EQ_U(fsm_applied(b.f), s);
     CHECK_EQ_U(fsm_checkpointed(b.f), s);
     check_same_state(&a, &b);
+    /* The 4096-byte path (beyond what one *at() call takes) arrived too. */
+    char deep[4097];
+    for (size_t k = 0; k < 4096; k++)
+        deep[k] = (k % 201 == 200) ? '/' : 'q';
+    deep[4096] = '\0';
+    int fd = -1;
+    struct fsm_meta dm;
+    char got[8] = "";
+    CHECK_EQ_U(fsm_open_read(b.f, deep, &fd, &dm), 0);
+    CHECK(fd >= 0 && pread(fd, got, sizeof got, 0) == 4 && !memcmp(got, "deep", 4));
+    if (fd >= 0) close(fd);
     struct fsm_snap_meta info;
     CHECK_EQ_U(fsm_snap_info(b.f, &info), 0);
     CHECK_EQ_U(info.index, s);
