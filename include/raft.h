@@ -370,6 +370,10 @@ int raft_install_snapshot(struct raft *r, raft_id from, raft_term term, raft_ind
  * ERR_NOTLEADER; ERR_INVALID (to == 0, to == self, to a learner); ERR_NOTFOUND (not a
  * member); ERR_BUSY (a transfer to another node is in progress; to the same: 0); ERR_FAILED. */
 int raft_transfer_leadership(struct raft *r, raft_id to);
+/* Leader only (0 otherwise): the best target for a hand-over — among the other voters of the
+ * latest configuration, one heard from in this check-quorum period with the highest match
+ * index (ties: configuration order); 0 when no other voter qualifies. Read-only. */
+raft_id raft_transfer_candidate(const struct raft *r);
 
 /* ---- Outputs -------------------------------------------------------------------------------- */
 bool raft_has_ready(const struct raft *r);

@@ -309,11 +309,12 @@ void node_transfer_request(struct node *n, struct http_req *req, const char *id)
     xfer_dispatch(n, x);
 }
 
-/* The voter to hand leadership to: the first other voter of the configuration. (The core does
- * not tell which follower is most up to date; it brings the target up to date before
- * TIMEOUT_NOW either way.) */
+/* The voter to hand leadership to: the most up-to-date voter heard from recently (the core
+ * brings it fully up to date before TIMEOUT_NOW); failing that, the first other voter. */
 raft_id node_transfer_pick(struct node *n)
 {
+    raft_id best = raft_transfer_candidate(n->raft);
+    if (best) return best;
     const struct raft_configuration *c = raft_configuration(n->raft);
     for (uint32_t i = 0; i < c->n; i++)
         if (c->members[i].voter && c->members[i].id != n->id) return c->members[i].id;

@@ -39,6 +39,26 @@ int raft_transfer_leadership(struct raft *r, raft_id to)
     return 0;
 }
 
+raft_id raft_transfer_candidate(const struct raft *r)
+{
+    if (r->role != RAFT_LEADER) return 0;
+    raft_id best = 0;
+    raft_index best_match = 0;
+    for (uint32_t i = 0; i < r->conf.n; i++) {
+        const struct raft_member *m = &r->conf.members[i];
+        if (!m->voter || m->id == r->cfg.id) continue;
+        const struct raft_progress *pr = NULL;
+        for (uint32_t k = 0; k < r->n_prs && !pr; k++)
+            if (r->prs[k].id == m->id) pr = &r->prs[k];
+        if (!pr || !pr->recent_active) continue;
+        if (best == 0 || pr->match > best_match) {
+            best = m->id;
+            best_match = pr->match;
+        }
+    }
+    return best;
+}
+
 /* Each acknowledgement from the target while it has the whole log (re)sends TIMEOUT_NOW: a
  * lost one is retried at the next heartbeat round; a late duplicate carries an old term. */
 void raft_transfer_on_match(struct raft *r, const struct raft_progress *pr)

@@ -82,6 +82,29 @@ static void test_lagging_target_is_caught_up_first(void)
     tc_free(&tc);
 }
 
+/* The hand-over target is the voter with the highest match; followers have none. */
+static void test_transfer_candidate_prefers_the_longest_log(void)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    tc_cluster(&tc, 3);
+    tc.cut[1][2] = true;
+    raft_index idx = 0;
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_U(tc_propose(&tc, 1, "x", &idx), 0);
+    tc_flush(&tc);
+    CHECK_EQ_U(raft_transfer_candidate(tc_raft(&tc, 1)), 3);
+    CHECK_EQ_U(raft_transfer_candidate(tc_raft(&tc, 2)), 0);
+    tc.cut[1][2] = false;
+    tc.cut[1][3] = true;
+    settle(&tc, 1, 12);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_U(tc_propose(&tc, 1, "y", &idx), 0);
+    tc_flush(&tc);
+    CHECK_EQ_U(raft_transfer_candidate(tc_raft(&tc, 1)), 2);
+    tc_free(&tc);
+}
+
 static void test_dead_target_aborts_and_leader_resumes(void)
 {
     struct tc tc;
@@ -166,6 +189,7 @@ int main(void)
     RUN(test_transfer_to_up_to_date_follower);
     RUN(test_transfer_flag_passes_the_lease);
     RUN(test_lagging_target_is_caught_up_first);
+    RUN(test_transfer_candidate_prefers_the_longest_log);
     RUN(test_dead_target_aborts_and_leader_resumes);
     RUN(test_transfer_bad_targets);
     RUN(test_stale_timeout_now_ignored);
