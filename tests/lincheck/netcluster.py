@@ -10,8 +10,10 @@ import os
 import shutil
 import signal
 import subprocess
+import queue
 import tempfile
 import sys
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 import nodes as e2e_nodes  # noqa: E402
@@ -69,6 +71,40 @@ def _setns(path):
 def _pdeathsig():
     # The node dies with this test process, whatever kills it.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class _Spawner:
+    """Starts processes from one long-lived thread. PR_SET_PDEATHSIG fires when the thread
+    that forked the child exits, not the process: a node restarted from a short-lived
+    thread (the membership nemesis) was SIGKILLed when that thread ended (netns seed 28)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.q = None
+
+    def _loop(self):
+        while True:
+            fn, box, done = self.q.get()
+            try:
+                box.append(fn())
+            except BaseException as e:  # noqa: BLE001 — handed to the caller
+                box.append(e)
+            done.set()
+
+    def popen(self, *args, **kw):
+        with self.lock:
+            if self.q is None:
+                self.q = queue.Queue()
+                threading.Thread(target=self._loop, daemon=True, name="spawner").start()
+        box, done = [], threading.Event()
+        self.q.put((lambda: subprocess.Popen(*args, **kw), box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+
+_spawner = _Spawner()
 
 
 def remove_stale_namespaces():
@@ -154,9 +190,8 @@ class NetCluster:
                 "--id", nid] + (["--bootstrap"] if bootstrap else [])
         with open(os.path.join(d, "node.log"), "ab") as log:
             # ip netns exec execs the node in place: the pid is the node's.
-            self.procs[nid] = subprocess.Popen(args, stdout=log, stderr=log,
-                                               stdin=subprocess.DEVNULL,
-                                               preexec_fn=_pdeathsig)
+            self.procs[nid] = _spawner.popen(args, stdout=log, stderr=log,
+                                             stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig)
 
     def alive(self, nid):
         p = self.procs.get(nid)
