@@ -126,7 +126,7 @@ def t_passthrough(env):
 
 
 def t_delay_per_link(env):
-    env.ctl.set("D", "A", delay_ms=300, jitter_ms=100)
+    env.ctl.set("D", "A", delay_ms=600, jitter_ms=100)
     a, b = env.dial("D", "A"), env.dial("D", "B")
     t0 = time.monotonic()
     a.sendall(b"from-A")
@@ -134,8 +134,8 @@ def t_delay_per_link(env):
     sink = env.sinks["D"]
     wait_for(lambda: sink.first_time(b"from-A"), 5, "delayed bytes")
     da, db = sink.first_time(b"from-A") - t0, sink.first_time(b"from-B") - t0
-    assert 0.29 <= da <= 1.5, "A->D delay %.3f s, want 0.3-0.4 s" % da
-    assert db < 0.2, "B->D is not faulted but took %.3f s" % db
+    assert 0.59 <= da <= 2.0, "A->D delay %.3f s, want 0.6-0.7 s" % da
+    assert db < 0.45, "B->D is not faulted but took %.3f s" % db
     # Order is kept under jitter.
     for i in range(50):
         a.sendall(b"<%03d>" % i)
