@@ -3,7 +3,9 @@ links, a second thread removes a node — mostly a follower, now and then the le
 POST /v1/cluster/remove, waits until the removal is committed, kills the node, wipes its
 state (keeping node.log, the evidence the one-leader-per-term check reads), restarts it
 empty and joins it again (POST /v1/cluster/join; raftsup also re-joins an empty node),
-until it is a voter. The node it works on is reserved so the nemesis leaves it alone.
+until it is a voter. The node it works on is reserved so the nemesis leaves it alone. Under
+raftsup it sometimes instead starts a 4th node outside raftsup's config, joins it (four
+voters, quorum three, while the nemesis works), and removes it again.
 
 The target provides: ids, lock, reserved and busy (sets: nodes being cycled, nodes under a
 nemesis fault), paused, kill(nid) (stays down until after_kill(nid) restarts it),
@@ -38,6 +40,14 @@ def _req(addr, method, path, obj=None, timeout=3.0):
 def status(target, nid, timeout=0.5):
     try:
         st, body = _req(target.http(nid), "GET", "/v1/status", timeout=timeout)
+        return body if st == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def status_at(addr, timeout=0.5):
+    try:
+        st, body = _req(addr, "GET", "/v1/status", timeout=timeout)
         return body if st == 200 else None
     except (OSError, http.client.HTTPException):
         return None
@@ -95,6 +105,9 @@ class Membership(threading.Thread):
                     break
                 if time.monotonic() >= self.deadline:
                     break
+                if getattr(self.target, "extra_ids", None) and self.rng.random() < 0.3:
+                    self.cycle_fourth()
+                    continue
                 f = self.pick()
                 if f is None:
                     continue
@@ -146,8 +159,9 @@ class Membership(threading.Thread):
             return st == 200 or self.removed_committed(f)
         self.until(attempt, "removal of %s committed" % f)
 
-    def rejoin(self, f):
-        body = {"id": f, "raft": self.target.raft_addr(f), "http": self.target.http(f)}
+    def rejoin(self, f, raft=None, http_addr=None):
+        body = {"id": f, "raft": raft or self.target.raft_addr(f),
+                "http": http_addr or self.target.http(f)}
 
         def attempt():
             lead, s = leader_status(self.target, exclude=(f,))
@@ -185,6 +199,29 @@ class Membership(threading.Thread):
         except TimeoutError:
             pass  # checked after healing
 
+    def cycle_fourth(self):
+        """A 4th node joins (4 voters: quorum 3 while the nemesis works), stays a while and is
+        removed again."""
+        t, x = self.target, self.target.extra_ids[0]
+        t0 = time.monotonic()
+        raft, http_addr = t.fourth_addrs()
+        t.start_fourth()
+        try:
+            self.until(lambda: status_at(http_addr), "%s serving" % x, bound=15)
+            self.rejoin(x, raft, http_addr)
+            self.log("membership: %s joined (%.1f s)" % (x, time.monotonic() - t0))
+            try:
+                self.until(lambda: self.is_voter(x), "%s a voter" % x, bound=15)
+                self.log("membership: %s is a voter (%.1f s)" % (x, time.monotonic() - t0))
+            except TimeoutError:
+                pass
+            time.sleep(self.rng.uniform(1.0, 4.0))
+            self.remove(x)
+            self.log("membership: %s removed (%.1f s)" % (x, time.monotonic() - t0))
+            self.events.append("add+remove %s" % x)
+        finally:
+            t.stop_fourth()
+
     def finish(self, bound=60.0):
         """After the nemesis stopped: the cycle in progress completes and every node is a
         voter again. Returns problems."""
@@ -201,6 +238,11 @@ class Membership(threading.Thread):
         except TimeoutError as e:
             _, s = leader_status(self.target)
             problems.append("%s (leader's members: %s)" % (e, s and s["members"]))
+        _, s = leader_status(self.target)
+        extra = [m["id"] for m in (s or {}).get("members", [])
+                 if m["id"] not in self.target.ids]
+        if extra:
+            problems.append("members left over after the run: %s" % extra)
         return problems
 
     def is_leader(self, n):

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -76,6 +77,42 @@ class SupTarget:
         self.links = None
         if links:
             self._put_proxies_in_front(seed)
+        self._make_fourth()
+
+    # --- a 4th node outside raftsup's config, for the membership nemesis --------------
+    extra_ids = ["node4"]
+
+    def _make_fourth(self):
+        """config4.json: the cluster's config plus node4, run by hand (raftsup never sees
+        it); the others learn its address from its join."""
+        raft, http_ = harness.free_ports(2)
+        self.fourth = {"id": "node4", "raft": "127.0.0.1:%d" % raft,
+                       "http": "127.0.0.1:%d" % http_}
+        with open(self.c.config) as f:
+            conf = json.load(f)
+        conf["nodes"] = conf["nodes"] + [self.fourth]
+        self.config4 = os.path.join(self.dir, "config4.json")
+        with open(self.config4, "w") as f:
+            json.dump(conf, f, indent=1)
+        self.fourth_proc = None
+
+    def start_fourth(self):
+        d = os.path.join(self.data, "node4")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "node.log"), "ab") as out:
+            self.fourth_proc = subprocess.Popen(
+                [harness.RAFTNODE, "--config", self.config4, "--id", "node4"],
+                stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def stop_fourth(self):
+        p, self.fourth_proc = self.fourth_proc, None
+        if p and p.poll() is None:
+            p.kill()
+            p.wait(10)
+        membership.wipe_dir(os.path.join(self.data, "node4"))
+
+    def fourth_addrs(self):
+        return self.fourth["raft"], self.fourth["http"]
 
     def _put_proxies_in_front(self, seed):
         """Each node binds raft_listen (its old raft port); peers dial raft = its proxy."""
@@ -149,6 +186,8 @@ class SupTarget:
                 pass
         if self.links:
             self.links.stop()
+        if self.fourth_proc and self.fourth_proc.poll() is None:
+            self.fourth_proc.kill()
         if keep:
             os.environ["RAFTFS_KEEP_TMP"] = "1"
         self.c.cleanup()
@@ -173,6 +212,8 @@ class NetTarget:
             self.links = linkfaults.ProxyLinks(self.dir, seed, [
                 (["ip", "netns", "exec", self.c.ns(nid)], [self.c.proxy_spec(nid)])
                 for nid in self.ids])
+
+    extra_ids = []
 
     def raft_addr(self, nid):
         return self.c.nodes[self.ids.index(nid)]["raft"]
@@ -551,7 +592,7 @@ LEADER_RE = re.compile(r"^\S+ +\S+ +(\S+) .*raft: became leader at term (\d+)")
 
 def leaders_per_term(target):
     terms = {}
-    for nid in target.ids:
+    for nid in target.ids + target.extra_ids:
         try:
             with open(os.path.join(target.data, nid, "node.log"), errors="replace") as f:
                 for line in f:
@@ -570,7 +611,7 @@ def crash_reports(target):
     """Lines of node logs that show a crash or a failed assertion (a node that died on
     its own is restarted, so the history alone would not tell)."""
     out = []
-    for nid in target.ids:
+    for nid in target.ids + target.extra_ids:
         try:
             with open(os.path.join(target.data, nid, "node.log"), errors="replace") as f:
                 for line in f:
