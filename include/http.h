@@ -94,6 +94,18 @@ void http_reply_fd(struct http_req *req, int fd, uint64_t size, const char *etag
 void http_reply_text(struct http_req *req, unsigned status, const char *content_type,
                      const char *body, size_t len);
 void http_reply_empty(struct http_req *req, unsigned status);
+/* text: a JSON document (malloc'd, stolen; NULL is answered 500 "no_memory"), sent as is. */
+void http_reply_json_text(struct http_req *req, unsigned status, char *text, size_t len);
+
+/* JSON string escaping as jansson's compact dump does it ('"', '\\', control characters; UTF-8
+ * passes through): writes at most cap bytes of the escaped s[0..len) to out (NUL-terminated
+ * when cap > 0; out may be NULL when cap is 0) and returns the escaped length, like snprintf. */
+size_t http_json_escape(const char *s, size_t len, char *out, size_t cap);
+/* A file's object, {"path":..,"size":..,"sha256":..,"index":..} and a newline, byte for byte
+ * what http_reply_json gives for the same json_pack: malloc'd, its length in *len; NULL when
+ * out of memory. */
+char *http_json_file(const char *path, uint64_t size, const char sha256_hex[65], uint64_t index,
+                     size_t *len);
 
 /* Percent-decodes raw[0..raw_len) into out (capacity out_cap, NUL-terminated) and sets
  * *out_len. ERR_INVALID for a malformed escape or an encoded NUL, ERR_TOOBIG when the result

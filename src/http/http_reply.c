@@ -164,6 +164,17 @@ void http_reply_json(struct http_req *req, unsigned status, json_t *body)
     http_deliver(req, status, r, len);
 }
 
+void http_reply_json_text(struct http_req *req, unsigned status, char *text, size_t len)
+{
+    if (!text) {
+        http_reply_error(req, 500, "no_memory", "cannot build the answer");
+        return;
+    }
+    struct MHD_Response *r =
+        http_buffer_response(text, len, MHD_RESPMEM_MUST_FREE, "application/json");
+    http_deliver(req, status, r, len);
+}
+
 void http_reply_error(struct http_req *req, unsigned status, const char *code, const char *fmt, ...)
 {
     va_list ap;

@@ -35,6 +35,42 @@ static void test_utf8(void)
     CHECK(!strcmp(msg, "no such file: a?\xc3\xa9??"));
 }
 
+/* http_json_file must give jansson's compact dump of the same object, byte for byte. */
+static void json_file_check(const char *path, uint64_t size, uint64_t index)
+{
+    const char *hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    json_t *o = json_pack("{s:s, s:I, s:s, s:I}", "path", path, "size", (json_int_t)size, "sha256",
+                          hex, "index", (json_int_t)index);
+    CHECK(o != NULL);
+    char *want = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    size_t len = 0;
+    char *got = http_json_file(path, size, hex, index, &len);
+    CHECK(want && got);
+    if (!want || !got) return;
+    CHECK(len == strlen(want) + 1 && got[len - 1] == '\n' && !memcmp(got, want, len - 1));
+    if (len != strlen(want) + 1 || memcmp(got, want, len - 1))
+        fprintf(stderr, "  want %s\n  got  %.*s\n", want, (int)len, got);
+    free(want);
+    free(got);
+}
+
+static void test_json_file(void)
+{
+    json_file_check("a/b.txt", 0, 1);
+    json_file_check("q\"uote\\back/sl\x01ash\x1f\b\f\n\r\t", 1024, 18446744073709551615ull >> 1);
+    json_file_check("\xc3\xa9t\xc3\xa9/\xf0\x9f\x98\x80 \x7f~", 64ull << 20, 42);
+    char all[128];
+    for (int i = 1; i < 128; i++)
+        all[i - 1] = (char)i;
+    all[127] = '\0';
+    json_file_check(all, 1, 2);
+    char esc[8];
+    CHECK_EQ_U(http_json_escape("a\"\x02", 3, esc, sizeof esc), 9); /* a \" \u0002 */
+    CHECK(!strcmp(esc, "a\\\"\\u00"));                              /* truncated, NUL-terminated */
+    CHECK_EQ_U(http_json_escape("ab", 2, NULL, 0), 2);
+}
+
 static void test_routes(void)
 {
     struct resp r;
@@ -548,6 +584,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_ALL);
     RUN(test_path_decode);
     RUN(test_utf8);
+    RUN(test_json_file);
     RUN(test_bad_listen_address);
     RUN(test_idle_no_spin);
     RUN(test_header_deadline);
