@@ -27,6 +27,7 @@ struct bench_opts {
     int get_percent; /* share of requests that are GETs */
     const char *fsync_dir;
     bool json;
+    double slow_ms; /* > 0: log each request slower than this to stderr, with the time */
 };
 
 struct bench_conn {
@@ -97,6 +98,18 @@ static void bench_issue(CURLM *multi, struct bench_conn *c)
     curl_multi_add_handle(multi, c->easy);
 }
 
+/* One slow request on stderr, stamped with the UTC wall clock of its end (as in node.log), so
+ * stalls can be matched with what the nodes logged then. */
+static void bench_log_slow(const struct bench_conn *c, double lat_us, long status)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    fprintf(stderr, "slow %02d:%02d:%02d.%03ld conn %d %.1f ms status %ld %s\n", tm.tm_hour,
+            tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, c->index, lat_us / 1e3, status, c->url);
+}
+
 static void bench_record(struct bench_stats *st, struct bench_conn *c, CURLcode code)
 {
     long status = 0;
@@ -110,7 +123,9 @@ static void bench_record(struct bench_stats *st, struct bench_conn *c, CURLcode 
     }
     st->ok++;
     st->bytes += bench_o.size;
-    if (st->n < BENCH_MAX_SAMPLES) st->lat_us[st->n++] = (bench_now() - c->started) * 1e6;
+    double lat_us = (bench_now() - c->started) * 1e6;
+    if (st->n < BENCH_MAX_SAMPLES) st->lat_us[st->n++] = lat_us;
+    if (bench_o.slow_ms > 0 && lat_us >= bench_o.slow_ms * 1e3) bench_log_slow(c, lat_us, status);
 }
 
 static int bench_cmp(const void *a, const void *b)
@@ -202,25 +217,22 @@ static void bench_usage(void)
     fprintf(stderr,
             "usage: raftbench --server HOST:PORT[,HOST:PORT...] [-c CONNS] [-s BYTES] [-d SECS]\n"
             "                 [--paths N (0 = new path per request)] [--get PERCENT]\n"
-            "                 [--fsync-dir DIR] [--json]\n");
+            "                 [--fsync-dir DIR] [--json] [--slow MS (log slower requests)]\n");
 }
 
 static int bench_parse(int argc, char **argv)
 {
-    static const struct option opts[] = {{"server", required_argument, NULL, 'S'},
-                                         {"conns", required_argument, NULL, 'c'},
-                                         {"size", required_argument, NULL, 's'},
-                                         {"duration", required_argument, NULL, 'd'},
-                                         {"paths", required_argument, NULL, 'p'},
-                                         {"get", required_argument, NULL, 'g'},
-                                         {"fsync-dir", required_argument, NULL, 'f'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"server", required_argument, NULL, 'S'},    {"conns", required_argument, NULL, 'c'},
+        {"size", required_argument, NULL, 's'},      {"duration", required_argument, NULL, 'd'},
+        {"paths", required_argument, NULL, 'p'},     {"get", required_argument, NULL, 'g'},
+        {"fsync-dir", required_argument, NULL, 'f'}, {"json", no_argument, NULL, 'j'},
+        {"slow", required_argument, NULL, 'w'},      {NULL, 0, NULL, 0}};
     bench_o = (struct bench_opts){
         .conns = 1, .size = 1024, .seconds = 10, .paths = 1024, .fsync_dir = "."};
     int ch;
     char *servers = NULL;
-    while ((ch = getopt_long(argc, argv, "S:c:s:d:p:g:f:j", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "S:c:s:d:p:g:f:jw:", opts, NULL)) != -1) {
         switch (ch) {
         case 'S':
             servers = optarg;
@@ -245,6 +257,9 @@ static int bench_parse(int argc, char **argv)
             break;
         case 'j':
             bench_o.json = true;
+            break;
+        case 'w':
+            bench_o.slow_ms = atof(optarg);
             break;
         default:
             return 2;
