@@ -83,11 +83,12 @@ case "${1:-demo}" in
     bench) install_deps; build build; exec tests/bench/run_bench.sh "$ROOT/build" ;;
     fuzz) install_deps; build build; exec tests/fuzz/run_fuzz.sh "$ROOT/build" "${2:-60}" ;;
     torture) install_deps; build build
-        # Half in network namespaces when root (partitions; else raftsup), half under raftsup
-        # (its restarts and re-joins); both with proxied links and membership cycles.
+        # Half in network namespaces when root (partitions; else raftsup) with frequent log
+        # compaction (InstallSnapshot), half under raftsup (its restarts and re-joins, a 4th
+        # node); both with proxied links and membership cycles.
         half=$(awk -v m="${2:-10}" 'BEGIN { print m / 2 }'); rc=0
-        for mode in auto sup; do
-            RAFTFS_BUILD="$ROOT/build" python3 tests/lincheck/nemesis.py --mode "$mode" \
+        for run in "auto --snapshots" "sup"; do
+            RAFTFS_BUILD="$ROOT/build" python3 tests/lincheck/nemesis.py --mode $run \
                 --minutes "$half" --links --membership || rc=1
         done
         exit $rc ;;

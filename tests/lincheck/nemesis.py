@@ -45,6 +45,9 @@ CONVERGE_BOUND = 20.0  # seconds from healing to identical files/ on every node
 ROUND_SECONDS = 60  # torture runs rounds of this length, each checked on its own
 STALE_READS = False  # --stale-reads: GET ?stale=true, to show the checker catches them
 BIG_WRITES = False  # --links: some PUTs of 64-512 KiB
+# --snapshots: compaction every 200 entries or 4 MiB, keeping 20 (the defaults are 10,000 /
+# 64 MiB / 1,024, which a short run rarely reaches).
+SNAPSHOT_CONF = {"snapshot_entries": 200, "snapshot_bytes": 4 << 20, "snapshot_trailing": 20}
 
 
 def log(*args):
@@ -64,10 +67,12 @@ class SupTarget:
 
     partitions = False
 
-    def __init__(self, links=False, seed=0):
+    def __init__(self, links=False, seed=0, extra=None):
         harness.need_binaries(real_node=True)
         # A short restart backoff: nodes the nemesis held down come back quickly.
-        self.c = harness.Cluster(3, name="nemesis", extra={"restart_backoff_ms": [100, 1000]})
+        conf = {"restart_backoff_ms": [100, 1000]}
+        conf.update(extra or {})
+        self.c = harness.Cluster(3, name="nemesis", extra=conf)
         self.ids = [n["id"] for n in self.c.nodes]
         self.dir, self.data = self.c.dir, self.c.data
         self.paused = set()
@@ -198,10 +203,10 @@ class NetTarget:
 
     partitions = True
 
-    def __init__(self, links=False, seed=0):
+    def __init__(self, links=False, seed=0, extra=None):
         if not os.access(netcluster.RAFTNODE, os.X_OK):
             raise harness.Skip("%s is not built" % netcluster.RAFTNODE)
-        self.c = netcluster.NetCluster(3, proxies=links)
+        self.c = netcluster.NetCluster(3, proxies=links, extra=extra)
         self.ids = self.c.ids
         self.dir, self.data = self.c.dir, self.c.data
         self.paused = set()
@@ -751,6 +756,9 @@ def main(argv):
     ap.add_argument("--links", action="store_true",
                     help="a lossy_proxy in front of every node: slow, lossy, stalled, "
                          "throttled and one-way black-holed links")
+    ap.add_argument("--snapshots", action="store_true",
+                    help="compact the log every few hundred entries, so wiped and lagging "
+                         "nodes catch up by InstallSnapshot")
     ap.add_argument("--membership", action="store_true",
                     help="meanwhile remove a follower, wipe it and join it again")
     ap.add_argument("--stale-reads", action="store_true",
@@ -761,9 +769,9 @@ def main(argv):
     BIG_WRITES = args.links
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     total = args.minutes * 60 if args.minutes else args.seconds
-    log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s%s%s" % (
+    log("seed %d (--seed %d replays the fault schedule), %.0f s, mode %s%s%s%s" % (
         seed, seed, total, args.mode, " --links" if args.links else "",
-        " --membership" if args.membership else ""))
+        " --membership" if args.membership else "", " --snapshots" if args.snapshots else ""))
     atexit.register(_cleanup_all)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, _on_signal)
@@ -771,7 +779,8 @@ def main(argv):
     signal.alarm(int(total + 240))  # hard bound on the whole run
     try:
         cls, _ = choose_mode(args.mode)
-        target = cls(links=args.links, seed=seed)
+        target = cls(links=args.links, seed=seed,
+                     extra=SNAPSHOT_CONF if args.snapshots else None)
     except harness.Skip as e:
         log("SKIP:", e)
         return 77

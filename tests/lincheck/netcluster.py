@@ -124,7 +124,7 @@ def remove_stale_namespaces():
 class NetCluster:
     """n raftnode processes, node i in namespace <tag>n<i> at 10.77.0.<i>."""
 
-    def __init__(self, n=3, name="nemesis", proxies=False):
+    def __init__(self, n=3, name="nemesis", proxies=False, extra=None):
         self.tag = "%s%d" % (PREFIX, os.getpid())
         self.dir = tempfile.mkdtemp(prefix="raftfs-netns-")
         self.data = os.path.join(self.dir, "data")
@@ -140,8 +140,10 @@ class NetCluster:
         self.config = os.path.join(self.dir, "cluster.json")
         with open(self.config, "w") as f:
             # Few spare inodes: the default pool costs each node seconds of CPU at start here.
-            json.dump({"cluster": name, "data_dir": self.data, "nodes": self.nodes,
-                       "spare_inodes": 32}, f)
+            conf = {"cluster": name, "data_dir": self.data, "nodes": self.nodes,
+                    "spare_inodes": 32}
+            conf.update(extra or {})
+            json.dump(conf, f)
         self.procs = {}
         self.held = set()  # killed nodes restart_dead leaves down
         self.namespaces = []
