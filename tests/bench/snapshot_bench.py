@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""snapshot_bench.py — two measurements of issue 5 (not a test; run by hand, takes minutes):
+
+  catchup  A follower with an empty disk catches up on MIB MiB of files through an
+           InstallSnapshot stream: stream rate (as the follower logs it: receive + stage +
+           install), time from restart to identical files, vs `dd` sequential writes
+           (conv=fdatasync) of as many bytes on the same file system.
+  stall    raftbench write latency (p50/p99/p99.9) with compaction running about every
+           second (snapshot_entries small) vs compaction effectively off.
+
+usage: snapshot_bench.py [catchup [MIB] | stall [SECONDS]]   (RAFTFS_BUILD=build dir)
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+from nodes import BUILD, Cluster, request, wait_until  # noqa: E402
+
+
+def log_text(c, i):
+    with open(os.path.join(c.node_dir(i), "node.log"), errors="replace") as f:
+        return f.read()
+
+
+def dd_rate(dirpath, mib):
+    path = os.path.join(dirpath, "dd.bin")
+    t0 = time.monotonic()
+    subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=%d" % mib,
+                    "conv=fdatasync"], check=True, capture_output=True)
+    dt = time.monotonic() - t0
+    os.unlink(path)
+    return mib / dt
+
+
+def tree_digest(root):
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = os.path.getsize(p)
+    return out
+
+
+def catchup(mib):
+    file_mib = 4
+    c = Cluster(3, name="snapbench", extra={"snapshot_entries": 16, "snapshot_trailing": 0})
+    try:
+        c.bootstrap_all()
+        lead = c.leader()
+        body = os.urandom(file_mib << 20)
+        t0 = time.monotonic()
+        for k in range(mib // file_mib):
+            data = body[k:] + body[:k]
+            st, _, _ = request(c.http(lead), "PUT", "/v1/files/big/%04d.bin" % k, data,
+                               timeout=60)
+            assert st in (200, 201), st
+        print("loaded %d MiB in %.1f s" % (mib, time.monotonic() - t0), flush=True)
+        fol = (lead + 1) % 3
+        want = tree_digest(os.path.join(c.node_dir(lead), "files"))
+        c.kill(fol)
+        for sub in ("raft", "files"):
+            shutil.rmtree(os.path.join(c.node_dir(fol), sub), ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        dd = dd_rate(c.dir, mib)
+        t0 = time.monotonic()
+        # Writes while it is down (as in e2e test_snapshot): a leader whose progress for the
+        # wiped follower says "matches up to my last entry" would ignore its rejections of
+        # heartbeats (the core assumes a follower never loses acknowledged entries).
+        for k in range(200):
+            request(c.http(lead), "PUT", "/v1/files/small/%03d" % k, b"k" * 100, timeout=10)
+            want["small/%03d" % k] = 100
+        c.start(fol)
+        wait_until(lambda: tree_digest(os.path.join(c.node_dir(fol), "files")) == want, 600,
+                   "catch-up", interval=0.5)
+        total = time.monotonic() - t0
+        m = re.findall(r"snapshot: installed at \d+ from \S+ \(([\d.]+) MiB in ([\d.]+) s, "
+                       r"([\d.]+) MiB/s\)", log_text(c, fol))
+        stream = m[-1] if m else ("?", "?", "?")
+        print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical "
+              "files %.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s; ratio %.0f%%"
+              % (mib, stream[0], stream[1], stream[2], total, mib / total, dd,
+                 100.0 * float(stream[2]) / dd if m else 0), flush=True)
+    finally:
+        c.stop()
+
+
+def bench(c, lead, secs):
+    rb = os.path.join(BUILD, "tests", "bench", "raftbench")
+    out = subprocess.run([rb, "--server", c.http(lead), "-c", "16", "-s", "1024", "-d",
+                          str(secs), "--paths", "64", "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def stall(secs):
+    for label, entries in (("compaction every ~1 s", 2000), ("compaction off", 10 ** 9)):
+        c = Cluster(3, name="snapstall", extra={"snapshot_entries": entries,
+                                                "snapshot_trailing": 100})
+        try:
+            c.bootstrap_all()
+            lead = c.leader()
+            r = bench(c, lead, secs)
+            st, _, data = request(c.http(lead), "GET", "/metrics")
+            comp = re.search(rb"raftfs_compactions_total (\d+)", data)
+            print("%-22s %6.0f ops/s  p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  errors %d  "
+                  "compactions %s" % (label, r["ops"], r["p50_ms"], r["p99_ms"], r["p999_ms"],
+                                      r["errors"], comp.group(1).decode() if comp else "?"),
+                  flush=True)
+        finally:
+            c.stop()
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "catchup"
+    arg = int(sys.argv[2]) if len(sys.argv) > 2 else (256 if what == "catchup" else 20)
+    (catchup if what == "catchup" else stall)(arg)
