@@ -60,6 +60,8 @@ struct snap_in {
 
 struct node_snap {
     struct node *n;
+    ev_tstamp warn_window; /* rate limit of warnings about stray frames */
+    unsigned warns;
     ev_timer timer;
     /* Tests: RAFTFS_TEST_SNAP_CRASH=after_fsm_install makes the node die between the file
      * store's install and the core's, the window node_snap_boot repairs. */
@@ -68,6 +70,21 @@ struct node_snap {
     struct snap_out out[RAFT_MAX_NODES];
     struct snap_in in;
 };
+
+/* Stray frames (unknown streams) come from restarted or confused peers, or from an attacker:
+ * say so, at most SNAP_WARN_BURST times per SNAP_WARN_WINDOW_S. */
+#define SNAP_WARN_BURST 5
+#define SNAP_WARN_WINDOW_S 10.0
+static bool snap_warn_allow(struct node *n)
+{
+    struct node_snap *s = n->snap;
+    ev_tstamp now = ev_now(n->loop);
+    if (now - s->warn_window >= SNAP_WARN_WINDOW_S) {
+        s->warn_window = now;
+        s->warns = 0;
+    }
+    return s->warns++ < SNAP_WARN_BURST;
+}
 
 static double snap_mb(uint64_t bytes)
 {
@@ -403,8 +420,10 @@ void node_snap_chunk_cb(void *ctx, raft_id from, const struct codec_snap_chunk *
     bool ours = in->active && in->from == from && in->session == c->session;
     if (!ours) {
         if (c->offset != 0) {
-            LOG_DEBUG("snapshot: chunk of an unknown stream %" PRIx64 " from %016" PRIx64,
-                      c->session, from);
+            if (snap_warn_allow(n))
+                LOG_WARN("snapshot: chunk at offset %" PRIu64 " of an unknown stream %" PRIx64
+                         " from %016" PRIx64 " refused",
+                         c->offset, c->session, from);
             snap_send_ack(n, from, c->session, 0, CODEC_SNAP_ABORT, 0, "unknown session");
             return;
         }
@@ -434,8 +453,9 @@ void node_snap_ack_cb(void *ctx, raft_id from, const struct codec_snap_ack *a)
     struct node *n = ctx;
     struct snap_out *o = snap_out_find(n->snap, from);
     if (!o || o->session != a->session) {
-        LOG_DEBUG("snapshot: ack for an unknown stream %" PRIx64 " from %016" PRIx64 " ignored",
-                  a->session, from);
+        if (snap_warn_allow(n))
+            LOG_WARN("snapshot: ack for an unknown stream %" PRIx64 " from %016" PRIx64 " ignored",
+                     a->session, from);
         return;
     }
     snap_out_ack(n, o, a);
