@@ -81,6 +81,7 @@ enum raft_progress_state { RAFT_PR_PROBE = 0, RAFT_PR_REPLICATE, RAFT_PR_SNAPSHO
 struct raft_progress {
     raft_id id;
     raft_index match;       /* highest index known durable and matching on the peer */
+    uint64_t match_ctx;     /* heartbeat sequence echoed by the answer that last raised match */
     raft_index next;        /* next index to send */
     uint8_t state;          /* enum raft_progress_state */
     bool probe_sent;        /* PROBE: one probe outstanding, wait for its answer */

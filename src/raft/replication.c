@@ -218,6 +218,9 @@ static void raft_repl_check_stall(struct raft_progress *pr)
 void raft_repl_heartbeat(struct raft *r)
 {
     raft_progress_sync(r);
+    /* Every round gets a new sequence number: an answer echoing it is known to be newer than
+     * any answer to an earlier round (ReadIndex confirmation; stale-refusal detection). */
+    r->hb_seq++;
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress *pr = &r->prs[i];
         if (!raft_bug(r, RAFT_BUG_NO_STALL_PROBE)) raft_repl_check_stall(pr);
@@ -334,7 +337,19 @@ int raft_recv_append(struct raft *r, const struct raft_msg *m)
 static void raft_append_resp_reject(struct raft *r, struct raft_progress *pr,
                                     const struct raft_msg *m)
 {
-    if (m->index <= pr->match) return;         /* stale: that prefix is known to match */
+    if (m->index <= pr->match) {
+        /* Usually stale: that prefix is known to match. But within our term a follower's
+         * matching prefix only shrinks if it lost durable state (its disk was wiped): a refusal
+         * of an append sent in a later heartbeat round than the answer that set match, showing
+         * a shorter log, says exactly that. Forget the match and probe again — always safe,
+         * since match only ever raises the commit index, which never decreases. (A late,
+         * reordered refusal can look the same; it costs one probe.) Without this a wiped,
+         * idle follower would stay empty forever. */
+        if (!(m->ctx > pr->match_ctx && m->hint < pr->match)) return;
+        raft_tracef(r, "%llx answered with a log shorter than its match %llu: lost its state?",
+                    (unsigned long long)pr->id, (unsigned long long)pr->match);
+        pr->match = 0;
+    }
     if (pr->state == RAFT_PR_SNAPSHOT) return; /* a snapshot is on its way */
     if (pr->state == RAFT_PR_PROBE && m->index != pr->next - 1)
         return; /* answer to an older probe */
@@ -354,7 +369,10 @@ static void raft_append_resp_reject(struct raft *r, struct raft_progress *pr,
 static void raft_append_resp_ok(struct raft *r, struct raft_progress *pr, const struct raft_msg *m)
 {
     bool updated = m->index > pr->match;
-    if (updated) pr->match = m->index;
+    if (updated) {
+        pr->match = m->index;
+        pr->match_ctx = m->ctx;
+    }
     if (pr->state == RAFT_PR_SNAPSHOT) {
         /* The peer got there (the installed snapshot, or appends that were in flight). */
         if (pr->match >= pr->pending_snapshot) {

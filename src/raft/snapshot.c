@@ -133,7 +133,10 @@ void raft_report_snapshot(struct raft *r, raft_id peer, raft_index index, bool o
         return;
     }
     bool updated = index > pr->match;
-    if (updated) pr->match = index;
+    if (updated) {
+        pr->match = index;
+        pr->match_ctx = r->hb_seq; /* refusals of earlier rounds are stale */
+    }
     pr->state = RAFT_PR_REPLICATE;
     pr->next = pr->match + 1;
     pr->in_count = 0;

@@ -273,12 +273,9 @@ def test_crash_between_installs_repaired_at_boot(c, expect):
 def test_idle_wiped_follower(c, expect):
     """A follower that had every entry is wiped and restarted while nothing is written: the
     leader's progress says it matches up to the last entry, so its rejections of heartbeats
-    look stale. Known gap in the core (raft_append_resp_reject drops rejections at or below
-    match): run with RAFTFS_TEST_IDLE_WIPE=1 once fixed."""
-    if not os.environ.get("RAFTFS_TEST_IDLE_WIPE"):
-        print("  skipped: set RAFTFS_TEST_IDLE_WIPE=1 (core: a wiped, fully caught-up follower)",
-              flush=True)
-        return
+    look stale unless the leader notices a refusal from a newer heartbeat round showing a
+    shorter log than the match (raft_append_resp_reject); it then probes again and, the prefix
+    being compacted, sends a snapshot."""
     lead = c.leader()
     fol = (lead + 2) % 3
     converged(c, expect)

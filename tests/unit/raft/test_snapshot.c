@@ -488,6 +488,50 @@ static void test_restart_after_compaction(void)
     tc_free(&tc);
 }
 
+/* A follower whose disk is wiped while nothing is written: its refusals carry indexes at or
+ * below its old match, which a leader must not dismiss as stale forever (it would stay empty).
+ * With the prefix compacted it gets a snapshot; without, the whole log. */
+static void wipe(struct tc *tc, raft_id id)
+{
+    tc_stop(tc, id);
+    struct tnode *t = tc_node(tc, id);
+    for (size_t i = 0; i < t->n_log; i++)
+        raft_blob_unref(t->log[i].data);
+    memset(t->log, 0, sizeof t->log);
+    t->n_log = 0;
+    t->term = 0;
+    t->vote = 0;
+    t->boot_commit = t->boot_applied = t->applied = 0;
+    t->snap_index = 0;
+    t->snap_term = 0;
+    tc_start(tc, id);
+}
+
+static void test_idle_wiped_follower_catches_up(void)
+{
+    struct tc tc;
+    tc_init(&tc, 3);
+    tc_cluster(&tc, 3);
+    propose_n(&tc, 1, 6);
+    settle(&tc, 1, 6);
+    raft_index last = tc_status(&tc, 1).last_index;
+    CHECK_EQ_U(tc_status(&tc, 3).last_index, last);
+    wipe(&tc, 3);
+    CHECK_EQ_U(tc_status(&tc, 3).last_index, 0);
+    settle(&tc, 1, 30);
+    CHECK_EQ_U(tc_status(&tc, 3).last_index, last);
+    CHECK_EQ_U(tc_status(&tc, 3).commit_index, tc_status(&tc, 1).commit_index);
+    /* Compacted: the wiped follower is sent a snapshot instead. */
+    raft_index k = tc_status(&tc, 1).applied_index;
+    CHECK_EQ_U(raft_compact(tc_raft(&tc, 1), k), 0);
+    tc_flush(&tc);
+    uint64_t asked = tc.sent_by_type[RAFT_MSG_SNAPSHOT];
+    wipe(&tc, 3);
+    settle(&tc, 1, 30);
+    CHECK(tc.sent_by_type[RAFT_MSG_SNAPSHOT] > asked);
+    tc_free(&tc);
+}
+
 int main(void)
 {
     RUN(test_compact_drops_prefix_and_hands_out_the_snapshot_point);
@@ -504,5 +548,6 @@ int main(void)
     RUN(test_install_discards_conflicting_log);
     RUN(test_boot_from_snapshot_point);
     RUN(test_restart_after_compaction);
+    RUN(test_idle_wiped_follower_catches_up);
     return check_report();
 }
