@@ -9,6 +9,7 @@
 #   ow:N  N connections overwrite paths made by a warm-up run (pure overwrites, unlike
 #         compare.sh's ow case, whose first 2,048 requests create inodes)
 #   new:N N connections, a new path every request
+#      EXTRA_CONF: more cluster.json members, e.g. '"snapshot_trailing": 16384' 
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=$(cd "${1:-build}" && pwd)
@@ -32,7 +33,7 @@ s=[socket.socket() for _ in range(6)]
 for x in s: x.bind(("127.0.0.1",0))
 print(*[x.getsockname()[1] for x in s])')
 cat > "$WORK/cluster.json" <<JSON
-{"cluster": "cpubench", "data_dir": "$WORK/data", "nodes": [
+{"cluster": "cpubench", "data_dir": "$WORK/data", ${EXTRA_CONF:+$EXTRA_CONF,} "nodes": [
   {"id": "node1", "raft": "127.0.0.1:$P1", "http": "127.0.0.1:$H1"},
   {"id": "node2", "raft": "127.0.0.1:$P2", "http": "127.0.0.1:$H2"},
   {"id": "node3", "raft": "127.0.0.1:$P3", "http": "127.0.0.1:$H3"}]}
@@ -48,6 +49,7 @@ done
 leader=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["http"])')
 lid=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["id"])')
 pid_of() { cat "$WORK/data/$1/node.pid"; }
+http_of() { python3 -c 'import json,sys; print([x["http"] for x in json.load(open(sys.argv[1]))["nodes"] if x["id"] == sys.argv[2]][0])' "$WORK/cluster.json" "$1"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 order=("$lid"); for n in node1 node2 node3; do [ "$n" = "$lid" ] || order+=("$n"); done
@@ -80,16 +82,29 @@ one_case() {  # case round
     line=$(wrk_run "$conns" "$paths" "$runid" "$DUR")
     for i in 0 1 2; do after[$i]=$(ticks "$(pid_of "${order[$i]}")"); done
     for p in "${perfs[@]}"; do wait "$p" || true; done
-    python3 - "$1" "$line" "$HZ" "$load" "${before[@]}" "${after[@]}" <<'PY'
+    # Outliers are explained by these: snapshot streams to a lagging follower, elections.
+    # And slow group-commit fsyncs (> 0.1 s) / file store checkpoints (> 0.25 s) on any node.
+    local events="" n slow
+    for n in "${order[@]}"; do
+        slow=$(curl -s -m 2 "http://$(http_of "$n")/metrics" | awk '
+            function le(s) { sub(/.*le="/, "", s); sub(/".*/, "", s); return s }
+            /^raftfs_snapshots_sent_total /{s=$2} /^raftfs_leader_changes_total /{l=$2}
+            /^raftfs_fsync_seconds_bucket/{ if (le($0) == "0.1") f=$2; if (le($0) == "+Inf") F=$2 }
+            /^raftfs_fsm_checkpoint_seconds_bucket/{ if (le($0) == "0.25") c=$2; if (le($0) == "+Inf") C=$2 }
+            END{printf "%d/%d/%d/%d", s, l, F-f, C-c}')
+        events="$events $n:$slow"
+    done
+    events="snapshots sent/leader changes/fsyncs>0.1s/checkpoints>0.25s (cumulative):$events"
+    python3 - "$1" "$line" "$HZ" "$load" "$events" "${before[@]}" "${after[@]}" <<'PY'
 import json, sys
-case, d, hz, load = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-b, a = list(map(int, sys.argv[5:8])), list(map(int, sys.argv[8:11]))
+case, d, hz, load, events = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+b, a = list(map(int, sys.argv[6:9])), list(map(int, sys.argv[9:12]))
 n = max(d["requests"], 1)
 us = [(a[i] - b[i]) / hz * 1e6 / n for i in range(3)]
 err = d["err_status"] + d["err_timeout"]
 print(f"{case}: {d['rps']:.0f} req/s p50 {d['lat_p50_us']/1e3:.2f} p99 {d['lat_p99_us']/1e3:.2f} "
       f"max {d['lat_max_us']/1e3:.0f} ms; CPU us/write leader {us[0]:.1f} followers "
-      f"{us[1]:.1f} {us[2]:.1f} sum {sum(us):.1f}; errors {err}; load {load}")
+      f"{us[1]:.1f} {us[2]:.1f} sum {sum(us):.1f}; errors {err}; load {load}; {events}")
 PY
 }
 
