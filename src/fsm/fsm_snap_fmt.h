@@ -36,6 +36,7 @@ enum fss_type { FSS_HDR = 1, FSS_FILE = 2, FSS_DATA = 3, FSS_DEDUP = 4, FSS_END 
 #define FSS_REC_HDR 5 /* u32 len | u8 type */
 #define FSS_REC_CRC 4
 #define FSS_DATA_MAX (256u * 1024u)
+#define FSS_DIO_ALIGN 4096u /* the writer's O_DIRECT alignment; FSS_DATA_MAX is a multiple */
 #define FSS_CONF_MAX (64u * 1024u)
 #define FSS_HDR_FIXED (8 + 4 + 8 + 8 + 4)
 #define FSS_FILE_FIXED (8 + 8 + FSM_SHA256_LEN + 2)

@@ -19,7 +19,8 @@ struct fsm_snap_writer {
     struct fsm_db db;     /* staged meta, dedup, dedupidx */
     DB_TXN *txn;          /* staged puts, committed in batches (NOSYNC) */
     unsigned txn_ops;
-    /* Record parser: header bytes, then payload + CRC into buf. */
+    /* Record parser: header bytes, then payload + CRC into buf (FSS_DIO_ALIGN-aligned, so a
+     * DATA payload in it can be written with O_DIRECT). */
     uint64_t seq;
     uint8_t hdr[FSS_REC_HDR];
     size_t hdr_got;
@@ -36,6 +37,8 @@ struct fsm_snap_writer {
     char path[FSPATH_MAX + 1];
     size_t path_len;
     int fd;
+    bool fd_direct; /* fd is O_DIRECT (cleared for an unaligned tail) */
+    bool no_direct; /* the file system refused O_DIRECT once: buffered from then on */
     uint64_t size, written;
     raft_index findex;
     uint8_t want_sha[FSM_SHA256_LEN];

@@ -16,6 +16,11 @@
 #include "rassert.h"
 
 #define FSS_TXN_OPS 512 /* staged puts per BDB transaction */
+/* Staged files are written with O_DIRECT: bulk data nobody reads before the install, and on
+ * these VMs copying it into the page cache costs ~1.3-1.8 s of CPU per GiB (plus writeback)
+ * against ~0.2 s for direct I/O. Buffers, file offsets and lengths must be multiples of the
+ * logical block size; 4096 covers every common device. A file's unaligned tail, or a file
+ * system without O_DIRECT, falls back to buffered writes (syncfs at the install covers both). */
 /* No file in a snapshot can be bigger than a command body (a blob's u32 length). */
 #define FSS_FILE_MAX UINT32_MAX
 
@@ -107,8 +112,15 @@ static int wr_create(struct fsm_snap_writer *w, const char *path, size_t len)
         const char *leaf;
         e = wr_at(w, path, len, &dirfd, &leaf, &tmp_fd);
         if (e == 0) {
-            w->fd = openat(dirfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+            int fl = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+            w->fd = openat(dirfd, leaf, fl | (w->no_direct ? 0 : O_DIRECT), 0644);
+            if (w->fd < 0 && errno == EINVAL && !w->no_direct) {
+                LOG_INFO("fsm: snapshot staging: no O_DIRECT here, writing through the cache");
+                w->no_direct = true;
+                w->fd = openat(dirfd, leaf, fl, 0644);
+            }
             e = w->fd < 0 ? errno : 0;
+            w->fd_direct = w->fd >= 0 && !w->no_direct;
         }
         if (tmp_fd >= 0) close(tmp_fd);
         if (e != ENOENT || attempt > 0) break;
@@ -220,17 +232,61 @@ static int wr_rec_file(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     return rv;
 }
 
+/* Drops O_DIRECT from the current file: the rest of it goes through the page cache. */
+static int wr_buffered(struct fsm_snap_writer *w)
+{
+    int fl = fcntl(w->fd, F_GETFL);
+    if (fl < 0 || fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) < 0)
+        return wr_fail(w, wr_errno(errno), "clearing O_DIRECT");
+    w->fd_direct = false;
+    return 0;
+}
+
+/* How many of the n bytes at p (file offset off) can go out with O_DIRECT: whole blocks
+ * from an aligned buffer at an aligned offset; 0 when the rest must be buffered. */
+static size_t wr_direct_len(const uint8_t *p, uint64_t off, size_t n)
+{
+    if ((uintptr_t)p % FSS_DIO_ALIGN || off % FSS_DIO_ALIGN) return 0;
+    return n - n % FSS_DIO_ALIGN;
+}
+
+/* Writes p[0..len) at the current file offset. */
+static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off;
+        if (w->fd_direct) {
+            size_t d = wr_direct_len(p + off, w->written + off, n);
+            if (d == 0 && wr_buffered(w)) return w->error;
+            if (d) n = d;
+        }
+        ssize_t k = pwrite(w->fd, p + off, n, (off_t)(w->written + off));
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EINVAL && w->fd_direct) {
+            /* The device wants a larger alignment: go buffered for this file. */
+            if (wr_buffered(w)) return w->error;
+            continue;
+        }
+        if (k <= 0) return wr_fail(w, wr_errno(k < 0 ? errno : ENOSPC), "writing a staged file");
+        off += (size_t)k;
+    }
+    return 0;
+}
+
 static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (!w->in_file || len == 0 || len > w->size - w->written)
         return wr_fail(w, ERR_CORRUPT, "DATA record beyond its file");
     fsm_sha256_update(&w->sha, p, len);
-    for (size_t off = 0; !w->skip && off < len;) {
-        ssize_t n = pwrite(w->fd, p + off, len - off, (off_t)(w->written + off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return wr_fail(w, wr_errno(n < 0 ? errno : ENOSPC), "writing a staged file");
-        off += (size_t)n;
+    if (!w->skip && w->fd_direct && p != w->buf && len >= FSS_DIO_ALIGN &&
+        w->written % FSS_DIO_ALIGN == 0) {
+        /* The record came whole in the caller's bytes (unaligned): w->buf is free (no
+         * record is being assembled), and a copy into it is much cheaper than the page
+         * cache's. */
+        memcpy(w->buf, p, len);
+        p = w->buf;
     }
+    if (!w->skip && wr_pwrite(w, p, len)) return w->error;
     w->written += len;
     w->bytes += len;
     return w->written == w->size ? wr_file_done(w) : 0;
@@ -407,7 +463,8 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
     *out = NULL;
     if (f->writer_open) return ERR_BUSY;
     struct fsm_snap_writer *w = calloc(1, sizeof *w);
-    if (w) w->buf = malloc(FSS_PAYLOAD_MAX + FSS_REC_CRC);
+    if (w && posix_memalign((void **)&w->buf, FSS_DIO_ALIGN, FSS_PAYLOAD_MAX + FSS_REC_CRC))
+        w->buf = NULL;
     if (!w || !w->buf) {
         if (w) free(w);
         return ERR_NOMEM;

@@ -3,17 +3,22 @@
 
   catchup  A follower with an empty disk catches up on MIB MiB of files through an
            InstallSnapshot stream: stream rate (as the follower logs it: receive + stage +
-           install), time from restart to identical files, vs `dd` sequential writes
-           (conv=fdatasync) of as many bytes on the same file system.
+           install), time from restart to identical files, vs `dd` sequential writes of as
+           many bytes on the same file system, twice: conv=fdatasync (through the page cache,
+           which a VM's host may cache too) and oflag=direct (O_DIRECT, bypassing our page
+           cache: the honest disk rate). REPS catch-ups (wipe, restart) reuse one loaded
+           cluster. RAFTFS_BENCH_PERF=DIR records `perf record -g` of the leader and the
+           follower during each catch-up into DIR/{leader,follower}-N.data.
   stall    raftbench write latency (p50/p99/p99.9) with compaction running about every
            second (snapshot_entries small) vs compaction effectively off.
 
-usage: snapshot_bench.py [catchup [MIB] | stall [SECONDS]]   (RAFTFS_BUILD=build dir)
+usage: snapshot_bench.py [catchup [MIB [REPS]] | stall [SECONDS]]   (RAFTFS_BUILD=build dir)
 """
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,14 +33,37 @@ def log_text(c, i):
         return f.read()
 
 
-def dd_rate(dirpath, mib):
+def dd_rate(dirpath, mib, direct=False):
+    """MiB/s of dd writing mib MiB of zeros (new file, 1 MiB blocks), synced at the end.
+    direct: O_DIRECT, so the page cache neither absorbs nor delays the writes."""
     path = os.path.join(dirpath, "dd.bin")
+    flags = ["oflag=direct", "conv=fdatasync"] if direct else ["conv=fdatasync"]
     t0 = time.monotonic()
-    subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=%d" % mib,
-                    "conv=fdatasync"], check=True, capture_output=True)
+    subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=%d" % mib] + flags,
+                   check=True, capture_output=True)
     dt = time.monotonic() - t0
     os.unlink(path)
     return mib / dt
+
+
+def perf_start(pid, out):
+    """perf record -g of pid into out (None when RAFTFS_BENCH_PERF is unset)."""
+    if not os.environ.get("RAFTFS_BENCH_PERF"):
+        return None
+    p = subprocess.Popen(["perf", "record", "-g", "-q", "-o", out, "-p", str(pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return p
+
+
+def perf_stop(p):
+    if p and p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def tree_digest(root):
@@ -47,7 +75,48 @@ def tree_digest(root):
     return out
 
 
-def catchup(mib):
+def catchup_once(c, lead, fol, mib, want, rep):
+    """Wipes fol, restarts it and waits until its files equal the leader's. Prints a line."""
+    c.kill(fol)
+    for sub in ("raft", "files"):
+        shutil.rmtree(os.path.join(c.node_dir(fol), sub), ignore_errors=True)
+    subprocess.run(["sync"], check=True)
+    dd = dd_rate(c.dir, mib)
+    ddd = dd_rate(c.dir, mib, direct=True)
+    # Writes while it is down (as in e2e test_snapshot): a leader whose progress for the
+    # wiped follower says "matches up to my last entry" would ignore its rejections of
+    # heartbeats (the core assumes a follower never loses acknowledged entries).
+    for k in range(200):
+        request(c.http(lead), "PUT", "/v1/files/small/%03d" % k, b"k%d" % rep * 50, timeout=10)
+        want["small/%03d" % k] = len(b"k%d" % rep * 50)
+    load = loadavg()
+    t0 = time.monotonic()
+    c.start(fol)
+    pdir = os.environ.get("RAFTFS_BENCH_PERF")
+    perfs = []
+    if pdir:
+        os.makedirs(pdir, exist_ok=True)
+        perfs = [perf_start(c.procs[lead].pid, os.path.join(pdir, "leader-%d.data" % rep)),
+                 perf_start(c.procs[fol].pid, os.path.join(pdir, "follower-%d.data" % rep))]
+    try:
+        wait_until(lambda: tree_digest(os.path.join(c.node_dir(fol), "files")) == want, 600,
+                   "catch-up", interval=0.1)
+    finally:
+        for p in perfs:
+            perf_stop(p)
+    total = time.monotonic() - t0
+    m = re.findall(r"snapshot: installed at \d+ from \S+ \(([\d.]+) MiB in ([\d.]+) s, "
+                   r"([\d.]+) MiB/s\)", log_text(c, fol))
+    stream = m[-1] if m else ("?", "?", "?")
+    rate = float(stream[2]) if m else 0.0
+    print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical files "
+          "%.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s (ratio %.0f%%), dd oflag=direct "
+          "%.1f MiB/s (ratio %.0f%%); load %s"
+          % (mib, stream[0], stream[1], stream[2], total, mib / total, dd, 100.0 * rate / dd,
+             ddd, 100.0 * rate / ddd, load), flush=True)
+
+
+def catchup(mib, reps=1):
     file_mib = 4
     c = Cluster(3, name="snapbench", extra={"snapshot_entries": 16, "snapshot_trailing": 0})
     try:
@@ -63,29 +132,8 @@ def catchup(mib):
         print("loaded %d MiB in %.1f s" % (mib, time.monotonic() - t0), flush=True)
         fol = (lead + 1) % 3
         want = tree_digest(os.path.join(c.node_dir(lead), "files"))
-        c.kill(fol)
-        for sub in ("raft", "files"):
-            shutil.rmtree(os.path.join(c.node_dir(fol), sub), ignore_errors=True)
-        subprocess.run(["sync"], check=True)
-        dd = dd_rate(c.dir, mib)
-        t0 = time.monotonic()
-        # Writes while it is down (as in e2e test_snapshot): a leader whose progress for the
-        # wiped follower says "matches up to my last entry" would ignore its rejections of
-        # heartbeats (the core assumes a follower never loses acknowledged entries).
-        for k in range(200):
-            request(c.http(lead), "PUT", "/v1/files/small/%03d" % k, b"k" * 100, timeout=10)
-            want["small/%03d" % k] = 100
-        c.start(fol)
-        wait_until(lambda: tree_digest(os.path.join(c.node_dir(fol), "files")) == want, 600,
-                   "catch-up", interval=0.5)
-        total = time.monotonic() - t0
-        m = re.findall(r"snapshot: installed at \d+ from \S+ \(([\d.]+) MiB in ([\d.]+) s, "
-                       r"([\d.]+) MiB/s\)", log_text(c, fol))
-        stream = m[-1] if m else ("?", "?", "?")
-        print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical "
-              "files %.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s; ratio %.0f%%"
-              % (mib, stream[0], stream[1], stream[2], total, mib / total, dd,
-                 100.0 * float(stream[2]) / dd if m else 0), flush=True)
+        for rep in range(reps):
+            catchup_once(c, lead, fol, mib, want, rep)
     finally:
         c.stop()
 
@@ -119,4 +167,7 @@ def stall(secs):
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "catchup"
     arg = int(sys.argv[2]) if len(sys.argv) > 2 else (256 if what == "catchup" else 20)
-    (catchup if what == "catchup" else stall)(arg)
+    if what == "catchup":
+        catchup(arg, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    else:
+        stall(arg)
