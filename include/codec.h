@@ -3,8 +3,13 @@
  * must never read out of bounds or allocate more than the frame length it was given justifies.
  *
  * Frame = 12-byte header + payload. Header (all integers big-endian):
- *   u32 payload length | u8 version (CODEC_VERSION) | u8 type | u16 flags (0) |
+ *   u32 payload length | u8 version (CODEC_VERSION) | u8 type | u16 flags |
  *   u32 CRC-32 (zlib) of the payload
+ * flags is 0, except on SNAP_CHUNK, where it is always CODEC_FLAG_CRC_HEAD: the CRC covers
+ * only the chunk's fixed fields (its first CODEC_SNAP_CHUNK_HEAD payload bytes). Its stream
+ * bytes are records that carry their own CRC-32s, which the receiver checks end to end
+ * (src/fsm/fsm_snap_fmt.h): checksumming them twice on each side cost ~20% of a catch-up's
+ * CPU. A flipped stream byte thus aborts the stream rather than the connection.
  * Payloads (strings are u16 length + bytes, no NUL inside, at most CODEC_STR_MAX bytes):
  *   HELLO    str cluster | str name | u64 raft_id | str raft_addr
  *   RAFT     u8 type | u8 flags (bit0 reject, bit1 transfer) | u64 from, to, term, index, log_term,
@@ -85,6 +90,9 @@ struct codec_fwd_resp {
  * crowd out heartbeats, large enough that per-frame costs vanish. */
 #define CODEC_SNAP_CHUNK_MAX (256u << 10)
 #define CODEC_SNAP_LAST 0x01u
+/* SNAP_CHUNK frames: u64 session, term, index, offset | u8 flags | u32 len, then the bytes. */
+#define CODEC_SNAP_CHUNK_HEAD 37
+#define CODEC_FLAG_CRC_HEAD 0x0001u /* header flag: see the format comment at the top */
 
 struct codec_snap_chunk {
     uint64_t session; /* the sender's stream id (ids grow over time) */
@@ -178,7 +186,7 @@ int codec_encode_snap_ack(const struct codec_snap_ack *a, struct codec_buf *out)
  *   0, *need == 0: a whole frame with a valid checksum; its payload is
  *                  buf[CODEC_HDR_BYTES .. CODEC_HDR_BYTES + hdr->len).
  *   0, *need > len: incomplete; *need is the total byte count required to progress.
- *   ERR_PROTO: bad version, type or flags. ERR_TOOBIG: frame over max_frame (pass
+ *   ERR_PROTO: bad version, type or flags (only SNAP_CHUNK has one, always set). ERR_TOOBIG: frame over max_frame (pass
  *   CODEC_MAX_FRAME_BYTES, or less before a handshake). ERR_CORRUPT: checksum mismatch.
  * Header errors are reported as soon as the header is complete, before the payload. */
 int codec_frame_parse(const uint8_t *buf, size_t len, size_t max_frame, struct codec_frame_hdr *hdr,

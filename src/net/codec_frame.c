@@ -177,6 +177,19 @@ static uint32_t codec_get_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The header flags every frame of `type` carries. */
+static uint16_t codec_frame_flags(uint8_t type)
+{
+    return type == CODEC_SNAP_CHUNK ? CODEC_FLAG_CRC_HEAD : 0;
+}
+
+/* How many of a payload's len bytes its checksum covers. */
+static size_t codec_crc_len(uint16_t flags, size_t len)
+{
+    return (flags & CODEC_FLAG_CRC_HEAD) && len > CODEC_SNAP_CHUNK_HEAD ? CODEC_SNAP_CHUNK_HEAD
+                                                                        : len;
+}
+
 int codec_w_end(struct codec_w *w, uint8_t type)
 {
     struct codec_frame *f = w->f;
@@ -186,8 +199,10 @@ int codec_w_end(struct codec_w *w, uint8_t type)
         return err;
     }
     ASSERT(f->n_segs > 0 && !f->segs[0].blob && f->segs[0].len >= CODEC_HDR_BYTES);
+    uint16_t flags = codec_frame_flags(type);
+    size_t left = codec_crc_len(flags, f->total - CODEC_HDR_BYTES);
     uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t i = 0; i < f->n_segs; i++) {
+    for (size_t i = 0; i < f->n_segs && left > 0; i++) {
         const struct codec_seg *s = &f->segs[i];
         const uint8_t *p = s->blob ? s->blob->data : f->inline_bytes.data + s->off;
         size_t len = s->len;
@@ -195,14 +210,16 @@ int codec_w_end(struct codec_w *w, uint8_t type)
             p += CODEC_HDR_BYTES;
             len -= CODEC_HDR_BYTES;
         }
-        crc = crc32(crc, p, (uInt)len);
+        if (len > left) len = left;
+        crc = crc32_z(crc, p, len);
+        left -= len;
     }
     uint8_t *h = f->inline_bytes.data;
     codec_put_be32(h, (uint32_t)(f->total - CODEC_HDR_BYTES));
     h[4] = CODEC_VERSION;
     h[5] = type;
-    h[6] = 0;
-    h[7] = 0;
+    h[6] = (uint8_t)(flags >> 8);
+    h[7] = (uint8_t)flags;
     codec_put_be32(h + 8, (uint32_t)crc);
     return 0;
 }
@@ -296,7 +313,7 @@ int codec_frame_parse(const uint8_t *buf, size_t len, size_t max_frame, struct c
     hdr->flags = (uint16_t)(buf[6] << 8 | buf[7]);
     hdr->checksum = codec_get_be32(buf + 8);
     if (hdr->version != CODEC_VERSION || hdr->type == 0 || hdr->type >= CODEC_TYPE__COUNT ||
-        hdr->flags != 0)
+        hdr->flags != codec_frame_flags(hdr->type))
         return ERR_PROTO;
     if (max_frame > CODEC_MAX_FRAME_BYTES) max_frame = CODEC_MAX_FRAME_BYTES;
     if (max_frame < CODEC_HDR_BYTES) max_frame = CODEC_HDR_BYTES;
@@ -307,7 +324,8 @@ int codec_frame_parse(const uint8_t *buf, size_t len, size_t max_frame, struct c
         *need = total;
         return 0;
     }
-    uLong crc = crc32(crc32(0L, Z_NULL, 0), buf + CODEC_HDR_BYTES, (uInt)hdr->len);
+    uLong crc =
+        crc32_z(crc32(0L, Z_NULL, 0), buf + CODEC_HDR_BYTES, codec_crc_len(hdr->flags, hdr->len));
     if ((uint32_t)crc != hdr->checksum) return ERR_CORRUPT;
     *need = 0;
     return 0;

@@ -2,6 +2,7 @@
  * input: truncation at each byte, corrupt checksums, bad headers, giant lengths, lying counts. */
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "check.h"
 #include "codec.h"
@@ -415,6 +416,44 @@ static void test_corrupt_checksum(void)
     codec_buf_free(&b);
 }
 
+/* A SNAP_CHUNK's checksum covers its fixed fields only (the stream bytes carry their own
+ * CRCs); the flag saying so is required on SNAP_CHUNK and refused on any other type. */
+static void test_snap_chunk_checksum_head(void)
+{
+    uint8_t bytes[64];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7);
+    struct codec_snap_chunk c = {
+        .session = 9, .term = 2, .index = 30, .offset = 4096, .len = sizeof bytes, .bytes = bytes};
+    struct codec_buf b;
+    codec_buf_init(&b);
+    CHECK_EQ_U(codec_encode_snap_chunk(&c, &b), 0);
+    CHECK_EQ_U(b.len, CODEC_HDR_BYTES + CODEC_SNAP_CHUNK_HEAD + sizeof bytes);
+    struct codec_frame_hdr h;
+    size_t need;
+    CHECK_EQ_U(codec_frame_parse(b.data, b.len, CODEC_MAX_FRAME_BYTES, &h, &need), 0);
+    CHECK_EQ_U(h.flags, CODEC_FLAG_CRC_HEAD);
+    for (size_t i = CODEC_HDR_BYTES; i < b.len; i++) {
+        b.data[i] ^= 0x10;
+        int want = i < CODEC_HDR_BYTES + CODEC_SNAP_CHUNK_HEAD ? ERR_CORRUPT : 0;
+        CHECK_EQ_U(codec_frame_parse(b.data, b.len, CODEC_MAX_FRAME_BYTES, &h, &need), want);
+        b.data[i] ^= 0x10;
+    }
+    /* Without the flag (a full-payload checksum, even a right one): refused. */
+    b.data[7] = 0;
+    uLong crc = crc32_z(crc32(0L, Z_NULL, 0), b.data + CODEC_HDR_BYTES, b.len - CODEC_HDR_BYTES);
+    for (int i = 0; i < 4; i++)
+        b.data[8 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    CHECK_EQ_U(codec_frame_parse(b.data, b.len, CODEC_MAX_FRAME_BYTES, &h, &need), ERR_PROTO);
+    codec_buf_free(&b);
+    /* The flag on another type: refused. */
+    struct codec_snap_ack a = {.session = 5, .status = CODEC_SNAP_OK};
+    CHECK_EQ_U(codec_encode_snap_ack(&a, &b), 0);
+    b.data[7] = CODEC_FLAG_CRC_HEAD;
+    CHECK_EQ_U(codec_frame_parse(b.data, b.len, CODEC_MAX_FRAME_BYTES, &h, &need), ERR_PROTO);
+    codec_buf_free(&b);
+}
+
 static void test_bad_header(void)
 {
     struct codec_buf b;
@@ -654,6 +693,7 @@ int main(void)
     RUN(test_snap_inconsistent);
     RUN(test_truncation_every_byte);
     RUN(test_corrupt_checksum);
+    RUN(test_snap_chunk_checksum_head);
     RUN(test_bad_header);
     RUN(test_giant_length);
     RUN(test_inconsistent_payloads);
