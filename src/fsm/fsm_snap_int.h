@@ -3,6 +3,8 @@
 #ifndef RAFTFS_FSM_SNAP_INT_H
 #define RAFTFS_FSM_SNAP_INT_H
 
+#include <aio.h>
+
 #include "fsm_int.h"
 #include "fsm_sha256.h"
 #include "fsm_snap_fmt.h"
@@ -26,6 +28,12 @@ struct fsm_snap_writer {
     size_t hdr_got;
     uint8_t *buf;
     size_t need, got;
+    /* At most one DATA write in flight (POSIX AIO), from spare, the second aligned buffer:
+     * buf and spare swap when a write is issued, so the next record is received and hashed
+     * while the disk writes the last one. Waited for before anything else touches fd. */
+    uint8_t *spare;
+    struct aiocb aio;
+    bool aio_busy;
     /* Stream state. */
     bool have_hdr, in_dedup;
     struct fsm_snap_meta meta;

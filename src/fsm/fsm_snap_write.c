@@ -171,12 +171,16 @@ static int wr_resolve_conflict(struct fsm_snap_writer *w, const char *path, size
     }
 }
 
+static int wr_aio_wait(struct fsm_snap_writer *w);
+
 /* The current file is complete: check its SHA-256, record its metadata. */
 static int wr_file_done(struct fsm_snap_writer *w)
 {
     uint8_t sha[FSM_SHA256_LEN];
     fsm_sha256_final(&w->sha, sha);
     w->in_file = false;
+    wr_aio_wait(w); /* an error sticks in w->error */
+    if (w->error) return w->error;
     if (w->fd >= 0) {
         int e = close(w->fd) != 0 ? errno : 0;
         w->fd = -1;
@@ -250,17 +254,17 @@ static size_t wr_direct_len(const uint8_t *p, uint64_t off, size_t n)
     return n - n % FSS_DIO_ALIGN;
 }
 
-/* Writes p[0..len) at the current file offset. */
-static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+/* Writes p[0..len) at file offset pos, synchronously. */
+static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len, uint64_t pos)
 {
     for (size_t off = 0; off < len;) {
         size_t n = len - off;
         if (w->fd_direct) {
-            size_t d = wr_direct_len(p + off, w->written + off, n);
+            size_t d = wr_direct_len(p + off, pos + off, n);
             if (d == 0 && wr_buffered(w)) return w->error;
             if (d) n = d;
         }
-        ssize_t k = pwrite(w->fd, p + off, n, (off_t)(w->written + off));
+        ssize_t k = pwrite(w->fd, p + off, n, (off_t)(pos + off));
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && errno == EINVAL && w->fd_direct) {
             /* The device wants a larger alignment: go buffered for this file. */
@@ -273,20 +277,71 @@ static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* Waits until no write is in flight (its outcome is for wr_aio_wait). */
+static void wr_aio_drain(struct fsm_snap_writer *w)
+{
+    const struct aiocb *list[1] = {&w->aio};
+    while (w->aio_busy && aio_error(&w->aio) == EINPROGRESS)
+        aio_suspend(list, 1, NULL);
+}
+
+/* Waits for the write in flight, if any: a short one is finished and one the device refused
+ * as misaligned (EINVAL) is redone, synchronously. */
+static int wr_aio_wait(struct fsm_snap_writer *w)
+{
+    if (!w->aio_busy) return w->error;
+    wr_aio_drain(w);
+    int e = aio_error(&w->aio);
+    ssize_t n = aio_return(&w->aio);
+    w->aio_busy = false;
+    if (w->error) return w->error;
+    size_t len = w->aio.aio_nbytes, done = e == 0 && n > 0 ? (size_t)n : 0;
+    if (e == 0 && done == len) return 0;
+    if (e != 0 && e != EINVAL) return wr_fail(w, wr_errno(e), "writing a staged file");
+    return wr_pwrite(w, (const uint8_t *)w->aio.aio_buf + done, len - done,
+                     (uint64_t)w->aio.aio_offset + done);
+}
+
+/* Starts writing buf[0..len) (aligned, whole blocks) at the current file offset; buf and
+ * spare swap. Synchronous when the system cannot queue it. */
+static int wr_aio_start(struct fsm_snap_writer *w, size_t len)
+{
+    if (wr_aio_wait(w)) return w->error;
+    memset(&w->aio, 0, sizeof w->aio);
+    w->aio.aio_fildes = w->fd;
+    w->aio.aio_buf = w->buf;
+    w->aio.aio_nbytes = len;
+    w->aio.aio_offset = (off_t)w->written;
+    w->aio.aio_sigevent.sigev_notify = SIGEV_NONE;
+    if (aio_write(&w->aio) != 0) return wr_pwrite(w, w->buf, len, w->written);
+    w->aio_busy = true;
+    uint8_t *b = w->buf;
+    w->buf = w->spare;
+    w->spare = b;
+    return 0;
+}
+
+/* Writes one DATA record's payload at the current file offset. */
+static int wr_data_out(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+{
+    bool aligned = len % FSS_DIO_ALIGN == 0 && w->written % FSS_DIO_ALIGN == 0;
+    if (!w->fd_direct || !aligned) {
+        if (wr_aio_wait(w)) return w->error;
+        return wr_pwrite(w, p, len, w->written);
+    }
+    /* A record that came whole in the caller's bytes (unaligned) is copied into buf, which
+     * is free (no record is being assembled, and the write in flight is from spare): much
+     * cheaper than the page cache's copy. */
+    if (p != w->buf) memcpy(w->buf, p, len);
+    return wr_aio_start(w, len);
+}
+
 static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (!w->in_file || len == 0 || len > w->size - w->written)
         return wr_fail(w, ERR_CORRUPT, "DATA record beyond its file");
     fsm_sha256_update(&w->sha, p, len);
-    if (!w->skip && w->fd_direct && p != w->buf && len >= FSS_DIO_ALIGN &&
-        w->written % FSS_DIO_ALIGN == 0) {
-        /* The record came whole in the caller's bytes (unaligned): w->buf is free (no
-         * record is being assembled), and a copy into it is much cheaper than the page
-         * cache's. */
-        memcpy(w->buf, p, len);
-        p = w->buf;
-    }
-    if (!w->skip && wr_pwrite(w, p, len)) return w->error;
+    if (!w->skip && wr_data_out(w, p, len)) return w->error;
     w->written += len;
     w->bytes += len;
     return w->written == w->size ? wr_file_done(w) : 0;
@@ -463,10 +518,16 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
     *out = NULL;
     if (f->writer_open) return ERR_BUSY;
     struct fsm_snap_writer *w = calloc(1, sizeof *w);
-    if (w && posix_memalign((void **)&w->buf, FSS_DIO_ALIGN, FSS_PAYLOAD_MAX + FSS_REC_CRC))
-        w->buf = NULL;
-    if (!w || !w->buf) {
-        if (w) free(w);
+    size_t bytes = FSS_PAYLOAD_MAX + FSS_REC_CRC;
+    void *a = NULL, *b = NULL;
+    if (w && posix_memalign(&a, FSS_DIO_ALIGN, bytes) == 0 &&
+        posix_memalign(&b, FSS_DIO_ALIGN, bytes) == 0) {
+        w->buf = a;
+        w->spare = b;
+    }
+    if (!w || !w->spare) {
+        free(a);
+        free(w);
         return ERR_NOMEM;
     }
     w->f = f;
@@ -500,6 +561,9 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
 
 void fsm_snap_writer_free(struct fsm_snap_writer *w)
 {
+    wr_aio_drain(w); /* the write in flight uses fd and spare */
+    if (w->aio_busy) (void)aio_return(&w->aio);
+    w->aio_busy = false;
     if (w->txn) fsm_db_abort(w->txn);
     w->txn = NULL;
     fsm_db_close_tables(&w->db);
@@ -507,6 +571,7 @@ void fsm_snap_writer_free(struct fsm_snap_writer *w)
     if (w->stage_fd >= 0) close(w->stage_fd);
     raft_blob_unref(w->meta.conf);
     free(w->buf);
+    free(w->spare);
     free(w);
 }
 
