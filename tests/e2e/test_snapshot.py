@@ -287,7 +287,10 @@ def test_idle_wiped_follower(c, expect):
 
 # ---- (d) -------------------------------------------------------------------------------------
 def frame(ftype, payload):
-    return struct.pack(">IBBHI", len(payload), 1, ftype, 0, zlib.crc32(payload)) + payload
+    # SNAP_CHUNK (5) frames checksum only their 37 bytes of fixed fields, and say so (flag 1):
+    # the stream bytes carry their own per-record CRCs (include/codec.h).
+    flags, covered = (1, payload[:37]) if ftype == 5 else (0, payload)
+    return struct.pack(">IBBHI", len(payload), 1, ftype, flags, zlib.crc32(covered)) + payload
 
 
 def s16(s):
@@ -298,6 +301,12 @@ def s16(s):
 def raft_id(name):
     v = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
     return v or 1
+
+
+def flip(b, at, bits):
+    b = bytearray(b)
+    b[at] ^= bits
+    return bytes(b)
 
 
 def chunk(session, term, index, offset, last, data):
@@ -344,7 +353,8 @@ def test_bad_snapshot_frames(c, expect):
         chunk(0, term, 5, 0, False, b"x" * 10),  # session 0
         frame(5, struct.pack(">QQQQBI", 7, term, 5, 0, 0, 1 << 20) + b"y" * 64),  # length lies
         frame(6, struct.pack(">QQQBQ", 7, term, 0, 9, 0) + s16("")),  # unknown status
-        chunk(7, term, 5, 0, False, b"z")[:-1] + b"!",  # bad checksum
+        flip(chunk(7, term, 5, 0, False, b"z"), 12 + 20, 1),  # bad checksum (of the index)
+        flip(chunk(7, term, 5, 0, False, b"z"), 7, 1),  # no CRC_HEAD flag on a SNAP_CHUNK
     ]
     for bad in lying:
         s = socket.create_connection((host, int(port)), timeout=3)
