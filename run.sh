@@ -14,7 +14,7 @@ cd "$ROOT"
 
 PKGS=(meson ninja-build pkg-config gcc clang libev-dev libjansson-dev libdb-dev
       libmicrohttpd-dev libssl-dev zlib1g-dev python3 curl iproute2 iptables procps
-      libclang-rt-14-dev libcurl4-openssl-dev libsodium-dev)
+      libclang-rt-14-dev libcurl4-openssl-dev libsodium-dev libdeflate-dev)
 
 install_deps() {
     local missing=() p

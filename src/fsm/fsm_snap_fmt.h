@@ -23,6 +23,9 @@
 #include <stdint.h>
 
 #include <zlib.h>
+#ifdef RAFTFS_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
 
 #include "fsm.h"
 #include "fsm_be.h"
@@ -77,15 +80,24 @@ static inline uint32_t fss_get32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* zlib's CRC-32 (crc 0 to start), computed by libdeflate when the build found it (faster). */
+static inline uint32_t fss_crc32(uint32_t crc, const uint8_t *p, size_t len)
+{
+#ifdef RAFTFS_HAVE_LIBDEFLATE
+    return libdeflate_crc32(crc, p, len);
+#else
+    return (uint32_t)crc32_z(crc, p, len);
+#endif
+}
+
 /* CRC of record `seq` whose header and payload are hdr[0..5) and payload[0..len). */
 static inline uint32_t fss_crc(uint64_t seq, const uint8_t *hdr, const uint8_t *payload, size_t len)
 {
     uint8_t s[8];
     fsm_be_put64(s, seq);
-    uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, s, sizeof s);
-    c = crc32(c, hdr, FSS_REC_HDR);
-    return (uint32_t)crc32_z(c, payload, len);
+    uint32_t c = fss_crc32(0, s, sizeof s);
+    c = fss_crc32(c, hdr, FSS_REC_HDR);
+    return fss_crc32(c, payload, len);
 }
 
 #endif
