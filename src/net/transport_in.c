@@ -193,8 +193,8 @@ static int transport_conn_frame(struct transport_conn *c, const struct codec_fra
 
 /* Sizes the buffer for the next read. It grows with the bytes that actually arrived
  * (doubling, up to the frame in progress, whose length was checked against the maximum), so
- * a header announcing 80 MiB costs nothing until the bytes come; it shrinks back once a big
- * frame is gone. */
+ * a header announcing 80 MiB costs nothing until the bytes come; it shrinks back once a frame
+ * bigger than TRANSPORT_KEEP_BYTES is gone. */
 static int transport_conn_buffer(struct transport_conn *c, size_t need)
 {
     size_t want = c->len + TRANSPORT_READ_CHUNK;
@@ -202,7 +202,7 @@ static int transport_conn_buffer(struct transport_conn *c, size_t need)
         size_t grow = c->cap * 2 > want ? c->cap * 2 : want;
         want = grow < need ? grow : need;
     }
-    bool shrink = c->cap > 4 * TRANSPORT_READ_CHUNK && want < c->cap / 2;
+    bool shrink = c->cap > TRANSPORT_KEEP_BYTES && want < c->cap / 2;
     if (want <= c->cap && !shrink) return 0;
     uint8_t *b = realloc(c->buf, want);
     if (!b) return ERR_NOMEM;
