@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "err.h"
@@ -88,8 +90,33 @@ static int store_env_config(DB_ENV *e)
     return ret;
 }
 
+/* BDB sleeps whole seconds where it waits for other threads: memp_sync (every checkpoint, on
+ * the writer thread) before each new pass over dirty buffers another thread held exclusively
+ * -- the file store's apply latches pages all the time on the loop thread --, and memp_alloc
+ * when the cache is full of busy buffers. Each such second stalled every commit, so every
+ * client write (seen as ~1 s p99 spikes under load, the writer found in __os_yield under
+ * __memp_sync_int). Waiting at most this long and retrying serves the same purpose. */
+#define STORE_YIELD_MAX_US 10000
+
+uint64_t store_yield_us(unsigned long secs, unsigned long usecs)
+{
+    uint64_t us = (uint64_t)secs * 1000000u + usecs;
+    return us > STORE_YIELD_MAX_US ? STORE_YIELD_MAX_US : us;
+}
+
+static int store_yield(u_long secs, u_long usecs)
+{
+    uint64_t us = store_yield_us(secs, usecs);
+    if (us == 0) return sched_yield();
+    struct timespec ts = {0, (long)us * 1000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
 static int store_env_open(struct store *s, const char *dir, char *err, size_t err_len)
 {
+    db_env_set_func_yield(store_yield); /* process-wide, idempotent */
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         snprintf(err, err_len, "mkdir %s: %s", dir, strerror(errno));
         return errno == ENOSPC ? ERR_NOSPACE : ERR_IO;

@@ -103,6 +103,9 @@ struct store_job {
 int store_commit_batch(struct store *s, struct store_job *jobs);
 /* Drops the blob references (entries, snap_conf) and the entry array of w. */
 void store_write_release(struct store_write *w);
+/* How long store_yield (BDB's replacement for its own sleeps, set by store_open for the whole
+ * process) waits when BDB asks for secs + usecs: the same, capped at 10 ms. */
+uint64_t store_yield_us(unsigned long secs, unsigned long usecs);
 /* txn_checkpoint if at least min_kbytes of log were written since the last one. */
 void store_checkpoint(struct store *s, uint32_t min_kbytes);
 /* Bytes of BDB log written since the last checkpoint, by anyone (0 when unknown). */

@@ -8,6 +8,7 @@
 #include "check.h"
 #include "err.h"
 #include "store_testlib.h"
+#include "../../../src/storage/store_int.h" /* store_yield_us */
 
 static char tmpl_dir[64];
 
@@ -547,6 +548,16 @@ static void test_shared_env(void)
     st_rmtree(dir);
 }
 
+/* BDB's own sleeps (a whole second between checkpoint passes over busy buffers) are cut to
+ * at most 10 ms; shorter ones and plain yields are kept. */
+static void test_yield_capped(void)
+{
+    CHECK_EQ_U(store_yield_us(1, 0), 10000);
+    CHECK_EQ_U(store_yield_us(0, 5000000), 10000); /* not normalised by BDB */
+    CHECK_EQ_U(store_yield_us(0, 2500), 2500);
+    CHECK_EQ_U(store_yield_us(0, 0), 0);
+}
+
 /* Longer than one trim chunk: cut in several transactions ahead of the batch, through the
  * writer, with a truncating job queued between two appends. */
 static void test_long_truncation(void)
@@ -588,5 +599,6 @@ int main(void)
     RUN(test_fetch_while_writing);
     RUN(test_sticky_failure);
     RUN(test_shared_env);
+    RUN(test_yield_capped);
     return check_report();
 }
