@@ -30,14 +30,19 @@
  * The log must keep every entry after fsm_checkpointed() (compaction must not pass it).
  *
  * ---- Inodes (TESTBED.md: creating one costs ~0.8 ms here) ----
- * An overwrite writes into a pooled spare inode and swaps it with the target
- * (RENAME_EXCHANGE); the old inode becomes a spare. DELETE moves the inode into the pool too.
+ * An overwrite no larger than the file (up to 64 KiB) is written into the file's own inode
+ * when no other open file description of it exists (a write lease, F_SETLEASE, is granted
+ * only then; while we hold it any other open waits for us): no reader can see it happen, and
+ * no rename is needed. Any other overwrite writes into a pooled spare inode and swaps it with
+ * the target (RENAME_EXCHANGE); the old inode becomes a spare. DELETE moves the inode into the
+ * pool too.
  * An inode that may be open elsewhere (a reader's fd from fsm_open_read, or any other process)
  * is never recycled: before reuse we take a write lease (F_SETLEASE), which the kernel refuses
  * while any other open file description of the inode exists; such an inode is unlinked and
  * lives on, unchanged, until its readers close it.
  *
- * Costs (tests/bench/fsm_bench.c, this VM): an overwrite applies in ~25 us of CPU and creates
+ * Costs (tests/bench/fsm_bench.c, this VM): an overwrite applies in ~25 us of CPU (~15 us in
+ * place) and creates
  * no inode; a new path ~0.1-0.5 ms, mostly the inode, which the spare thread usually makes
  * ahead of time. A body is written on the apply path: a 64 MiB PUT holds the caller's thread
  * for ~0.2-0.5 s.
@@ -127,12 +132,21 @@ struct fsm_result {
     raft_index index; /* the entry that took effect (the original one for a duplicate) */
 };
 
+/* Checkpoint durations (syncfs plus the synchronous commit of C), upper bounds in ms. */
+#define FSM_CKPT_BUCKETS 10
+extern const double fsm_ckpt_bucket_le_ms[FSM_CKPT_BUCKETS];
+
 struct fsm_stats {
-    uint64_t inodes_created;    /* spare inodes created on the apply path (the expensive case) */
-    uint64_t inodes_precreated; /* spare inodes created by the background thread */
-    uint64_t inodes_recycled;   /* old inodes taken back into the spare pool */
-    uint64_t inodes_pinned;     /* old inodes not recycled because they were open elsewhere */
-    uint64_t spares;            /* spares in the pool now */
+    uint64_t inodes_created;      /* spare inodes created on the apply path (the expensive case) */
+    uint64_t inodes_precreated;   /* spare inodes created by the background thread */
+    uint64_t inodes_recycled;     /* old inodes taken back into the spare pool */
+    uint64_t inodes_pinned;       /* old inodes not recycled because they were open elsewhere */
+    uint64_t overwrites_in_place; /* overwrites written into the file's own inode (no rename) */
+    uint64_t spares;              /* spares in the pool now */
+    /* ckpt_hist[i]: checkpoints that took <= fsm_ckpt_bucket_le_ms[i] (and more than the
+     * previous bound); ckpt_hist[FSM_CKPT_BUCKETS]: slower than every bound. */
+    uint64_t ckpt_hist[FSM_CKPT_BUCKETS + 1];
+    uint64_t ckpt_us_sum;
 };
 
 struct fsm; /* opaque */

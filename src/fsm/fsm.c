@@ -149,13 +149,40 @@ int fsm_checkpoint(struct fsm *f)
     return 0;
 }
 
+const double fsm_ckpt_bucket_le_ms[FSM_CKPT_BUCKETS] = {1,   5,   10,  25,   50,
+                                                        100, 250, 500, 1000, 5000};
+
+static uint64_t fsm_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* One checkpoint's duration into the histogram; a slow one is logged, to be matched with
+ * client latency spikes (a syncfs writes back the whole file system, other processes' files
+ * included, and the Raft log's fdatasync can wait behind it). */
+static void fsm_ckpt_record(struct fsm *f, uint64_t us, raft_index from, raft_index to)
+{
+    size_t b = 0;
+    while (b < FSM_CKPT_BUCKETS && (double)us > fsm_ckpt_bucket_le_ms[b] * 1000.0)
+        b++;
+    atomic_fetch_add(&f->ckpt_hist[b], 1);
+    atomic_fetch_add(&f->ckpt_us_sum, us);
+    if (us >= 250000)
+        LOG_INFO("file store: slow checkpoint: %.0f ms for entries %llu..%llu", (double)us / 1e3,
+                 (unsigned long long)from + 1, (unsigned long long)to);
+}
+
 int fsm_checkpoint_sync(struct fsm *f)
 {
     pthread_mutex_lock(&f->ckpt_lock);
     /* Read before syncfs: every file write of entries <= i finished before applied became i. */
     raft_index i = atomic_load(&f->applied);
     int rv = 0;
-    if (i != atomic_load(&f->checkpointed)) {
+    raft_index c = atomic_load(&f->checkpointed);
+    if (i != c) {
+        uint64_t t0 = fsm_now_us();
         rv = fsm_files_sync(&f->ff);
         DB_TXN *txn = NULL;
         if (rv == 0) rv = fsm_db_begin(&f->db, &txn);
@@ -167,6 +194,7 @@ int fsm_checkpoint_sync(struct fsm *f)
                 fsm_db_abort(txn);
         }
         if (rv == 0) atomic_store(&f->checkpointed, i);
+        fsm_ckpt_record(f, fsm_now_us() - t0, c, i);
     }
     pthread_mutex_unlock(&f->ckpt_lock);
     return rv;
@@ -431,5 +459,9 @@ void fsm_get_stats(struct fsm *f, struct fsm_stats *out)
     out->inodes_precreated = f->ff.precreated;
     out->inodes_recycled = f->ff.recycled;
     out->inodes_pinned = f->ff.pinned;
+    out->overwrites_in_place = f->ff.in_place;
+    for (size_t b = 0; b <= FSM_CKPT_BUCKETS; b++)
+        out->ckpt_hist[b] = atomic_load(&f->ckpt_hist[b]);
+    out->ckpt_us_sum = atomic_load(&f->ckpt_us_sum);
     out->spares = fsm_files_pool_size(&f->ff);
 }

@@ -49,6 +49,7 @@ struct fsm_files {
     pthread_t creator;
     _Atomic uint64_t next_id; /* next fresh name in spare/ or trash/ */
     _Atomic uint64_t created, precreated, recycled, pinned;
+    _Atomic uint64_t in_place; /* overwrites written into the file's own inode */
 };
 
 /* Creates the directories when absent, removes leftovers of a crash, fills the pool from

@@ -33,6 +33,9 @@ struct fsm {
     _Atomic raft_index checkpointed; /* C: durable replay start */
     raft_index bdb_applied;          /* A: BDB holds the effect of every entry <= this */
     pthread_mutex_t ckpt_lock;       /* one checkpoint at a time (and no install meanwhile) */
+    /* Checkpoint durations (fsm_stats); atomics: /metrics must not wait for a syncfs. */
+    _Atomic uint64_t ckpt_hist[FSM_CKPT_BUCKETS + 1];
+    _Atomic uint64_t ckpt_us_sum;
     /* The checkpoint thread (interval_ms > 0). */
     unsigned interval_ms;
     pthread_t ckpt_thread;

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,7 +217,8 @@ static void test_fsm_overwrite_creates_no_inode(void)
     struct fsm_result r;
     char body[64];
     CHECK_EQ_U(put(t.f, 1, 1, "f", "v0", &r), 0);
-    CHECK_EQ_U(put(t.f, 2, 2, "f", "v1", &r), 0); /* pool was empty: one more inode */
+    /* Longer than v0, so not in place: the pool was empty, one more inode; v0's is pooled. */
+    CHECK_EQ_U(put(t.f, 2, 2, "f", "v1, longer than every later version", &r), 0);
     struct fsm_stats before, after;
     fsm_get_stats(t.f, &before);
     for (unsigned i = 3; i < 50; i++) {
@@ -226,7 +228,9 @@ static void test_fsm_overwrite_creates_no_inode(void)
     }
     fsm_get_stats(t.f, &after);
     CHECK_EQ_U(after.inodes_created, before.inodes_created);
-    CHECK(after.inodes_recycled >= before.inodes_recycled + 47);
+    /* Each overwrite either recycled the old inode or wrote into it in place. */
+    CHECK(after.inodes_recycled + after.overwrites_in_place >=
+          before.inodes_recycled + before.overwrites_in_place + 47);
     CHECK(file_is(&t, "f", "version 49"));
     /* A delete gives its inode to the pool; the next new path reuses it. */
     CHECK_EQ_U(del(t.f, 50, 50, "f", &r), 0);
@@ -235,6 +239,103 @@ static void test_fsm_overwrite_creates_no_inode(void)
     fsm_get_stats(t.f, &after);
     CHECK_EQ_U(after.inodes_created, before.inodes_created);
     CHECK(r.created);
+    t_fini(&t);
+}
+
+static ino_t ino_of(struct tenv *t, const char *path)
+{
+    char p[256];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/files/%s", t->dir, path);
+    return stat(p, &st) == 0 ? st.st_ino : 0;
+}
+
+/* An overwrite that fits the file goes into its own inode when nobody has it open; a longer
+ * one, or one while a reader holds the file, swaps in a spare (the reader keeps the old). */
+static void test_fsm_overwrite_in_place(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    struct fsm_stats s0, s1;
+    CHECK_EQ_U(put(t.f, 1, 1, "d/f", "0123456789", &r), 0);
+    ino_t ino = ino_of(&t, "d/f");
+    CHECK(ino != 0);
+    fsm_get_stats(t.f, &s0);
+    CHECK_EQ_U(put(t.f, 2, 2, "d/f", "abcdefghij", &r), 0); /* same size */
+    CHECK(file_is(&t, "d/f", "abcdefghij") && ino_of(&t, "d/f") == ino);
+    CHECK_EQ_U(put(t.f, 3, 3, "d/f", "xyz", &r), 0); /* shorter: truncated */
+    CHECK(file_is(&t, "d/f", "xyz") && ino_of(&t, "d/f") == ino && !r.created);
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.overwrites_in_place, s0.overwrites_in_place + 2);
+    CHECK_EQ_U(s1.inodes_recycled, s0.inodes_recycled);
+    CHECK_EQ_U(put(t.f, 4, 4, "d/f", "longer than before", &r), 0); /* would grow: spare */
+    CHECK(file_is(&t, "d/f", "longer than before") && ino_of(&t, "d/f") != ino);
+    ino = ino_of(&t, "d/f");
+    /* A reader's open file: never written under it. */
+    int fd = -1;
+    struct fsm_meta m;
+    CHECK_EQ_U(fsm_open_read(t.f, "d/f", &fd, &m), 0);
+    CHECK_EQ_U(put(t.f, 5, 5, "d/f", "short, unseen", &r), 0); /* would fit in place */
+    CHECK(file_is(&t, "d/f", "short, unseen") && ino_of(&t, "d/f") != ino);
+    char buf[64] = "";
+    CHECK_EQ_U(pread(fd, buf, sizeof buf - 1, 0), 18);
+    CHECK(!strcmp(buf, "longer than before"));
+    close(fd);
+    /* A second name for the inode (a hard link made outside): not written through. */
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/files/d/f", t.dir);
+    snprintf(b, sizeof b, "%s/outside-link", t.dir);
+    CHECK(link(a, b) == 0);
+    ino = ino_of(&t, "d/f");
+    CHECK_EQ_U(put(t.f, 6, 6, "d/f", "via no link", &r), 0); /* would fit in place */
+    CHECK(file_is(&t, "d/f", "via no link") && ino_of(&t, "d/f") != ino);
+    FILE *fp = fopen(b, "r");
+    CHECK(fp && fgets(buf, sizeof buf, fp) && !strcmp(buf, "short, unseen"));
+    if (fp) fclose(fp);
+    unlink(b);
+    /* Empty bodies always take a spare (truncating a file to 0 makes ext4 flush it). */
+    fsm_get_stats(t.f, &s0);
+    CHECK_EQ_U(put(t.f, 7, 7, "d/f", "", &r), 0);
+    CHECK(file_is(&t, "d/f", ""));
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.overwrites_in_place, s0.overwrites_in_place);
+    /* A lease broken by another open would signal SIGIO: the store ignores it. */
+    struct sigaction sa;
+    CHECK(sigaction(SIGIO, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN);
+    t_fini(&t);
+}
+
+static uint64_t ckpt_count(struct fsm *f)
+{
+    struct fsm_stats st;
+    fsm_get_stats(f, &st);
+    uint64_t n = 0;
+    for (size_t b = 0; b <= FSM_CKPT_BUCKETS; b++)
+        n += st.ckpt_hist[b];
+    return n;
+}
+
+/* Every checkpoint that syncs lands in the duration histogram; one with nothing new does not. */
+static void test_fsm_checkpoint_histogram(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    CHECK_EQ_U(ckpt_count(t.f), 0);
+    CHECK_EQ_U(put(t.f, 1, 1, "a", "x", &r), 0);
+    CHECK_EQ_U(fsm_checkpoint_sync(t.f), 0);
+    CHECK_EQ_U(ckpt_count(t.f), 1);
+    CHECK_EQ_U(fsm_checkpoint_sync(t.f), 0); /* nothing applied since */
+    CHECK_EQ_U(ckpt_count(t.f), 1);
+    CHECK_EQ_U(put(t.f, 2, 2, "b", "y", &r), 0);
+    CHECK_EQ_U(fsm_checkpoint_sync(t.f), 0);
+    CHECK_EQ_U(ckpt_count(t.f), 2);
+    struct fsm_stats st;
+    fsm_get_stats(t.f, &st);
+    CHECK(st.ckpt_us_sum > 0);
+    for (size_t b = 1; b < FSM_CKPT_BUCKETS; b++)
+        CHECK(fsm_ckpt_bucket_le_ms[b] > fsm_ckpt_bucket_le_ms[b - 1]);
     t_fini(&t);
 }
 
@@ -940,6 +1041,8 @@ int main(void)
 {
     RUN(test_fsm_put_new_replace_delete);
     RUN(test_fsm_overwrite_creates_no_inode);
+    RUN(test_fsm_overwrite_in_place);
+    RUN(test_fsm_checkpoint_histogram);
     RUN(test_fsm_delete_then_create_reuses_inodes);
     RUN(test_fsm_duplicate_request_id);
     RUN(test_fsm_dedup_window);
