@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fsm.h"
 #include "http.h"
 #include "node.h"
 #include "storage.h"
@@ -121,6 +122,35 @@ static void metrics_store(struct node *n, struct metrics_buf *b)
                    s.fsync_us_sum / 1e6, cum);
 }
 
+static void metrics_fsm(struct node *n, struct metrics_buf *b)
+{
+    struct fsm_stats s;
+    fsm_get_stats(n->fsm, &s);
+    metrics_one(b, "fsm_inodes_created_total", "counter",
+                "Inodes created on the apply path (the spare pool was empty).", s.inodes_created);
+    metrics_one(b, "fsm_inodes_precreated_total", "counter",
+                "Spare inodes created ahead by the background thread.", s.inodes_precreated);
+    metrics_one(b, "fsm_inodes_recycled_total", "counter",
+                "Replaced or deleted inodes kept as spares.", s.inodes_recycled);
+    metrics_one(b, "fsm_overwrites_in_place_total", "counter",
+                "Overwrites written into the file's own inode (no rename).", s.overwrites_in_place);
+    metrics_one(b, "fsm_spare_inodes", "gauge", "Spare inodes ready now.", s.spares);
+    metrics_printf(b, "# HELP raftfs_fsm_checkpoint_seconds Duration of one file store "
+                      "checkpoint (syncfs and its BDB commit).\n"
+                      "# TYPE raftfs_fsm_checkpoint_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t i = 0; i < FSM_CKPT_BUCKETS; i++) {
+        cum += s.ckpt_hist[i];
+        metrics_printf(b, "raftfs_fsm_checkpoint_seconds_bucket{le=\"%g\"} %llu\n",
+                       fsm_ckpt_bucket_le_ms[i] / 1e3, cum);
+    }
+    cum += s.ckpt_hist[FSM_CKPT_BUCKETS];
+    metrics_printf(b, "raftfs_fsm_checkpoint_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    metrics_printf(
+        b, "raftfs_fsm_checkpoint_seconds_sum %g\nraftfs_fsm_checkpoint_seconds_count %llu\n",
+        s.ckpt_us_sum / 1e6, cum);
+}
+
 static void metrics_net(struct node *n, struct metrics_buf *b)
 {
     struct transport_stats t;
@@ -151,6 +181,7 @@ void node_metrics_reply(struct node *n, struct http_req *req)
     metrics_raft(n, &b);
     metrics_store(n, &b);
     metrics_snap(n, &b);
+    metrics_fsm(n, &b);
     metrics_net(n, &b);
     metrics_http(n, &b);
     if (b.oom || !b.data) {
