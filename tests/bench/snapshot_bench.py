@@ -7,8 +7,8 @@
            many bytes on the same file system, twice: conv=fdatasync (through the page cache,
            which a VM's host may cache too) and oflag=direct (O_DIRECT, bypassing our page
            cache: the honest disk rate). REPS catch-ups (wipe, restart) reuse one loaded
-           cluster. RAFTFS_BENCH_PERF=DIR records `perf record -g` of the leader and the
-           follower during each catch-up into DIR/{leader,follower}-N.data.
+           cluster. RAFTFS_BENCH_PERF=DIR records `perf record -a -g` during each catch-up
+           into DIR/all-N.data (it prints the leader's and the follower's pids).
   stall    raftbench write latency (p50/p99/p99.9) with compaction running about every
            second (snapshot_entries small) vs compaction effectively off.
 
@@ -46,13 +46,12 @@ def dd_rate(dirpath, mib, direct=False):
     return mib / dt
 
 
-def perf_start(pid, out):
-    """perf record -g of pid into out (None when RAFTFS_BENCH_PERF is unset)."""
-    if not os.environ.get("RAFTFS_BENCH_PERF"):
-        return None
-    p = subprocess.Popen(["perf", "record", "-g", "-q", "-o", out, "-p", str(pid)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return p
+def perf_start(out):
+    """perf record -g of the whole machine into out: `-p PID` would miss the threads a node
+    starts later (the snapshot writer's hashing and AIO threads); filter with
+    `perf report --pid`."""
+    return subprocess.Popen(["perf", "record", "-a", "-g", "-q", "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def perf_stop(p):
@@ -96,8 +95,8 @@ def catchup_once(c, lead, fol, mib, want, rep):
     perfs = []
     if pdir:
         os.makedirs(pdir, exist_ok=True)
-        perfs = [perf_start(c.procs[lead].pid, os.path.join(pdir, "leader-%d.data" % rep)),
-                 perf_start(c.procs[fol].pid, os.path.join(pdir, "follower-%d.data" % rep))]
+        perfs = [perf_start(os.path.join(pdir, "all-%d.data" % rep))]
+        print("perf: leader pid %d, follower pid %d" % (c.procs[lead].pid, c.procs[fol].pid))
     try:
         wait_until(lambda: tree_digest(os.path.join(c.node_dir(fol), "files")) == want, 600,
                    "catch-up", interval=0.1)
