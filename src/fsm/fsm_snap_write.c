@@ -1,7 +1,8 @@
 /* fsm_snap_write.c — the receiver side of InstallSnapshot: parses an untrusted stream in any
  * chunking, checks everything (lengths before buffering, CRCs, order, paths, sizes, SHA-256s)
  * and stages files under raft/snap-in/files/ and metadata in fsm_snapin_*.db. Never touches
- * files/ or the live tables; memory is one record buffer. */
+ * files/ or the live tables; memory is two record buffers (the one being filled, and the one
+ * an asynchronous O_DIRECT write may still be reading). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
