@@ -50,7 +50,7 @@ struct config {
      * slightly late follower still catches up from the log. */
     uint64_t snapshot_entries;  /* "snapshot_entries", default 10000 (16..1e9) */
     uint64_t snapshot_bytes;    /* "snapshot_bytes", default 64 MiB (1 MiB..64 GiB) */
-    uint64_t snapshot_trailing; /* "snapshot_trailing", default 1024 (0..1e9) */
+    uint64_t snapshot_trailing; /* "snapshot_trailing", default 5000 (0..1e9) */
 };
 
 /* Loads and validates path. On error returns ERR_INVALID (or ERR_NOTFOUND/ERR_IO for the

@@ -188,7 +188,7 @@ static void config_defaults(struct config *c)
     c->spare_inodes = 1024;
     c->snapshot_entries = 10000;
     c->snapshot_bytes = 64ull << 20;
-    c->snapshot_trailing = 1024;
+    c->snapshot_trailing = 5000;
 }
 
 /* A non-negative integer in [min, max] that may exceed 32 bits. */

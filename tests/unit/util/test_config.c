@@ -35,7 +35,7 @@ static void test_config_good_loads_with_defaults(void)
     CHECK_EQ_U(c.spare_inodes, 1024);
     CHECK_EQ_U(c.snapshot_entries, 10000);
     CHECK_EQ_U(c.snapshot_bytes, 64ull << 20);
-    CHECK_EQ_U(c.snapshot_trailing, 1024);
+    CHECK_EQ_U(c.snapshot_trailing, 5000);
     CHECK_EQ_U(c.nodes[0].has_raft_listen, 0);
     CHECK(config_find(&c, "node1") == &c.nodes[0]);
     CHECK(config_find(&c, "nodeX") == NULL);
