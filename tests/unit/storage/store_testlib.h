@@ -115,4 +115,25 @@ static inline void st_rmtree(const char *dir)
     nftw(dir, st_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A fresh mkdtemp dir named /tmp/raftfs-<what>-XXXXXX in buf (aborts on failure). */
+static inline const char *st_tmpdir(char *buf, size_t len, const char *what)
+{
+    snprintf(buf, len, "/tmp/raftfs-%s-XXXXXX", what);
+    if (!mkdtemp(buf)) abort();
+    return buf;
+}
+
+/* store_open that must succeed: a failure prints BDB's reason and fails the test binary. */
+static inline struct store *st_open(const char *dir)
+{
+    char err[256] = "";
+    struct store *s = NULL;
+    int rv = store_open(dir, &s, err, sizeof err);
+    if (rv) {
+        fprintf(stderr, "store_open %s: %s\n", dir, err);
+        abort();
+    }
+    return s;
+}
+
 #endif

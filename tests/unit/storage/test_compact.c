@@ -14,20 +14,10 @@ static char tmpl_dir[64];
 
 static const char *tdir(void)
 {
-    strcpy(tmpl_dir, "/tmp/raftfs-compact-XXXXXX");
-    if (!mkdtemp(tmpl_dir)) abort();
-    return tmpl_dir;
+    return st_tmpdir(tmpl_dir, sizeof tmpl_dir, "compact");
 }
 
-static struct store *topen(const char *dir)
-{
-    char err[256] = "";
-    struct store *s = NULL;
-    int rv = store_open(dir, &s, err, sizeof err);
-    if (rv) fprintf(stderr, "store_open: %s\n", err);
-    CHECK(rv == 0);
-    return s;
-}
+#define topen st_open
 
 /* Appends n NORMAL entries from first in term, len bytes each, durably. */
 static void append(struct store *s, raft_index first, size_t n, raft_term term, uint32_t len)

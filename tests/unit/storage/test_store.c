@@ -14,20 +14,10 @@ static char tmpl_dir[64];
 
 static const char *tdir(void)
 {
-    strcpy(tmpl_dir, "/tmp/raftfs-store-XXXXXX");
-    if (!mkdtemp(tmpl_dir)) abort();
-    return tmpl_dir;
+    return st_tmpdir(tmpl_dir, sizeof tmpl_dir, "store");
 }
 
-static struct store *topen(const char *dir)
-{
-    char err[256] = "";
-    struct store *s = NULL;
-    int rv = store_open(dir, &s, err, sizeof err);
-    if (rv) fprintf(stderr, "store_open: %s\n", err);
-    CHECK(rv == 0);
-    return s;
-}
+#define topen st_open
 
 static void put_one(struct store *s, raft_index idx, raft_term term, uint8_t type, uint32_t len)
 {
