@@ -1,5 +1,7 @@
 /* fsm_tenv.h — helpers of the file-store tests: a store on a real BDB environment in a
- * mkdtemp directory, commands, and a dump of the whole observable state. */
+ * mkdtemp directory, commands, and a dump of the whole observable state. A test with its own
+ * command and dump helpers (test_fsm.c: results out of put/del) defines FSM_TENV_ENV_ONLY
+ * first and takes just the environment, so both kinds of test set the store up one way. */
 #ifndef RAFTFS_FSM_TENV_H
 #define RAFTFS_FSM_TENV_H
 
@@ -24,6 +26,7 @@ struct tenv {
     char env_dir[128]; /* dir/raft: the BDB environment */
     DB_ENV *env;
     struct fsm *f;
+    bool threads; /* fsm_open's defaults (spare and checkpoint threads) */
 };
 
 static inline int tenv_rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -48,14 +51,16 @@ static inline DB_ENV *tenv_env_open(const char *dir)
     return env;
 }
 
-/* Opens the store without background threads (deterministic); the open's result. */
+/* Opens the store; the open's result. Without threads (the default) inode counts and
+ * checkpoints stay deterministic. */
 static inline int t_open_rv(struct tenv *t)
 {
     char err[256];
     t->env = tenv_env_open(t->env_dir);
     CHECK(t->env != NULL);
     struct fsm_options o = {0};
-    int rv = fsm_open_opts(t->env, t->dir, &o, &t->f, err, sizeof err);
+    int rv = t->threads ? fsm_open(t->env, t->dir, &t->f, err, sizeof err)
+                        : fsm_open_opts(t->env, t->dir, &o, &t->f, err, sizeof err);
     if (rv) fprintf(stderr, "fsm_open: %s\n", err);
     return rv;
 }
@@ -73,13 +78,19 @@ static inline void t_close(struct tenv *t)
     t->env = NULL;
 }
 
-static inline void t_init(struct tenv *t)
+static inline void t_init_opts(struct tenv *t, bool threads)
 {
     memset(t, 0, sizeof *t);
-    snprintf(t->dir, sizeof t->dir, "/tmp/fsm-snap-XXXXXX");
+    t->threads = threads;
+    snprintf(t->dir, sizeof t->dir, "/tmp/fsm-test-XXXXXX");
     CHECK(mkdtemp(t->dir) != NULL);
     snprintf(t->env_dir, sizeof t->env_dir, "%s/raft", t->dir);
     t_open(t);
+}
+
+static inline void t_init(struct tenv *t)
+{
+    t_init_opts(t, false);
 }
 
 static inline void t_fini(struct tenv *t)
@@ -94,6 +105,44 @@ static inline void rid_of(unsigned n, uint8_t rid[FSM_REQ_ID_LEN])
     memcpy(rid, &n, sizeof n);
     rid[15] = 0xaa;
 }
+
+static inline size_t count_dir(const struct tenv *t, const char *rel)
+{
+    char full[300];
+    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
+    DIR *d = opendir(full);
+    size_t n = 0;
+    for (struct dirent *de; d && (de = readdir(d));)
+        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    if (d) closedir(d);
+    return n;
+}
+
+static inline bool path_exists(const struct tenv *t, const char *rel)
+{
+    char full[8300];
+    struct stat st;
+    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
+    return lstat(full, &st) == 0;
+}
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* xorshift64*: the tests' seeded randomness. */
+static inline uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+#ifndef FSM_TENV_ENV_ONLY
 
 /* A PUT entry (body of len bytes, byte i = fill + i) or DELETE (body NULL, len 0). */
 static inline struct raft_entry mk_entry(raft_index i, unsigned rn, const char *path,
@@ -219,40 +268,6 @@ static inline char *dump_state(struct tenv *t)
     return d.s;
 }
 
-static inline size_t count_dir(const struct tenv *t, const char *rel)
-{
-    char full[300];
-    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
-    DIR *d = opendir(full);
-    size_t n = 0;
-    for (struct dirent *de; d && (de = readdir(d));)
-        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
-    if (d) closedir(d);
-    return n;
-}
-
-static inline bool path_exists(const struct tenv *t, const char *rel)
-{
-    char full[8300];
-    struct stat st;
-    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
-    return lstat(full, &st) == 0;
-}
-
-static inline double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* xorshift64*: the tests' seeded randomness. */
-static inline uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
-}
+#endif /* FSM_TENV_ENV_ONLY */
 
 #endif

@@ -16,85 +16,10 @@
 #include "../../check.h"
 #include "err.h"
 #include "fsm.h"
-
-struct tenv {
-    char dir[64];      /* node dir (mkdtemp) */
-    char env_dir[128]; /* dir/raft: the BDB environment */
-    DB_ENV *env;
-    struct fsm *f;
-    bool threads; /* fsm_open's defaults (spare and checkpoint threads) */
-};
-
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static DB_ENV *env_open(const char *dir)
-{
-    DB_ENV *env = NULL;
-    mkdir(dir, 0755);
-    if (db_env_create(&env, 0) != 0) return NULL;
-    u_int32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_MPOOL | DB_INIT_LOCK |
-                      DB_THREAD | DB_RECOVER;
-    if (env->open(env, dir, flags, 0644) != 0) {
-        env->close(env, 0);
-        return NULL;
-    }
-    return env;
-}
-
-static void t_open(struct tenv *t)
-{
-    char err[256];
-    t->env = env_open(t->env_dir);
-    CHECK(t->env != NULL);
-    /* No background threads: inode counts and checkpoints stay deterministic. */
-    struct fsm_options o = {0};
-    int rv = t->threads ? fsm_open(t->env, t->dir, &t->f, err, sizeof err)
-                        : fsm_open_opts(t->env, t->dir, &o, &t->f, err, sizeof err);
-    if (rv) fprintf(stderr, "fsm_open: %s\n", err);
-    CHECK_EQ_U(rv, 0);
-}
-
-static void t_close(struct tenv *t)
-{
-    fsm_close(t->f);
-    t->f = NULL;
-    if (t->env) t->env->close(t->env, 0);
-    t->env = NULL;
-}
-
-static void t_init_opts(struct tenv *t, bool threads)
-{
-    memset(t, 0, sizeof *t);
-    t->threads = threads;
-    snprintf(t->dir, sizeof t->dir, "/tmp/fsm-test-XXXXXX");
-    CHECK(mkdtemp(t->dir) != NULL);
-    snprintf(t->env_dir, sizeof t->env_dir, "%s/raft", t->dir);
-    t_open(t);
-}
-
-static void t_init(struct tenv *t)
-{
-    t_init_opts(t, false);
-}
-
-static void t_fini(struct tenv *t)
-{
-    t_close(t);
-    nftw(t->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void rid_of(unsigned n, uint8_t rid[FSM_REQ_ID_LEN])
-{
-    memset(rid, 0, FSM_REQ_ID_LEN);
-    memcpy(rid, &n, sizeof n);
-    rid[15] = 0xaa;
-}
+/* The store is set up as in the other fsm tests; put/del/dump_state stay this file's own
+ * (they hand back fsm_result). */
+#define FSM_TENV_ENV_ONLY
+#include "fsm_tenv.h"
 
 static int apply_blob(struct fsm *f, raft_index i, struct raft_blob *b, struct fsm_result *res)
 {
@@ -145,26 +70,6 @@ static bool file_is(const struct tenv *t, const char *path, const char *want)
     return n >= 0 && strcmp(buf, want) == 0;
 }
 
-static bool exists(const struct tenv *t, const char *rel)
-{
-    char full[8300];
-    struct stat st;
-    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
-    return lstat(full, &st) == 0;
-}
-
-static size_t count_dir(const struct tenv *t, const char *rel)
-{
-    char full[300];
-    snprintf(full, sizeof full, "%s/%s", t->dir, rel);
-    DIR *d = opendir(full);
-    size_t n = 0;
-    for (struct dirent *de; d && (de = readdir(d));)
-        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
-    if (d) closedir(d);
-    return n;
-}
-
 static void test_fsm_put_new_replace_delete(void)
 {
     struct tenv t;
@@ -194,8 +99,8 @@ static void test_fsm_put_new_replace_delete(void)
 
     CHECK_EQ_U(del(t.f, 3, 3, "dir/sub/a.txt", &r), 0);
     CHECK_EQ_U(r.status, 0);
-    CHECK(!exists(&t, "files/dir/sub/a.txt"));
-    CHECK(!exists(&t, "files/dir")); /* empty parents removed */
+    CHECK(!path_exists(&t, "files/dir/sub/a.txt"));
+    CHECK(!path_exists(&t, "files/dir")); /* empty parents removed */
     CHECK_EQ_U(fsm_stat(t.f, "dir/sub/a.txt", &m), ERR_NOTFOUND);
     CHECK_EQ_U(del(t.f, 4, 4, "dir/sub/a.txt", &r), 0);
     CHECK_EQ_U(r.status, ERR_NOTFOUND);
@@ -619,7 +524,7 @@ static void test_fsm_leftovers_cleaned_on_open(void)
     fsm_get_stats(t.f, &s);
     CHECK_EQ_U(s.spares, 80);                    /* 64 open, 16 in the reserve: none unlinked */
     CHECK_EQ_U(count_dir(&t, "spare"), 80 + 16); /* the junk, and the 16 shard directories */
-    CHECK(!exists(&t, "spare/dir"));
+    CHECK(!path_exists(&t, "spare/dir"));
     CHECK_EQ_U(count_dir(&t, "trash"), 0);
     CHECK(file_is(&t, "keep", "k"));
     CHECK_EQ_U(count_dir(&t, "files"), 1);
@@ -948,13 +853,6 @@ static void test_fsm_reopen_keeps_state(void)
     CHECK(r.duplicate && r.created);
     CHECK_EQ_U(r.index, 1);
     t_fini(&t);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* The largest regular file in dir and, one level down, in its subdirectories (spare/'s
