@@ -99,7 +99,8 @@ struct fsm_cmd {
 /* A PUT command whose body the caller writes in place (no second copy of the body): on success
  * *out is a new blob (caller owns one reference) and *body_out points at its body_len
  * uninitialised body bytes. ERR_INVALID (bad path), ERR_TOOBIG (does not fit a blob), ERR_NOMEM. */
-/* A new request id: 8 bytes of big-endian wall-clock microseconds, then 8 random bytes.
+/* A new request id: 8 bytes of big-endian wall-clock microseconds (made strictly increasing
+ * within the process), then 8 random bytes drawn once per process (no system call per id).
  * Unique like a random id, but ids of one period sort together, so the dedup table's inserts
  * and lookups stay on a few hot B-tree pages instead of touching a random page each.
  * ERR_IO when no randomness is available. */
@@ -147,6 +148,8 @@ struct fsm_stats {
      * previous bound); ckpt_hist[FSM_CKPT_BUCKETS]: slower than every bound. */
     uint64_t ckpt_hist[FSM_CKPT_BUCKETS + 1];
     uint64_t ckpt_us_sum;
+    /* Files a snapshot sender found not matching their recorded SHA-256 (bit rot). */
+    uint64_t snap_sha_mismatch;
 };
 
 struct fsm; /* opaque */

@@ -1,5 +1,6 @@
 /* cmd.c — encoding and decoding of file-store commands (the NORMAL entry payload). Decoding
  * treats its input as hostile (it comes from disk and the network) and never reads past it. */
+#include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -7,6 +8,7 @@
 #include "err.h"
 #include "fsm_be.h"
 #include "fsm.h"
+#include "fsm_reqid.h"
 #include "fspath.h"
 #include "rassert.h"
 
@@ -88,13 +90,33 @@ int fsm_cmd_decode(const uint8_t *data, size_t len, struct fsm_cmd *out)
     return 0;
 }
 
+int fsm_reqid_next(struct fsm_reqid_gen *g, uint64_t now_us, uint8_t out[FSM_REQ_ID_LEN])
+{
+    if (!g->seeded) {
+        if (getrandom(g->seed, sizeof g->seed, 0) != (ssize_t)sizeof g->seed) return ERR_IO;
+        g->seeded = true;
+    }
+    g->last = now_us > g->last ? now_us : g->last + 1;
+    fsm_be_put64(out, g->last);
+    memcpy(out + 8, g->seed, sizeof g->seed);
+    return 0;
+}
+
+/* Why ids stay unique without a syscall per request. Within a process the first half is
+ * strictly increasing. Two processes (other nodes, or this node before a restart) share an id
+ * only if they drew the same 64-bit seed (probability 2^-64 per pair) and also handed out the
+ * same first half; for a restart the latter needs the old process to have run ahead of the wall
+ * clock (more than one id per microsecond on average) or the clock to have been set back. */
+static struct fsm_reqid_gen cmd_reqid;
+static pthread_mutex_t cmd_reqid_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int fsm_req_id_new(uint8_t out[FSM_REQ_ID_LEN])
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts); /* vDSO: no system call */
     uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-    for (int i = 0; i < 8; i++)
-        out[i] = (uint8_t)(us >> (56 - 8 * i));
-    if (getrandom(out + 8, FSM_REQ_ID_LEN - 8, 0) != (ssize_t)(FSM_REQ_ID_LEN - 8)) return ERR_IO;
-    return 0;
+    pthread_mutex_lock(&cmd_reqid_lock);
+    int rv = fsm_reqid_next(&cmd_reqid, us, out);
+    pthread_mutex_unlock(&cmd_reqid_lock);
+    return rv;
 }

@@ -6,6 +6,7 @@
 #include "../../check.h"
 #include "err.h"
 #include "fsm.h"
+#include "../../../src/fsm/fsm_reqid.h"
 
 static const uint8_t rid[FSM_REQ_ID_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
@@ -122,6 +123,68 @@ static void test_cmd_corrupt_fields(void)
     raft_blob_unref(b);
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, FSM_REQ_ID_LEN);
+}
+
+/* Every one of n ids differs from every other. */
+static void check_all_distinct(uint8_t (*ids)[FSM_REQ_ID_LEN], size_t n)
+{
+    qsort(ids, n, FSM_REQ_ID_LEN, cmp_id);
+    size_t dups = 0;
+    for (size_t i = 1; i < n; i++)
+        dups += memcmp(ids[i - 1], ids[i], FSM_REQ_ID_LEN) == 0;
+    CHECK_EQ_U(dups, 0);
+}
+
+/* n ids of g with the clock at now_us + i * step_us (step may be 0 or "negative" via wrap),
+ * each strictly greater than the one before. */
+static void gen_ids(struct fsm_reqid_gen *g, uint64_t now_us, int64_t step_us,
+                    uint8_t (*ids)[FSM_REQ_ID_LEN], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_U(fsm_reqid_next(g, now_us + (uint64_t)((int64_t)i * step_us), ids[i]), 0);
+        if (i > 0) CHECK(memcmp(ids[i - 1], ids[i], FSM_REQ_ID_LEN) < 0);
+    }
+}
+
+/* A burst faster than the clock runs the first half ahead of it; a process restarted (a new
+ * generator) inside that lead reuses first halves, and a second node issues the very same
+ * ones: only the per-process seed keeps all those ids apart. A clock set back never repeats
+ * an id within a process. */
+static void test_reqid_unique_across_restarts_and_nodes(void)
+{
+    enum { N = 20000 };
+    uint8_t(*ids)[FSM_REQ_ID_LEN] = calloc(4 * N, FSM_REQ_ID_LEN);
+    CHECK(ids != NULL);
+    if (!ids) return;
+    const uint64_t t0 = 1800000000000000ull;
+    struct fsm_reqid_gen before = {0}, after = {0}, other_node = {0}, stepped_back = {0};
+    gen_ids(&before, t0, 0, ids, N);            /* 20,000 ids in "one microsecond" */
+    gen_ids(&after, t0 + N / 2, 0, ids + N, N); /* restarted 10 us later */
+    gen_ids(&other_node, t0, 0, ids + 2 * N, N);
+    gen_ids(&stepped_back, t0 + N, -1, ids + 3 * N, N); /* the clock runs backwards */
+    CHECK(memcmp(before.seed, after.seed, sizeof before.seed) != 0);
+    check_all_distinct(ids, 4 * N);
+    free(ids);
+}
+
+/* The process's own generator: one seed for all its ids (no getrandom per id), increasing. */
+static void test_req_id_new_increases_with_one_seed(void)
+{
+    uint8_t a[FSM_REQ_ID_LEN], b[FSM_REQ_ID_LEN];
+    CHECK_EQ_U(fsm_req_id_new(a), 0);
+    for (int i = 0; i < 100000; i++) {
+        CHECK_EQ_U(fsm_req_id_new(b), 0);
+        if (memcmp(a, b, FSM_REQ_ID_LEN) >= 0 || memcmp(a + 8, b + 8, 8) != 0) {
+            CHECK(!"ids must increase and share the process seed");
+            break;
+        }
+        memcpy(a, b, sizeof a);
+    }
+}
+
 int main(void)
 {
     RUN(test_cmd_put_round_trip);
@@ -129,5 +192,7 @@ int main(void)
     RUN(test_cmd_encode_refuses_bad_paths);
     RUN(test_cmd_truncated_and_extended);
     RUN(test_cmd_corrupt_fields);
+    RUN(test_reqid_unique_across_restarts_and_nodes);
+    RUN(test_req_id_new_increases_with_one_seed);
     return check_report();
 }
