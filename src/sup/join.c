@@ -1,8 +1,7 @@
 /* join.c — raftsup's membership helper: finds the leader through GET /v1/status and sends
  * POST /v1/cluster/join for config nodes that are not members and have never been part of a
- * cluster (empty log). One request in flight, on libcurl multi polled from an ev_timer, so
- * the loop never blocks on HTTP. Never joins a node that has Raft history. */
-#include <curl/curl.h>
+ * cluster (empty log). One request in flight (sup_http), so the loop never blocks on HTTP.
+ * Never joins a node that has Raft history. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +10,12 @@
 #include "err.h"
 #include "log.h"
 #include "sup.h"
+#include "sup_http.h"
 
-#define SUP_JOIN_POLL_S 0.01     /* curl_multi_perform period while a request is in flight */
 #define SUP_JOIN_RETRY_S 0.1     /* between probes while no leader is known */
 #define SUP_JOIN_BUSY_S 0.2      /* after a 503 or an unreachable node */
 #define SUP_JOIN_TIMEOUT_MS 1000 /* per request */
-#define SUP_JOIN_BODY_MAX (256 * 1024)
-#define SUP_JOIN_MOVE_S 10.0 /* an address update's remove + add back, at most */
+#define SUP_JOIN_MOVE_S 10.0     /* an address update's remove + add back, at most */
 
 enum sup_join_phase {
     SUP_JOIN_IDLE,  /* nothing to do until the next kick */
@@ -28,61 +26,20 @@ enum sup_join_phase {
 
 struct sup_join {
     struct sup *sup;
-    CURLM *multi;
-    CURL *easy;              /* the request in flight, or NULL */
-    struct curl_slist *hdrs; /* Content-Type for the POST */
-    ev_timer poll;           /* drives curl while a request is in flight */
-    ev_timer retry;          /* delay before the next step */
+    struct sup_http *http; /* the request in flight; its answer goes to sup_join_done */
+    ev_timer retry;        /* delay before the next step */
     enum sup_join_phase phase;
     size_t probe;                 /* next config node to ask for the leader */
     char leader[CONFIG_ADDR_MAX]; /* leader's http address, "" when unknown */
-    char body[SUP_JOIN_BODY_MAX]; /* the response so far */
-    size_t body_len;
-    char post[512];              /* the join request body */
-    size_t target;               /* config index checked or joined */
-    bool member[RAFT_MAX_NODES]; /* per config node, from the leader's last status */
-    bool moved[RAFT_MAX_NODES];  /* a member whose addresses differ from the config's */
-    bool skip[RAFT_MAX_NODES];   /* has a log but is not a member: left alone */
+    size_t target;                /* config index checked or joined */
+    bool member[RAFT_MAX_NODES];  /* per config node, from the leader's last status */
+    bool moved[RAFT_MAX_NODES];   /* a member whose addresses differ from the config's */
+    bool skip[RAFT_MAX_NODES];    /* has a log but is not a member: left alone */
     /* Address update sent: the leader removes the member and adds it back; until this time
      * its absence is that window, not a reason to skip it. */
     ev_tstamp moving_until[RAFT_MAX_NODES];
     bool waiting_logged;
 };
-
-static size_t sup_join_write_cb(char *data, size_t size, size_t n, void *ctx)
-{
-    struct sup_join *j = ctx;
-    size_t len = size * n;
-    if (len > sizeof j->body - 1 - j->body_len) return 0; /* too large: curl aborts the transfer */
-    memcpy(j->body + j->body_len, data, len);
-    j->body_len += len;
-    j->body[j->body_len] = '\0';
-    return len;
-}
-
-/* Starts GET (post == NULL) or POST of j->post to http://addr/path. */
-static int sup_join_request(struct sup_join *j, const char *addr, const char *path, bool post)
-{
-    char url[CONFIG_ADDR_MAX + 64];
-    snprintf(url, sizeof url, "http://%s%s", addr, path);
-    j->easy = curl_easy_init();
-    if (!j->easy) return ERR_NOMEM;
-    j->body_len = 0;
-    j->body[0] = '\0';
-    curl_easy_setopt(j->easy, CURLOPT_URL, url);
-    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)SUP_JOIN_TIMEOUT_MS);
-    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)SUP_JOIN_TIMEOUT_MS);
-    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, sup_join_write_cb);
-    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
-    if (post) {
-        curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->post);
-        curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
-    }
-    curl_multi_add_handle(j->multi, j->easy);
-    ev_timer_again(j->sup->loop, &j->poll);
-    return 0;
-}
 
 static void sup_join_after(struct sup_join *j, enum sup_join_phase phase, double delay_s)
 {
@@ -121,21 +78,22 @@ static bool sup_join_read_members(struct sup_join *j, json_t *st)
     return true;
 }
 
-/* Decides the next step once the leader's members are known. */
 /* POST the join of config node i (new node, or new addresses of a member) to the leader. */
 static void sup_join_send(struct sup_join *j, size_t i)
 {
     const struct config_node *n = &j->sup->cfg.nodes[i];
+    char post[512];
     j->target = i;
-    snprintf(j->post, sizeof j->post, "{\"id\":\"%s\",\"raft\":\"%s\",\"http\":\"%s\"}", n->id,
+    snprintf(post, sizeof post, "{\"id\":\"%s\",\"raft\":\"%s\",\"http\":\"%s\"}", n->id,
              n->raft.text, n->http.text);
     j->phase = SUP_JOIN_SEND;
     LOG_INFO("joining %s (raft %s, http %s) through the leader at %s", n->id, n->raft.text,
              n->http.text, j->leader);
-    if (sup_join_request(j, j->leader, "/v1/cluster/join", true))
+    if (sup_http_start(j->http, j->leader, "/v1/cluster/join", post))
         sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
 }
 
+/* Decides the next step once the leader's members are known. */
 static void sup_join_next(struct sup_join *j)
 {
     const struct config *cfg = &j->sup->cfg;
@@ -153,7 +111,7 @@ static void sup_join_next(struct sup_join *j)
         if (j->member[i] || j->skip[i]) continue;
         j->target = i;
         j->phase = SUP_JOIN_CHECK;
-        if (sup_join_request(j, cfg->nodes[i].http.text, "/v1/status", false))
+        if (sup_http_start(j->http, cfg->nodes[i].http.text, "/v1/status", NULL))
             sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
         return;
     }
@@ -231,47 +189,23 @@ static void sup_join_send_done(struct sup_join *j, long code, json_t *resp)
     }
 }
 
-/* One completed transfer: dispatch on the phase that started it. */
-static void sup_join_done(struct sup_join *j, CURLcode res)
+/* One completed request (sup_http): dispatch on the phase that started it. */
+static void sup_join_done(void *ctx, long code, json_t *doc)
 {
-    long code = 0;
-    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(j->multi, j->easy);
-    curl_easy_cleanup(j->easy);
-    j->easy = NULL;
-    ev_timer_stop(j->sup->loop, &j->poll);
-    if (res != CURLE_OK) {
+    struct sup_join *j = ctx;
+    if (code == 0) {
         /* Unreachable: the leader may have died; start over from the next node. */
         j->leader[0] = '\0';
         if (j->phase == SUP_JOIN_PROBE) j->probe = (j->probe + 1) % j->sup->cfg.n_nodes;
         sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_RETRY_S);
         return;
     }
-    json_t *doc = json_loadb(j->body, j->body_len, 0, NULL);
     if (j->phase == SUP_JOIN_PROBE)
         sup_join_probe_done(j, code, doc);
     else if (j->phase == SUP_JOIN_CHECK)
         sup_join_check_done(j, code, doc);
     else if (j->phase == SUP_JOIN_SEND)
         sup_join_send_done(j, code, doc);
-    json_decref(doc);
-}
-
-static void sup_join_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct sup_join *j = w->data;
-    int running = 0;
-    curl_multi_perform(j->multi, &running);
-    int left = 0;
-    CURLMsg *msg;
-    while ((msg = curl_multi_info_read(j->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == j->easy) {
-            sup_join_done(j, msg->data.result);
-            return; /* j->easy changed; the rest is read on the next poll */
-        }
-    }
 }
 
 static void sup_join_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -279,9 +213,9 @@ static void sup_join_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct sup_join *j = w->data;
-    if (j->easy) return;
+    if (sup_http_busy(j->http)) return;
     j->phase = SUP_JOIN_PROBE;
-    if (sup_join_request(j, j->sup->cfg.nodes[j->probe].http.text, "/v1/status", false))
+    if (sup_http_start(j->http, j->sup->cfg.nodes[j->probe].http.text, "/v1/status", NULL))
         sup_join_after(j, SUP_JOIN_PROBE, SUP_JOIN_BUSY_S);
 }
 
@@ -295,23 +229,16 @@ void sup_join_kick(struct sup_join *j)
 
 int sup_join_new(struct sup *s, struct sup_join **out)
 {
-    static bool global_done;
-    if (!global_done && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) return ERR_IO;
-    global_done = true;
     struct sup_join *j = calloc(1, sizeof *j);
     if (!j) return ERR_NOMEM;
     j->sup = s;
-    j->multi = curl_multi_init();
-    j->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    if (!j->multi || !j->hdrs) {
-        sup_join_free(j);
-        return ERR_NOMEM;
-    }
-    ev_init(&j->poll, sup_join_poll_cb);
-    j->poll.repeat = SUP_JOIN_POLL_S;
-    j->poll.data = j;
     ev_timer_init(&j->retry, sup_join_retry_cb, 0., 0.);
     j->retry.data = j;
+    int rv = sup_http_new(s->loop, SUP_JOIN_TIMEOUT_MS, sup_join_done, j, &j->http);
+    if (rv) {
+        free(j);
+        return rv;
+    }
     *out = j;
     return 0;
 }
@@ -319,13 +246,7 @@ int sup_join_new(struct sup *s, struct sup_join **out)
 void sup_join_free(struct sup_join *j)
 {
     if (!j) return;
-    ev_timer_stop(j->sup->loop, &j->poll);
     ev_timer_stop(j->sup->loop, &j->retry);
-    if (j->easy) {
-        curl_multi_remove_handle(j->multi, j->easy);
-        curl_easy_cleanup(j->easy);
-    }
-    if (j->multi) curl_multi_cleanup(j->multi);
-    curl_slist_free_all(j->hdrs);
+    sup_http_free(j->http);
     free(j);
 }

@@ -3,8 +3,7 @@
  * it names a leader and has applied everything it knows committed — before the next one.
  * Followers go first and the leader last, so leadership moves once. A node that does not come
  * back within SUP_ROLL_WAIT_S stops the roll (logged): the rest keep running as they are.
- * HTTP through libcurl multi polled from an ev_timer, so the loop never blocks. */
-#include <curl/curl.h>
+ * HTTP through sup_http, so the loop never blocks. */
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,12 +13,11 @@
 #include "err.h"
 #include "log.h"
 #include "sup.h"
+#include "sup_http.h"
 
-#define SUP_ROLL_POLL_S 0.01     /* curl_multi_perform period while a request is in flight */
 #define SUP_ROLL_RETRY_S 0.1     /* between status probes */
 #define SUP_ROLL_WAIT_S 60.0     /* a restarted node must serve again within this */
 #define SUP_ROLL_TIMEOUT_MS 1000 /* per request */
-#define SUP_ROLL_BODY_MAX (256 * 1024)
 
 enum sup_roll_phase {
     SUP_ROLL_IDLE,
@@ -30,9 +28,8 @@ enum sup_roll_phase {
 
 struct sup_roll {
     struct sup *sup;
-    CURLM *multi;
-    CURL *easy;
-    ev_timer poll, retry;
+    struct sup_http *http; /* GET /v1/status; the answer goes to sup_roll_done */
+    ev_timer retry;
     enum sup_roll_phase phase;
     size_t order[RAFT_MAX_NODES]; /* config indexes still to restart, in order */
     size_t n_left;
@@ -40,20 +37,7 @@ struct sup_roll {
     size_t cur;                    /* config index being restarted */
     ev_tstamp deadline;
     ev_tstamp started;
-    char body[SUP_ROLL_BODY_MAX];
-    size_t body_len;
 };
-
-static size_t sup_roll_write_cb(char *data, size_t size, size_t n, void *ctx)
-{
-    struct sup_roll *r = ctx;
-    size_t len = size * n;
-    if (len > sizeof r->body - 1 - r->body_len) return 0;
-    memcpy(r->body + r->body_len, data, len);
-    r->body_len += len;
-    r->body[r->body_len] = '\0';
-    return len;
-}
 
 static void sup_roll_later(struct sup_roll *r, double delay_s)
 {
@@ -65,23 +49,8 @@ static void sup_roll_later(struct sup_roll *r, double delay_s)
 /* GET /v1/status of the current node. */
 static void sup_roll_request(struct sup_roll *r)
 {
-    char url[CONFIG_ADDR_MAX + 32];
-    snprintf(url, sizeof url, "http://%s/v1/status", r->sup->cfg.nodes[r->cur].http.text);
-    r->easy = curl_easy_init();
-    if (!r->easy) {
+    if (sup_http_start(r->http, r->sup->cfg.nodes[r->cur].http.text, "/v1/status", NULL))
         sup_roll_later(r, SUP_ROLL_RETRY_S);
-        return;
-    }
-    r->body_len = 0;
-    r->body[0] = '\0';
-    curl_easy_setopt(r->easy, CURLOPT_URL, url);
-    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)SUP_ROLL_TIMEOUT_MS);
-    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)SUP_ROLL_TIMEOUT_MS);
-    curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, sup_roll_write_cb);
-    curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
-    curl_multi_add_handle(r->multi, r->easy);
-    ev_timer_again(r->sup->loop, &r->poll);
 }
 
 static void sup_roll_finish(struct sup_roll *r, const char *how)
@@ -168,36 +137,14 @@ static void sup_roll_wait_done(struct sup_roll *r, long code, json_t *st)
     sup_roll_later(r, SUP_ROLL_RETRY_S);
 }
 
-static void sup_roll_done(struct sup_roll *r, CURLcode res)
+/* One completed request (sup_http): dispatch on the phase that started it. */
+static void sup_roll_done(void *ctx, long code, json_t *doc)
 {
-    long code = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(r->multi, r->easy);
-    curl_easy_cleanup(r->easy);
-    r->easy = NULL;
-    ev_timer_stop(r->sup->loop, &r->poll);
-    json_t *doc = res == CURLE_OK ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+    struct sup_roll *r = ctx;
     if (r->phase == SUP_ROLL_PROBE)
-        sup_roll_probe_done(r, res == CURLE_OK ? code : 0, doc);
+        sup_roll_probe_done(r, code, doc);
     else if (r->phase == SUP_ROLL_WAITING)
-        sup_roll_wait_done(r, res == CURLE_OK ? code : 0, doc);
-    json_decref(doc);
-}
-
-static void sup_roll_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct sup_roll *r = w->data;
-    int running = 0, left = 0;
-    curl_multi_perform(r->multi, &running);
-    CURLMsg *msg;
-    while ((msg = curl_multi_info_read(r->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == r->easy) {
-            sup_roll_done(r, msg->data.result);
-            return;
-        }
-    }
+        sup_roll_wait_done(r, code, doc);
 }
 
 static void sup_roll_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -212,7 +159,7 @@ static void sup_roll_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         sup_child_signal(c, SIGKILL);
         return;
     }
-    if (!r->easy && (r->phase == SUP_ROLL_WAITING || r->phase == SUP_ROLL_PROBE))
+    if (!sup_http_busy(r->http) && (r->phase == SUP_ROLL_WAITING || r->phase == SUP_ROLL_PROBE))
         sup_roll_request(r);
 }
 
@@ -244,16 +191,13 @@ int sup_roll_new(struct sup *s, struct sup_roll **out)
     struct sup_roll *r = calloc(1, sizeof *r);
     if (!r) return ERR_NOMEM;
     r->sup = s;
-    r->multi = curl_multi_init();
-    if (!r->multi) {
-        free(r);
-        return ERR_NOMEM;
-    }
-    ev_init(&r->poll, sup_roll_poll_cb);
-    r->poll.repeat = SUP_ROLL_POLL_S;
-    r->poll.data = r;
     ev_timer_init(&r->retry, sup_roll_retry_cb, 0., 0.);
     r->retry.data = r;
+    int rv = sup_http_new(s->loop, SUP_ROLL_TIMEOUT_MS, sup_roll_done, r, &r->http);
+    if (rv) {
+        free(r);
+        return rv;
+    }
     *out = r;
     return 0;
 }
@@ -261,12 +205,7 @@ int sup_roll_new(struct sup *s, struct sup_roll **out)
 void sup_roll_free(struct sup_roll *r)
 {
     if (!r) return;
-    ev_timer_stop(r->sup->loop, &r->poll);
     ev_timer_stop(r->sup->loop, &r->retry);
-    if (r->easy) {
-        curl_multi_remove_handle(r->multi, r->easy);
-        curl_easy_cleanup(r->easy);
-    }
-    curl_multi_cleanup(r->multi);
+    sup_http_free(r->http);
     free(r);
 }
