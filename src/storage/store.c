@@ -22,7 +22,7 @@
  * pages), so no single log record comes near this size. */
 #define STORE_LOG_FILE_BYTES (16u << 20)
 #define STORE_LOCKS_MAX 20000
-#define STORE_PAYLOAD_PAGE_BYTES 16384 /* 1-4 KiB payloads stay on leaf pages */
+#define STORE_PAYLOAD_PAGE_BYTES 16384 /* version-1 payload.db (read only) */
 
 const double store_fsync_bucket_le_us[STORE_FSYNC_BUCKETS] = {
     50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 500000, 1000000};
@@ -139,8 +139,9 @@ static int store_env_open(struct store *s, const char *dir, char *err, size_t er
     return 0;
 }
 
-static int store_db_open(struct store *s, const char *file, uint32_t page_bytes, DB **out,
-                         char *err, size_t err_len)
+/* create false: *out stays NULL (and 0 is returned) when file does not exist. */
+static int store_db_open(struct store *s, const char *file, uint32_t page_bytes, bool create,
+                         DB **out, char *err, size_t err_len)
 {
     DB *db = NULL;
     int ret = db_create(&db, s->env, 0);
@@ -149,7 +150,12 @@ static int store_db_open(struct store *s, const char *file, uint32_t page_bytes,
     /* DB_READ_UNCOMMITTED lets store_fetch read past the writer's page locks. */
     if (ret == 0)
         ret = db->open(db, NULL, file, NULL, DB_BTREE,
-                       DB_CREATE | DB_AUTO_COMMIT | DB_THREAD | DB_READ_UNCOMMITTED, 0600);
+                       (create ? DB_CREATE : 0) | DB_AUTO_COMMIT | DB_THREAD | DB_READ_UNCOMMITTED,
+                       0600);
+    if (ret == ENOENT && !create) {
+        db->close(db, 0);
+        return 0;
+    }
     if (ret) {
         if (db) db->close(db, 0);
         char what[64];
@@ -184,6 +190,28 @@ static int store_edge_key(struct store *s, uint32_t op, raft_index *index, char 
     return 0;
 }
 
+/* payload.db of a version-1 store: kept open only while it holds payloads (log.db may still
+ * name them); a store created since version 2 has none. */
+static int store_open_v1_payloads(struct store *s, char *err, size_t err_len)
+{
+    int rv =
+        store_db_open(s, "payload.db", STORE_PAYLOAD_PAGE_BYTES, false, &s->payload, err, err_len);
+    if (rv || !s->payload) return rv;
+    DBC *c = NULL;
+    int ret = s->payload->cursor(s->payload, NULL, &c, 0);
+    if (ret) return store_bdb_err(ret, "payload.db cursor", err, err_len);
+    DBT key = {.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL};
+    DBT val = {.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL};
+    ret = c->get(c, &key, &val, DB_FIRST);
+    c->close(c);
+    if (ret == DB_NOTFOUND) {
+        s->payload->close(s->payload, 0);
+        s->payload = NULL;
+        return 0;
+    }
+    return ret ? store_bdb_err(ret, "reading payload.db", err, err_len) : 0;
+}
+
 /* Where the durable log stands, so the first write can be checked against it. */
 static int store_find_pos(struct store *s, char *err, size_t err_len)
 {
@@ -211,12 +239,17 @@ int store_open(const char *dir, struct store **out, char *err, size_t err_len)
         return ERR_NOMEM;
     }
     pthread_mutex_init(&s->stats_mu, NULL);
+    s->segs.dirfd = -1;
+    pthread_rwlock_init(&s->segs.lock, NULL);
+    pthread_mutex_init(&s->segs.sync_mu, NULL);
+    pthread_cond_init(&s->segs.sync_cv, NULL);
     s->compact_chunk = STORE_COMPACT_CHUNK;
     int rv = store_env_open(s, dir, err, err_len);
-    if (rv == 0) rv = store_db_open(s, "log.db", 0, &s->log, err, err_len);
-    if (rv == 0)
-        rv = store_db_open(s, "payload.db", STORE_PAYLOAD_PAGE_BYTES, &s->payload, err, err_len);
-    if (rv == 0) rv = store_db_open(s, "meta.db", 0, &s->meta, err, err_len);
+    if (rv == 0) rv = store_db_open(s, "log.db", 0, true, &s->log, err, err_len);
+    if (rv == 0) rv = store_open_v1_payloads(s, err, err_len);
+    if (rv == 0) rv = store_db_open(s, "meta.db", 0, true, &s->meta, err, err_len);
+    if (rv == 0) rv = store_seg_open(s, dir, err, err_len);
+    if (rv == 0) rv = store_seg_recover(s, err, err_len);
     if (rv == 0) rv = store_find_pos(s, err, err_len);
     if (rv) {
         store_close(s);
@@ -235,6 +268,10 @@ void store_close(struct store *s)
         if (*dbs[i]) (*dbs[i])->close(*dbs[i], 0);
         *dbs[i] = NULL;
     }
+    store_seg_close(s);
+    pthread_rwlock_destroy(&s->segs.lock);
+    pthread_mutex_destroy(&s->segs.sync_mu);
+    pthread_cond_destroy(&s->segs.sync_cv);
     if (s->env) {
         /* A checkpoint on the way out keeps the next start's recovery short. */
         if (s->env_open && s->env->txn_checkpoint(s->env, 0, 0, 0) != 0)

@@ -42,15 +42,17 @@ raft_index store_key_index(const uint8_t key[8])
 }
 
 /* The header CRC also covers the index, so a record under the wrong key is caught. */
-static uint32_t store_hdr_crc(raft_index index, const uint8_t *hdr20)
+static uint32_t store_hdr_crc(raft_index index, const uint8_t *hdr, size_t n)
 {
-    uint8_t buf[28];
-    memcpy(buf, hdr20, 20);
-    store_put_le(buf + 20, index, 8);
-    return store_crc(buf, sizeof buf);
+    uint8_t buf[STORE_HDR_BYTES + 8];
+    memcpy(buf, hdr, n);
+    store_put_le(buf + n, index, 8);
+    return store_crc(buf, n + 8);
 }
 
-/* Layout: term u64 | len u32 | type u8 | version u8 | 0 u16 | payload crc u32 | hdr crc u32 */
+/* Version 2 (40 bytes): term u64 | len u32 | type u8 | version u8 | 0 u16 | payload crc u32 |
+ * segment u64 | offset u64 | hdr crc u32 (over the 36 bytes before it and the index).
+ * Version 1 (24 bytes, payload in payload.db) had no segment and offset: its CRC sits at 20. */
 void store_hdr_encode(raft_index index, const struct store_hdr *h, uint8_t out[STORE_HDR_BYTES])
 {
     memset(out, 0, STORE_HDR_BYTES);
@@ -59,17 +61,25 @@ void store_hdr_encode(raft_index index, const struct store_hdr *h, uint8_t out[S
     out[12] = h->type;
     out[13] = STORE_REC_VERSION;
     store_put_le(out + 16, h->payload_crc, 4);
-    store_put_le(out + 20, store_hdr_crc(index, out), 4);
+    store_put_le(out + 20, h->pos.seg, 8);
+    store_put_le(out + 28, h->pos.off, 8);
+    store_put_le(out + 36, store_hdr_crc(index, out, 36), 4);
 }
 
-int store_hdr_decode(raft_index index, const uint8_t in[STORE_HDR_BYTES], struct store_hdr *h)
+int store_hdr_decode(raft_index index, const uint8_t *in, size_t len, struct store_hdr *h)
 {
-    if (store_get_le(in + 20, 4) != store_hdr_crc(index, in)) return ERR_CORRUPT;
-    if (in[13] != STORE_REC_VERSION || in[14] || in[15]) return ERR_CORRUPT;
+    uint8_t version = len == STORE_HDR_BYTES ? 2 : len == STORE_HDR_V1_BYTES ? 1 : 0;
+    if (version == 0) return ERR_CORRUPT;
+    size_t crc_at = len - 4;
+    if (store_get_le(in + crc_at, 4) != store_hdr_crc(index, in, crc_at)) return ERR_CORRUPT;
+    if (in[13] != version || in[14] || in[15]) return ERR_CORRUPT;
     h->term = store_get_le(in, 8);
     h->len = (uint32_t)store_get_le(in + 8, 4);
     h->type = in[12];
+    h->version = version;
     h->payload_crc = (uint32_t)store_get_le(in + 16, 4);
+    h->pos.seg = version == 2 ? store_get_le(in + 20, 8) : 0;
+    h->pos.off = version == 2 ? store_get_le(in + 28, 8) : 0;
     if (h->type < RAFT_ENTRY_NOOP || h->type > RAFT_ENTRY_CONFIG || h->term == 0)
         return ERR_CORRUPT;
     return 0;
@@ -82,22 +92,28 @@ int store_hdr_get(struct store *s, raft_index index, uint32_t get_flags, struct 
     DBT key = {.data = k, .size = sizeof k};
     DBT val = {.data = v, .ulen = sizeof v, .flags = DB_DBT_USERMEM};
     int ret = s->log->get(s->log, NULL, &key, &val, get_flags);
-    if (ret == DB_BUFFER_SMALL || (ret == 0 && val.size != sizeof v)) {
+    if (ret == DB_BUFFER_SMALL) {
         snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: bad header size",
                  (unsigned long long)index);
         return ERR_CORRUPT;
     }
     if (ret) return store_bdb_err(ret, "log.db get", s->errmsg, sizeof s->errmsg);
-    int rv = store_hdr_decode(index, v, h);
+    int rv = store_hdr_decode(index, v, val.size, h);
     if (rv)
         snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: header checksum mismatch",
                  (unsigned long long)index);
     return rv;
 }
 
-static int store_payload_read(struct store *s, raft_index index, uint32_t get_flags,
-                              struct raft_blob *b)
+/* A version-1 payload, from payload.db. */
+static int store_payload_read_v1(struct store *s, raft_index index, uint32_t get_flags,
+                                 struct raft_blob *b)
 {
+    if (!s->payload) {
+        snprintf(s->errmsg, sizeof s->errmsg, "payload.db idx %llu: no payload.db",
+                 (unsigned long long)index);
+        return ERR_CORRUPT;
+    }
     uint8_t k[8];
     store_key(index, k);
     DBT key = {.data = k, .size = sizeof k};
@@ -119,9 +135,14 @@ int store_payload_get(struct store *s, raft_index index, const struct store_hdr 
         return h->payload_crc == store_crc(NULL, 0) ? 0 : ERR_CORRUPT;
     struct raft_blob *b = raft_blob_new(h->len);
     if (!b) return ERR_NOMEM;
-    int rv = h->len ? store_payload_read(s, index, get_flags, b) : 0;
+    int rv = 0;
+    if (h->len && h->version == 1)
+        rv = store_payload_read_v1(s, index, get_flags, b);
+    else if (h->len)
+        rv = store_seg_read(s, h->pos, h->len, b->data, s->errmsg, sizeof s->errmsg);
+    /* Verified before anyone sees it: a torn or flipped segment byte never leaves here. */
     if (rv == 0 && store_crc(b->data, b->len) != h->payload_crc) {
-        snprintf(s->errmsg, sizeof s->errmsg, "payload.db idx %llu: checksum mismatch",
+        snprintf(s->errmsg, sizeof s->errmsg, "payload of idx %llu: checksum mismatch",
                  (unsigned long long)index);
         rv = ERR_CORRUPT;
     }
@@ -197,7 +218,7 @@ static int store_boot_push(struct raft_entry **arr, size_t *n, size_t *cap,
 static int store_load_one(struct store *s, const uint8_t *k, const DBT *key, const uint8_t *v,
                           const DBT *val, struct raft_entry *e, raft_index expect)
 {
-    if (key->size != 8 || val->size != STORE_HDR_BYTES) {
+    if (key->size != 8 || (val->size != STORE_HDR_BYTES && val->size != STORE_HDR_V1_BYTES)) {
         snprintf(s->errmsg, sizeof s->errmsg, "log.db: record of bad size after idx %llu",
                  (unsigned long long)(expect - 1));
         return ERR_CORRUPT;
@@ -209,7 +230,7 @@ static int store_load_one(struct store *s, const uint8_t *k, const DBT *key, con
         return ERR_CORRUPT;
     }
     struct store_hdr h;
-    if (store_hdr_decode(index, v, &h)) {
+    if (store_hdr_decode(index, v, val->size, &h)) {
         snprintf(s->errmsg, sizeof s->errmsg, "log.db idx %llu: header checksum mismatch",
                  (unsigned long long)index);
         return ERR_CORRUPT;
@@ -320,8 +341,7 @@ static bool store_retryable(int ret)
     return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED;
 }
 
-/* Deletes every key >= from in db. */
-static int store_truncate_db(DB *db, DB_TXN *txn, raft_index from)
+int store_truncate_db(DB *db, DB_TXN *txn, raft_index from)
 {
     DBC *c = NULL;
     int ret = db->cursor(db, txn, &c, 0);
@@ -340,24 +360,26 @@ static int store_truncate_db(DB *db, DB_TXN *txn, raft_index from)
     return ret ? ret : cret;
 }
 
-static int store_put_entry(struct store *s, DB_TXN *txn, const struct raft_entry *e)
+/* The header of e, naming its payload's place in a segment (written before the txn). */
+static int store_put_entry(struct store *s, DB_TXN *txn, const struct raft_entry *e,
+                           struct store_segpos pos)
 {
     uint8_t k[8], v[STORE_HDR_BYTES];
     store_key(e->index, k);
-    struct store_hdr h = {.term = e->term, .type = e->type};
+    struct store_hdr h = {.term = e->term, .type = e->type, .pos = pos};
     h.len = e->data ? e->data->len : 0;
     h.payload_crc = store_crc(e->data ? e->data->data : NULL, h.len);
     store_hdr_encode(e->index, &h, v);
     DBT key = {.data = k, .size = sizeof k};
-    int ret = 0;
-    if (h.len) {
-        DBT pval = {.data = e->data->data, .size = h.len};
-        ret = s->payload->put(s->payload, txn, &key, &pval, 0);
-    }
-    if (ret == 0) {
-        DBT val = {.data = v, .size = sizeof v};
-        ret = s->log->put(s->log, txn, &key, &val, 0);
-    }
+    DBT val = {.data = v, .size = sizeof v};
+    return s->log->put(s->log, txn, &key, &val, 0);
+}
+
+/* Deletes entries >= from: headers, and version-1 payloads while payload.db holds any. */
+static int store_truncate_log(struct store *s, DB_TXN *txn, raft_index from)
+{
+    int ret = store_truncate_db(s->log, txn, from);
+    if (ret == 0 && s->payload) ret = store_truncate_db(s->payload, txn, from);
     return ret;
 }
 
@@ -383,8 +405,7 @@ static int store_trim_tail(struct store *s, raft_index from)
         DB_TXN *txn = NULL;
         ret = s->env->txn_begin(s->env, NULL, &txn, 0);
         if (ret) break;
-        ret = store_truncate_db(s->log, txn, lo);
-        if (ret == 0) ret = store_truncate_db(s->payload, txn, lo);
+        ret = store_truncate_log(s, txn, lo);
         if (ret) {
             txn->abort(txn);
             if (store_retryable(ret) && ++fails < STORE_DEADLOCK_RETRIES) ret = 0;
@@ -413,7 +434,7 @@ static void store_apply_compact(const struct store_write *w, struct store_pos *p
 /* Compaction, truncation (explicit, or implied by an entry overwriting the log), then the
  * entries. */
 static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_write *w,
-                           struct store_pos *p)
+                           struct store_pos *p, const struct store_segpos **segpos)
 {
     ASSERT(w->compact_to || !w->snap_conf);
     if (w->compact_to) store_apply_compact(w, p);
@@ -421,8 +442,7 @@ static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_writ
     int ret = 0;
     if (from) {
         ASSERT(from > p->snap_index); /* never below the snapshot point */
-        ret = store_truncate_db(s->log, txn, from);
-        if (ret == 0) ret = store_truncate_db(s->payload, txn, from);
+        ret = store_truncate_log(s, txn, from);
         p->last_index = from - 1;
     }
     for (size_t i = 0; ret == 0 && i < w->n_entries; i++) {
@@ -431,7 +451,7 @@ static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_writ
         ASSERT(e->term > 0 && e->term >= p->snap_term);
         ASSERT(e->type >= RAFT_ENTRY_NOOP && e->type <= RAFT_ENTRY_CONFIG);
         ASSERT(i == 0 || e->term >= w->entries[i - 1].term);
-        ret = store_put_entry(s, txn, e);
+        ret = store_put_entry(s, txn, e, *(*segpos)++);
         if (ret == 0) p->last_index = e->index;
     }
     return ret;
@@ -439,6 +459,8 @@ static int store_apply_job(struct store *s, DB_TXN *txn, const struct store_writ
 
 /* What one batch transaction appends, and deletes besides its truncations. */
 struct store_batch_extra {
+    struct store_segpos durable; /* the segment end before the batch (durable) */
+    uint64_t seg_bytes;          /* payload bytes the batch wrote to segments */
     uint64_t appended, appended_bytes;
     uint64_t compacted, compacted_bytes;
 };
@@ -464,9 +486,10 @@ static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, 
                           struct store_batch_extra *x)
 {
     const struct store_write *hs = NULL, *snap = NULL;
+    const struct store_segpos *segpos = s->segs.pos;
     int ret = 0;
     for (struct store_job *j = jobs; j && ret == 0; j = j->next) {
-        ret = store_apply_job(s, txn, &j->w, p);
+        ret = store_apply_job(s, txn, &j->w, p, &segpos);
         if (j->w.hardstate_changed) hs = &j->w;
         if (j->w.compact_to) snap = &j->w;
         x->appended += j->w.n_entries;
@@ -477,6 +500,9 @@ static int store_txn_fill(struct store *s, DB_TXN *txn, struct store_job *jobs, 
         ret = store_hs_put(s, txn, hs); /* only the newest hardstate of the group matters */
     if (ret == 0 && snap)               /* likewise the newest snapshot point */
         ret = store_snap_put(s, txn, snap->compact_to, snap->snap_term, snap->snap_conf);
+    /* The position every earlier batch's payloads end before (durable); a crash may leave
+     * this batch's headers durable without its payloads, which all lie at or beyond it. */
+    if (ret == 0 && x->seg_bytes) ret = store_seg_put_durable(s, txn, x->durable);
     if (ret == 0 && p->compact_pending) ret = store_txn_compact(s, txn, p, x);
     if (ret == 0 && s->commit_hook) ret = s->commit_hook(s->commit_hook_ctx);
     return ret;
@@ -514,34 +540,63 @@ static void store_stats_add(struct store *s, struct store_job *jobs, uint64_t us
     pthread_mutex_unlock(&s->stats_mu);
 }
 
+/* The BDB transaction of the batch, retried on deadlock; *x gets what it appended/deleted. */
+static int store_txn_run(struct store *s, struct store_job *jobs, struct store_pos *pos,
+                         struct store_batch_extra *x)
+{
+    int ret = 0;
+    for (int attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
+        *pos = s->pos;
+        struct store_batch_extra x0 = *x;
+        DB_TXN *txn = NULL;
+        ret = s->env->txn_begin(s->env, NULL, &txn, 0);
+        if (ret) break;
+        ret = store_txn_fill(s, txn, jobs, pos, x);
+        if (ret) {
+            txn->abort(txn);
+            *x = x0;
+            if (store_retryable(ret)) continue;
+            break;
+        }
+        return txn->commit(txn, DB_TXN_SYNC); /* the group's one log flush + fsync */
+    }
+    return ret;
+}
+
+/* Durability: the payloads go to the segment first; its fdatasync then runs on the syncer
+ * thread while this thread commits the headers with DB_TXN_SYNC; the batch is durable (and
+ * returns 0) only when both succeeded. We always wait for the sync, so the next batch starts
+ * with every segment byte durable (what it records as its durable position). */
 int store_commit_batch(struct store *s, struct store_job *jobs)
 {
     ASSERT(jobs);
+    if (s->broken) return s->broken;
     /* Only the first job may truncate (the writer starts a new batch at each truncation). */
     raft_index cut = store_job_cut(&jobs->w, s->pos.last_index);
     int ret = cut ? store_trim_tail(s, cut) : 0;
     if (ret) return store_bdb_err(ret, "trimming the log tail", NULL, 0);
-    for (int attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
-        struct store_pos pos = s->pos;
-        struct store_batch_extra x = {0};
-        DB_TXN *txn = NULL;
-        ret = s->env->txn_begin(s->env, NULL, &txn, 0);
-        if (ret) break;
-        ret = store_txn_fill(s, txn, jobs, &pos, &x);
-        if (ret) {
-            txn->abort(txn);
-            if (store_retryable(ret)) continue;
-            break;
-        }
-        uint64_t t0 = store_now_us();
-        ret = txn->commit(txn, DB_TXN_SYNC); /* the group's one log flush + fsync */
-        if (ret) break;
-        store_stats_add(s, jobs, store_now_us() - t0);
-        s->pos = pos;
-        store_pos_publish(s, x.compacted);
-        return 0;
+    struct store_batch_extra x = {0};
+    ret = store_seg_append(s, jobs, &x.durable, &x.seg_bytes);
+    if (ret) return store_bdb_err(ret, "writing payloads to a segment", NULL, 0);
+    uint64_t t0 = store_now_us();
+    int sync_err = x.seg_bytes ? store_seg_sync_start(s) : 0;
+    bool syncing = x.seg_bytes && sync_err == 0;
+    struct store_pos pos;
+    ret = sync_err ? 0 : store_txn_run(s, jobs, &pos, &x);
+    if (syncing) sync_err = store_seg_sync_wait(s);
+    if (sync_err) {
+        /* The headers may be durable without their payload: refuse every later write (a
+         * restart's store_seg_recover drops this batch). */
+        int rv = store_bdb_err(sync_err, "syncing a payload segment", NULL, 0);
+        s->broken = rv;
+        return rv;
     }
-    return store_bdb_err(ret, "writing a log batch", NULL, 0);
+    if (ret) return store_bdb_err(ret, "writing a log batch", NULL, 0);
+    store_stats_add(s, jobs, store_now_us() - t0);
+    s->pos = pos;
+    store_pos_publish(s, x.compacted);
+    if (x.compacted) store_seg_drop_compacted(s);
+    return 0;
 }
 
 void store_write_release(struct store_write *w)
@@ -580,5 +635,8 @@ int store_reset_sync(struct store *s, raft_index index, raft_term term,
     store_write_release(&job.w);
     while (rv == 0 && s->pos.compact_pending)
         rv = store_compact_step(s);
+    /* No header names a segment any more (leftovers a crash may bring back are below the
+     * snapshot point, never read): start afresh. */
+    if (rv == 0) rv = store_seg_drop_all(s);
     return rv;
 }

@@ -74,15 +74,20 @@ int store_snap_read(struct store *s, bool *found, raft_index *index, raft_term *
     return 0;
 }
 
-/* Deletes the entry at cursor c (and its payload); *len: its payload length from the
- * header, unverified (the record is garbage anyway; a wrong length only skews the budget). */
+/* Deletes the entry at cursor c; a version-1 header's payload record too. *len: the BDB
+ * payload bytes deleted, by the header's length, unverified (the record is garbage anyway; a
+ * wrong length only skews the budget). A version-2 payload stays in its segment until the
+ * whole segment is dropped: deleting its header is all the transaction logs. */
 static int store_del_at(struct store *s, DB_TXN *txn, DBC *c, DBT *key, const DBT *val,
                         uint64_t *len)
 {
-    *len = val->size == STORE_HDR_BYTES ? store_get_le((const uint8_t *)val->data + 8, 4) : 0;
-    int ret = s->payload->del(s->payload, txn, key, 0);
-    if (ret == DB_NOTFOUND) ret = 0; /* empty payloads have no record */
-    return ret ? ret : c->del(c, 0);
+    *len = 0;
+    if (val->size == STORE_HDR_V1_BYTES && s->payload) {
+        *len = store_get_le((const uint8_t *)val->data + 8, 4);
+        int ret = s->payload->del(s->payload, txn, key, 0);
+        if (ret && ret != DB_NOTFOUND) return ret; /* empty payloads have no record */
+    }
+    return c->del(c, 0);
 }
 
 int store_compact_front(struct store *s, DB_TXN *txn, raft_index upto, uint64_t max_n,
@@ -142,6 +147,9 @@ int store_compact_step(struct store *s)
         if (ret) break;
         s->pos.compact_pending = more;
         store_pos_publish(s, n);
+        /* Committed without a flush: a crash may bring these headers back, but they are
+         * below the durable snapshot point and never read, so their segments may go now. */
+        if (n) store_seg_drop_compacted(s);
         return 0;
     }
     return store_bdb_err(ret, "deleting compacted log entries", NULL, 0);

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "err.h"
 #include "store_testlib.h"
+#include "../../../src/storage/store_int.h" /* store_seg_set_max */
 
 static char tmpl_dir[64];
 
@@ -48,6 +49,35 @@ static size_t count_records(struct store *s, const char *file)
     free(st);
     db->close(db, 0);
     return n;
+}
+
+/* Payload segment files in dir: how many, their total size and the highest sequence
+ * number (segments ever created, as none is reused). */
+static size_t count_segs_seq(const char *dir, uint64_t *bytes, uint64_t *max_seq)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    uint64_t sum = 0, top = 0;
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
+        struct stat sb;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (strncmp(de->d_name, "seg-", 4) == 0 && stat(path, &sb) == 0) {
+            n++;
+            sum += (uint64_t)sb.st_size;
+            uint64_t seq = strtoull(de->d_name + 4, NULL, 16);
+            if (seq > top) top = seq;
+        }
+    }
+    if (d) closedir(d);
+    if (bytes) *bytes = sum;
+    if (max_seq) *max_seq = top;
+    return n;
+}
+
+static size_t count_segs(const char *dir, uint64_t *bytes)
+{
+    return count_segs_seq(dir, bytes, NULL);
 }
 
 /* Loads and checks: snapshot (snap, sterm, st_conf(snap)), entries snap+1..last all in term
@@ -101,7 +131,7 @@ static void test_compact_load(void)
     CHECK(w.snap_conf == NULL); /* the store took the reference */
     expect_state(s, 60, 1, 100, 1, 64);
     CHECK_EQ_U(count_records(s, "log.db"), 40);
-    CHECK_EQ_U(count_records(s, "payload.db"), 40);
+    CHECK_EQ_U(count_segs(dir, NULL), 1); /* the current segment stays */
     CHECK(gone(s, 1) && gone(s, 60) && !gone(s, 61));
     store_close(s);
     s = topen(dir);
@@ -160,7 +190,6 @@ static void test_install_job(void)
     s = topen(dir);
     expect_state(s, 500, 3, 503, 3, 64);
     CHECK_EQ_U(count_records(s, "log.db"), 3);
-    CHECK_EQ_U(count_records(s, "payload.db"), 3);
     struct raft_boot b;
     CHECK(store_load(s, &b) == 0);
     CHECK(b.term == 2 && b.vote == 3 && b.commit == 30);
@@ -230,7 +259,6 @@ static void test_carried_over(void)
     store_writer_stop(wr);
     ev_loop_destroy(loop);
     CHECK_EQ_U(count_records(s, "log.db"), 103);
-    CHECK_EQ_U(count_records(s, "payload.db"), 103);
     CHECK(gone(s, 1) && gone(s, 900) && !gone(s, 901));
     expect_state(s, 900, 1, 1003, 1, 100);
     store_close(s);
@@ -251,7 +279,9 @@ static void test_reset(void)
     raft_blob_unref(c300);
     expect_state(s, 300, 7, 300, 1, 64);
     CHECK_EQ_U(count_records(s, "log.db"), 0);
-    CHECK_EQ_U(count_records(s, "payload.db"), 0);
+    uint64_t seg_bytes = 99;
+    CHECK_EQ_U(count_segs(dir, &seg_bytes), 1); /* every segment dropped, a fresh one begun */
+    CHECK_EQ_U(seg_bytes, 0);
     append(s, 301, 4, 7, 64);
     store_close(s);
     s = topen(dir);
@@ -418,9 +448,11 @@ static uint64_t dir_bytes(const char *dir)
  * keeps the last `keep` entries. Returns the largest directory size seen in the first and the
  * second half of the rounds. */
 static void churn(const char *dir, int rounds, int jobs, size_t n, uint32_t len, size_t keep,
-                  uint64_t *max_first, uint64_t *max_second)
+                  uint64_t seg_max, uint64_t *max_first, uint64_t *max_second)
 {
     struct store *s = topen(dir);
+    store_seg_set_max(s, seg_max);
+    size_t max_segs = 0;
     struct ev_loop *loop = ev_loop_new(0);
     struct done_count d = {0};
     struct store_writer *wr = NULL;
@@ -440,6 +472,8 @@ static void churn(const char *dir, int rounds, int jobs, size_t n, uint32_t len,
         CHECK(store_writer_submit(wr, &w) == 0);
         CHECK(wait_done(loop, &d, seq));
         uint64_t sz = dir_bytes(dir);
+        size_t segs = count_segs(dir, NULL);
+        if (segs > max_segs) max_segs = segs;
         if (getenv("STORE_SIZE_DEBUG")) {
             struct store_stats st;
             store_stats(s, &st);
@@ -460,19 +494,28 @@ static void churn(const char *dir, int rounds, int jobs, size_t n, uint32_t len,
         if (sz > *m) *m = sz;
     }
     CHECK_EQ_U(d.errs, 0);
+    /* Segments roll and are dropped once compacted: a current one, the one holding the
+     * kept entries, one being filled past them. */
+    uint64_t written = (uint64_t)rounds * (uint64_t)jobs * n * len, top = 0;
+    count_segs_seq(dir, NULL, &top);
+    fprintf(stderr, "  %llu MiB through %llu segments of %llu KiB: at most %zu files at once\n",
+            (unsigned long long)(written >> 20), (unsigned long long)top,
+            (unsigned long long)(seg_max >> 10), max_segs);
+    CHECK(top >= written / seg_max / 2); /* they did roll */
+    CHECK(max_segs <= 3 + (keep * len) / seg_max);
     store_writer_stop(wr);
     ev_loop_destroy(loop);
     expect_state(s, last - keep, 1, last, 1, len);
     store_close(s);
 }
 
-/* 200k small entries in 20 rounds: without compaction payload.db alone would pass 50 MB, and
- * without log removal the BDB log files would pass 100 MB. */
+/* 200k small entries in 20 rounds: without compaction (or segment drops) the payloads alone
+ * would pass 50 MB, and without log removal the BDB log files would pass 100 MB. */
 static void test_size_small(void)
 {
     const char *dir = tdir();
     uint64_t t0 = st_now_us(), a, b;
-    churn(dir, 20, 10, 1000, 256, 1024, &a, &b);
+    churn(dir, 20, 10, 1000, 256, 1024, 2u << 20, &a, &b);
     fprintf(stderr, "  200k x 256 B: max %.1f MiB (first half), %.1f MiB (second), %.1f s\n",
             a / 1048576.0, b / 1048576.0, (st_now_us() - t0) / 1e6);
     CHECK(b <= (48u << 20));
@@ -480,12 +523,12 @@ static void test_size_small(void)
     st_rmtree(dir);
 }
 
-/* A few large payloads per round: freed overflow pages must be reused. */
+/* A few large payloads per round: their segments must go once compacted. */
 static void test_size_large(void)
 {
     const char *dir = tdir();
     uint64_t t0 = st_now_us(), a, b;
-    churn(dir, 12, 4, 1, 2u << 20, 1, &a, &b);
+    churn(dir, 12, 4, 1, 2u << 20, 1, 4u << 20, &a, &b);
     fprintf(stderr, "  48 x 2 MiB: max %.1f MiB (first half), %.1f MiB (second), %.1f s\n",
             a / 1048576.0, b / 1048576.0, (st_now_us() - t0) / 1e6);
     CHECK(b <= (56u << 20));
