@@ -1,7 +1,14 @@
 /* fsm_snap_read.c — the sender side of InstallSnapshot: a stream over the live file store,
  * produced in slices on the caller's thread (the same thread that applies, so nothing moves
- * inside one call). Memory is one record buffer: the walks resume by key (no cursor outlives a
- * call) and only the current file's fd is open. */
+ * inside one call). Memory is one record buffer and one SHA-256 state: the walks resume by key
+ * (no cursor outlives a call) and only the current file's fd is open.
+ *
+ * The sender hashes every file it sends (version 2, fsm_snap_fmt.h) and checks the digest
+ * against the file's recorded SHA-256 before it sends the file's FEND record: the content read
+ * through the fd is exactly the content that metadata describes (fsm_open_read on the apply
+ * thread; a file with an open reader is never written in place), so a mismatch is bit rot on
+ * this node's disk (or memory). It is logged as an error, counted (fsm_stats.snap_sha_mismatch)
+ * and aborts the stream (ERR_CORRUPT): a rotten file is never copied to another node. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -11,6 +18,7 @@
 
 #include "err.h"
 #include "fsm_int.h"
+#include "fsm_sha256.h"
 #include "fsm_snap_fmt.h"
 #include "log.h"
 #include "rassert.h"
@@ -41,6 +49,9 @@ struct fsm_snap_reader {
     char last[FSPATH_MAX + 1];
     int fd;
     uint64_t size, sent;
+    bool fend_due;                    /* the file's bytes are out: its FEND record is next */
+    uint8_t want_sha[FSM_SHA256_LEN]; /* the file's recorded SHA-256 */
+    struct fsm_sha256 sha;            /* of the bytes sent so far */
     /* Dedup: the next index to walk from, and the entries of the DEDUP record being built. */
     raft_index dedup_from;
     unsigned dedup_n;
@@ -160,6 +171,8 @@ static int reader_data(struct fsm_snap_reader *r)
         got += (size_t)n;
     }
     reader_seal(r, FSS_DATA, want);
+    /* Hashed after the CRC was sealed over the same buffer: see fsm_snap_fmt.h. */
+    fsm_sha256_update(&r->sha, p, want);
     /* Asks the kernel to read ahead, so the next slices find the data in memory instead of
      * waiting for the disk on the caller's loop. */
     if ((r->sent / FSS_DATA_MAX) % 4 == 0 && r->sent + want < r->size)
@@ -169,7 +182,27 @@ static int reader_data(struct fsm_snap_reader *r)
     if (r->sent == r->size) {
         close(r->fd);
         r->fd = -1;
+        r->fend_due = true;
     }
+    return 0;
+}
+
+/* The FEND record of the file whose bytes are all out, unless they do not match its recorded
+ * SHA-256: then ERR_CORRUPT (the stream is aborted, nothing rotten is installed anywhere). */
+static int reader_fend(struct fsm_snap_reader *r)
+{
+    uint8_t *p = r->rec + FSS_REC_HDR;
+    fsm_sha256_final(&r->sha, p);
+    if (memcmp(p, r->want_sha, FSM_SHA256_LEN) != 0) {
+        atomic_fetch_add(&r->f->snap_sha_mismatch, 1);
+        LOG_ERROR("fsm: BIT ROT: %s (%llu bytes) does not match its recorded SHA-256 on this "
+                  "node; the snapshot stream is aborted (rewrite the file, or restore it from "
+                  "another node)",
+                  r->last, (unsigned long long)r->size);
+        return ERR_CORRUPT;
+    }
+    reader_seal(r, FSS_FEND, FSS_FEND_LEN);
+    r->fend_due = false;
     return 0;
 }
 
@@ -206,6 +239,9 @@ static int reader_file(struct fsm_snap_reader *r)
     r->n_files++;
     r->size = m.size;
     r->sent = 0;
+    memcpy(r->want_sha, m.sha256, FSM_SHA256_LEN);
+    fsm_sha256_init(&r->sha);
+    r->fend_due = m.size == 0;
     if (m.size == 0)
         close(fd);
     else
@@ -287,6 +323,7 @@ static int reader_step(struct fsm_snap_reader *r)
         reader_hdr(r);
         return 0;
     case RP_FILES:
+        if (r->fend_due) return reader_fend(r);
         return r->fd >= 0 ? reader_data(r) : reader_file(r);
     case RP_DEDUP:
         return reader_dedup(r);
