@@ -449,10 +449,13 @@ static int files_put_in_place(struct fsm_files *ff, const char *path, size_t len
         (uint64_t)st.st_size >= body_len && fcntl(fd, F_SETLEASE, F_WRLCK) == 0) {
         struct fsm_spare s = {.fd = fd, .size = (uint64_t)st.st_size};
         rv = files_write(&s, body, body_len);
-        fcntl(fd, F_SETLEASE, F_UNLCK);
         *done = true;
         ff->in_place++;
     }
+    /* Also ends the lease, sparing an F_UNLCK: a lease belongs to its open file description,
+     * and the last close of that (fd is its only reference: never dup'ed, O_CLOEXEC, and this
+     * process does not fork) removes it and wakes the openers waiting on it before close()
+     * returns. */
     close(fd);
     return rv;
 }

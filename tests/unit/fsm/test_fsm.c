@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -168,6 +169,13 @@ static void test_fsm_overwrite_in_place(void)
     CHECK(ino != 0);
     fsm_get_stats(t.f, &s0);
     CHECK_EQ_U(put(t.f, 2, 2, "d/f", "abcdefghij", &r), 0); /* same size */
+    /* No lease outlives the put: one still held would make this open fail (EWOULDBLOCK),
+     * and any blocking open wait for the kernel's lease-break timeout (45 s). */
+    char full[256];
+    snprintf(full, sizeof full, "%s/files/d/f", t.dir);
+    int nb = open(full, O_RDONLY | O_NONBLOCK);
+    CHECK(nb >= 0);
+    if (nb >= 0) close(nb);
     CHECK(file_is(&t, "d/f", "abcdefghij") && ino_of(&t, "d/f") == ino);
     CHECK_EQ_U(put(t.f, 3, 3, "d/f", "xyz", &r), 0); /* shorter: truncated */
     CHECK(file_is(&t, "d/f", "xyz") && ino_of(&t, "d/f") == ino && !r.created);
@@ -208,6 +216,92 @@ static void test_fsm_overwrite_in_place(void)
     /* A lease broken by another open would signal SIGIO: the store ignores it. */
     struct sigaction sa;
     CHECK(sigaction(SIGIO, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN);
+    t_fini(&t);
+}
+
+/* What the torn-read test's reader saw. */
+struct torn_report {
+    unsigned reads, torn, errors;
+};
+
+/* Reads path over and over in a loop (another process: its opens break our write leases)
+ * until stop_fd reports EOF; every read must be exactly one of the bodies the writer puts. */
+static struct torn_report torn_reader(const char *path, int stop_fd, size_t len_ab, size_t len_c)
+{
+    static char buf[70000];
+    struct torn_report r = {0};
+    char c;
+    while (read(stop_fd, &c, 1) < 0) {
+        int fd = open(path, O_RDONLY);
+        size_t n = 0;
+        ssize_t k = 1;
+        while (fd >= 0 && n < sizeof buf && (k = read(fd, buf + n, sizeof buf - n)) > 0)
+            n += (size_t)k;
+        if (fd >= 0) close(fd);
+        if (fd < 0 || k < 0) {
+            r.errors++;
+            continue;
+        }
+        /* Checked with the file closed, so the writer gets windows to write in place. */
+        bool ok = n > 0 && (buf[0] == 'C' ? n == len_c : n == len_ab);
+        for (size_t i = 1; ok && i < n; i++)
+            ok = buf[i] == buf[0];
+        r.reads++;
+        r.torn += !ok;
+    }
+    return r;
+}
+
+/* Another process reading a file while the store overwrites it (in place when it can: same
+ * size, or shorter with a truncate after the write) never sees a mix of two versions nor a
+ * version with the old one's tail: in-place writes happen only under the write lease, which
+ * makes the reader's open wait until the write is complete. */
+static void test_fsm_in_place_never_torn(void)
+{
+    enum { LEN_AB = 60000, LEN_C = 50000 };
+    struct tenv t;
+    t_init(&t);
+    static char bodies[3][LEN_AB + 1];
+    for (int i = 0; i < 3; i++)
+        memset(bodies[i], 'A' + i, i == 2 ? LEN_C : LEN_AB);
+    struct fsm_result r;
+    CHECK_EQ_U(put(t.f, 1, 1, "t", bodies[0], &r), 0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/files/t", t.dir);
+    int stop[2], res[2];
+    CHECK(pipe(stop) == 0 && pipe(res) == 0);
+    fcntl(stop[0], F_SETFL, O_NONBLOCK);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(stop[1]);
+        struct torn_report rep = torn_reader(path, stop[0], LEN_AB, LEN_C);
+        _exit(write(res[1], &rep, sizeof rep) == sizeof rep ? 0 : 1);
+    }
+    close(stop[0]);
+    close(res[1]);
+    struct fsm_stats s0, s1;
+    fsm_get_stats(t.f, &s0);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned i = 2;
+    do { /* A, B (same size), C (shorter): two of three can go in place */
+        CHECK_EQ_U(put(t.f, i, i, "t", bodies[(i - 1) % 3], &r), 0);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (++i < 3000 && now.tv_sec - t0.tv_sec < 2);
+    fsm_get_stats(t.f, &s1);
+    close(stop[1]);
+    struct torn_report rep = {0};
+    CHECK_EQ_U(read(res[0], &rep, sizeof rep), sizeof rep);
+    close(res[0]);
+    int status = -1;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ_U(rep.torn, 0);
+    CHECK_EQ_U(rep.errors, 0);
+    CHECK(rep.reads > 10);
+    CHECK(s1.overwrites_in_place > s0.overwrites_in_place + 10); /* else the test proves nothing */
+    fprintf(stderr, "  %u puts, %llu in place, %u reads\n", i - 2,
+            (unsigned long long)(s1.overwrites_in_place - s0.overwrites_in_place), rep.reads);
     t_fini(&t);
 }
 
@@ -940,6 +1034,7 @@ int main(void)
     RUN(test_fsm_put_new_replace_delete);
     RUN(test_fsm_overwrite_creates_no_inode);
     RUN(test_fsm_overwrite_in_place);
+    RUN(test_fsm_in_place_never_torn);
     RUN(test_fsm_checkpoint_histogram);
     RUN(test_fsm_delete_then_create_reuses_inodes);
     RUN(test_fsm_duplicate_request_id);
