@@ -52,7 +52,11 @@ struct store_seg_file {
 
 /* The payload segment files (store_seg.c). Invariants:
  *  - Append-only: bytes are written only at the current (highest-numbered) segment's end and
- *    never rewritten; a truncated entry's bytes stay until their segment is dropped.
+ *    bytes any header names are never rewritten; a truncated entry's bytes stay until their
+ *    segment is dropped. At open the end is where the last log.db header's payload ends
+ *    (every header, leftovers and truncated ones a crash brought back included, names a
+ *    position before it); what lies beyond (zeros written ahead, an unacknowledged batch's
+ *    bytes) is named by no header and gets overwritten.
  *  - Between two batches every byte below the current end is durable (each batch waits for
  *    its fdatasync; store_open syncs the current segment once; a roll syncs the old one and
  *    the directory before the first byte goes to the new one).
@@ -68,6 +72,9 @@ struct store_segs {
     struct store_seg_file *files; /* sorted by seq; the last one is the current segment */
     size_t n, cap;
     uint64_t end;       /* the current segment's write end (writing thread only) */
+    uint64_t prep_end;  /* bytes of the current segment already written once (zeros ahead
+                           of end): overwriting them needs no metadata, so the batch's
+                           fdatasync is a data flush, not a journal commit */
     uint64_t max_bytes; /* roll size: STORE_SEG_MAX_BYTES (tests: store_seg_set_max) */
     /* Positions of the current batch's entries, in submission order (writing thread only). */
     struct store_segpos *pos;
@@ -147,6 +154,9 @@ int store_seg_read(struct store *s, struct store_segpos pos, uint32_t len, uint8
  * On an error the end goes back (the bytes are garbage to overwrite). An errno. */
 int store_seg_append(struct store *s, struct store_job *jobs, struct store_segpos *durable,
                      uint64_t *wrote);
+/* After a batch: writes zeros ahead of the end (a MiB at a time, up to the roll size) so that
+ * the next batches overwrite allocated blocks. An errno (the batch is already durable). */
+int store_seg_prepare(struct store *s);
 /* Starts the current segment's fdatasync on the syncer thread; store_seg_sync_wait waits for
  * it (an errno). Exactly one wait per start, before the next batch writes. */
 int store_seg_sync_start(struct store *s);

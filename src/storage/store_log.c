@@ -596,6 +596,8 @@ int store_commit_batch(struct store *s, struct store_job *jobs)
     s->pos = pos;
     store_pos_publish(s, x.compacted);
     if (x.compacted) store_seg_drop_compacted(s);
+    int e = store_seg_prepare(s);
+    if (e) LOG_WARN("storage: writing zeros ahead in a segment: %s", strerror(e));
     return 0;
 }
 

@@ -1,8 +1,11 @@
 /* crash_writer.c — the storage crash test's victim and checker. "run DIR SEED" writes forever
  * through the async writer (appends, truncations, term bumps, compactions and snapshot-install
  * jobs) and prints "ACK seq last_index last_term hs_term vote snap_index" after each durable
- * completion; "verify DIR INDEX LAST_TERM HS_TERM SNAP" checks a store after a SIGKILL. */
+ * completion; "verify DIR INDEX LAST_TERM HS_TERM SNAP [tear]" checks a store after a SIGKILL
+ * ("tear" first drops the payload bytes a power loss could have taken: see cw_tear). */
+#include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
 
 #include "err.h"
 #include "store_testlib.h"
@@ -248,6 +251,75 @@ static size_t cw_leftovers(struct store *s, const struct raft_boot *b)
     return n;
 }
 
+/* A little-endian u64 at p. */
+static uint64_t cw_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Reads key (klen bytes) of file in s's environment into v (up to vlen): its size, 0 if
+ * absent. */
+static size_t cw_get(struct store *s, const char *file, const void *k, size_t klen, uint8_t *v,
+                     size_t vlen)
+{
+    DB *db = NULL;
+    size_t n = 0;
+    DBT key = {.data = (void *)k, .size = (u_int32_t)klen};
+    DBT val = {.data = v, .ulen = (u_int32_t)vlen, .flags = DB_DBT_USERMEM};
+    if (db_create(&db, store_env(s), 0) == 0 &&
+        db->open(db, NULL, file, NULL, DB_BTREE, DB_AUTO_COMMIT | DB_THREAD, 0) == 0 &&
+        db->get(db, NULL, &key, &val, 0) == 0)
+        n = val.size;
+    if (db) db->close(db, 0);
+    return n;
+}
+
+/* Power loss after the SIGKILL: every segment byte that was not yet synced is lost. Those are
+ * at or beyond max(the durable position recorded by the last committed batch, the end of
+ * the last acknowledged entry's payload): an acknowledged batch was synced, and so was every
+ * batch before the last committed one. Cuts the current (highest) segment there. */
+static int cw_tear(const char *dir, raft_index ack_last)
+{
+    struct store *s = NULL;
+    char err[256];
+    if (store_open(dir, &s, err, sizeof err)) return 0; /* verify reports it */
+    uint8_t v[64], k[8];
+    uint64_t seg = 0, off = 0;
+    if (cw_get(s, "meta.db", "segsync", 7, v, sizeof v) == 20) {
+        seg = cw_le64(v);
+        off = cw_le64(v + 8);
+    }
+    for (int i = 0; i < 8; i++)
+        k[i] = (uint8_t)(ack_last >> (56 - 8 * i));
+    if (ack_last && cw_get(s, "log.db", k, 8, v, sizeof v) == 40) {
+        uint64_t aseg = cw_le64(v + 20), aend = cw_le64(v + 28) + (uint32_t)cw_le64(v + 8);
+        if (aseg > seg || (aseg == seg && aend > off)) {
+            seg = aseg;
+            off = aend;
+        }
+    }
+    store_close(s);
+    uint64_t cur = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;)
+        if (strncmp(de->d_name, "seg-", 4) == 0) {
+            uint64_t q = strtoull(de->d_name + 4, NULL, 16);
+            cur = q > cur ? q : cur;
+        }
+    if (d) closedir(d);
+    if (cur == 0 || seg > cur) return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s/seg-%016llx.dat", dir, (unsigned long long)cur);
+    struct stat sb;
+    uint64_t to = seg == cur ? off : 0;
+    if (stat(path, &sb) != 0 || (uint64_t)sb.st_size <= to) return 0;
+    if (truncate(path, (off_t)to) != 0) return 0;
+    return 1;
+}
+
 static int cw_verify(const char *dir, raft_index ack_last, raft_term ack_lterm, raft_term ack_hterm,
                      raft_index ack_snap)
 {
@@ -291,9 +363,12 @@ int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "run") == 0)
         return cw_run(argv[2], strtoull(argv[3], NULL, 10));
-    if (argc == 7 && strcmp(argv[1], "verify") == 0)
+    if (argc == 8 && strcmp(argv[1], "verify") == 0 && strcmp(argv[7], "tear") == 0)
+        printf("torn %d ", cw_tear(argv[2], strtoull(argv[3], NULL, 10)));
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "verify") == 0)
         return cw_verify(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
                          strtoull(argv[5], NULL, 10), strtoull(argv[6], NULL, 10));
-    fprintf(stderr, "usage: crash_writer run DIR SEED | verify DIR INDEX LAST_TERM HS_TERM SNAP\n");
+    fprintf(stderr,
+            "usage: crash_writer run DIR SEED | verify DIR INDEX LAST_TERM HS_TERM SNAP [tear]\n");
     return 2;
 }
