@@ -378,6 +378,130 @@ static int files_write(struct fsm_spare *s, const uint8_t *body, uint64_t len)
     return 0;
 }
 
+/* ---- fd cache ----------------------------------------------------------------------------
+ * An overwrite in place used to cost openat + fstat + lease + pwrite + unlock + close; keeping
+ * the fd of a recently written path open saves the openat (a path walk) and the close.
+ * Invariant: a cached fd's inode is the one at files/<path>, or is linked nowhere (st_nlink 0,
+ * which the in-place check refuses). Every rename or unlink of an inode at files/<path> in
+ * this process drops <path> first (fsm_files_put before installing a spare,
+ * fsm_files_remove, files_mkparents), and a snapshot install's swap of files/ drops them all
+ * (fsm_files_reopen_files). A cached fd holds no lease, so no opener ever waits for it; it is
+ * an open file description, though, so the in-place check sees a reader's fd as it always
+ * did, and an inode leaves the cache before it can reach spare/ (where files_recycle's lease
+ * test would take our fd for a reader's). Apply thread only. */
+
+static uint64_t fdc_hash(const char *path, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)path[i]) * 1099511628211ull;
+    return h;
+}
+
+static void fdc_init(struct fsm_fdcache *c)
+{
+    memset(c, 0, sizeof *c);
+    struct rlimit rl;
+    size_t cap = FSM_FDC_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 8 < cap)
+        cap = (size_t)(rl.rlim_cur / 8); /* most fds stay for connections and the log */
+    size_t nb = 16;
+    while (nb < cap)
+        nb *= 2;
+    c->buckets = cap ? calloc(nb, sizeof *c->buckets) : NULL;
+    c->n_buckets = c->buckets ? nb : 0;
+    c->cap = c->buckets ? cap : 0;
+}
+
+/* Unhooks e from its chain and the recency list. */
+static void fdc_detach(struct fsm_fdcache *c, struct fsm_fdc_entry *e)
+{
+    struct fsm_fdc_entry **pp = &c->buckets[e->hash & (c->n_buckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    c->n--;
+}
+
+/* The entry of path, out of the cache (the caller owns it and its fd), or NULL. */
+static struct fsm_fdc_entry *fdc_take(struct fsm_fdcache *c, const char *path, size_t len)
+{
+    if (c->n == 0) return NULL;
+    uint64_t h = fdc_hash(path, len);
+    struct fsm_fdc_entry *e = c->buckets[h & (c->n_buckets - 1)];
+    while (e && (e->hash != h || e->len != len || memcmp(e->path, path, len) != 0))
+        e = e->hnext;
+    if (e) fdc_detach(c, e);
+    return e;
+}
+
+static void fdc_free(struct fsm_fdc_entry *e)
+{
+    close(e->fd);
+    free(e);
+}
+
+/* Closes the cached fd of path, if any. */
+static void fdc_drop(struct fsm_fdcache *c, const char *path, size_t len)
+{
+    struct fsm_fdc_entry *e = fdc_take(c, path, len);
+    if (e) fdc_free(e);
+}
+
+/* Caches fd (lease-free, on the inode now at files/path) and owns it from here: closed when
+ * it cannot be kept. e: the entry taken for path earlier (reused), or NULL. */
+static void fdc_put(struct fsm_fdcache *c, struct fsm_fdc_entry *e, const char *path, size_t len,
+                    int fd)
+{
+    if (!e && c->cap > 0 && (e = malloc(sizeof *e + len)) != NULL) {
+        e->hash = fdc_hash(path, len);
+        e->len = len;
+        memcpy(e->path, path, len);
+    }
+    if (!e || c->cap == 0) {
+        free(e);
+        close(fd);
+        return;
+    }
+    e->fd = fd;
+    if (c->n >= c->cap) { /* the least recently written path leaves */
+        struct fsm_fdc_entry *old = c->tail;
+        fdc_detach(c, old);
+        fdc_free(old);
+    }
+    struct fsm_fdc_entry **b = &c->buckets[e->hash & (c->n_buckets - 1)];
+    e->hnext = *b;
+    *b = e;
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head) c->head->prev = e;
+    c->head = e;
+    if (!c->tail) c->tail = e;
+    c->n++;
+}
+
+static void fdc_clear(struct fsm_fdcache *c)
+{
+    while (c->head) {
+        struct fsm_fdc_entry *e = c->head;
+        fdc_detach(c, e);
+        fdc_free(e);
+    }
+}
+
+uint64_t fsm_files_fd_cache_hits(const struct fsm_files *ff)
+{
+    return ff->fdc.hits;
+}
+
 /* mkdir -p of path's parents; a non-directory in the way is replaced (crash leftovers). */
 static int files_mkparents(struct fsm_files *ff, const char *path, size_t len)
 {
@@ -389,6 +513,7 @@ static int files_mkparents(struct fsm_files *ff, const char *path, size_t len)
         if (mkdirat(ff->files_fd, buf, 0755) == 0 || errno != EEXIST) continue;
         struct stat st;
         if (fstatat(ff->files_fd, buf, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+            fdc_drop(&ff->fdc, buf, i);
             unlinkat(ff->files_fd, buf, 0);
             if (mkdirat(ff->files_fd, buf, 0755) != 0) return files_errno(errno);
         }
@@ -424,38 +549,53 @@ static int files_install(struct fsm_files *ff, const char *path, size_t len,
 
 #define FSM_IN_PLACE_MAX (64u * 1024u) /* longer overwrites would hold the lease too long */
 
+/* O_RDWR fd on files/path, or -1. */
+static int files_open_rw(struct fsm_files *ff, const char *path, size_t len)
+{
+    int dirfd, tmp_fd;
+    const char *leaf;
+    if (files_at(ff, path, len, &dirfd, &leaf, &tmp_fd) != 0) return -1;
+    int fd = openat(dirfd, leaf, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (tmp_fd >= 0) close(tmp_fd);
+    return fd;
+}
+
 /* Overwrites files/path in place when no reader can tell: the inode is open nowhere else (the
  * kernel grants a write lease only then, and while we hold it any other open of the inode
- * waits for our F_UNLCK), and the body fits in the file's current size (no block to
- * allocate, so no ENOSPC half-way). Every open of files/ in this process happens on this
- * thread, so none can start inside the window. Saves the rename exchange, the recycling of
- * the old inode and two dirty directory blocks: ~10 us of CPU per 1 KiB overwrite here.
- * *done false: nothing was changed, the caller uses a spare. Returns an ERR_* when a write
- * in place failed (the file may then be torn: the failure is fatal, replay rewrites it). */
+ * waits for our F_UNLCK), it has no other name, and the body fits in the file's current size
+ * (no block to allocate, so no ENOSPC half-way). Every open of files/ in this process happens
+ * on this thread, so none can start inside the window. Saves the rename exchange, the
+ * recycling of the old inode and two dirty directory blocks: ~10 us of CPU per 1 KiB
+ * overwrite here. The fd comes from the cache when it can and goes back to it only after the
+ * lease is released. *done false: nothing was changed, the caller uses a spare. Returns an
+ * ERR_* when a write in place failed (the file may then be torn: the failure is fatal, replay
+ * rewrites it). */
 static int files_put_in_place(struct fsm_files *ff, const char *path, size_t len,
                               const uint8_t *body, uint64_t body_len, bool *done)
 {
     *done = false;
     if (body_len == 0 || body_len > FSM_IN_PLACE_MAX) return 0; /* truncating to 0 flushes */
-    int dirfd, tmp_fd;
-    const char *leaf;
-    if (files_at(ff, path, len, &dirfd, &leaf, &tmp_fd) != 0) return 0;
-    int fd = openat(dirfd, leaf, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (tmp_fd >= 0) close(tmp_fd);
+    struct fsm_fdc_entry *e = fdc_take(&ff->fdc, path, len);
+    int fd = e ? e->fd : files_open_rw(ff, path, len);
     if (fd < 0) return 0;
     struct stat st;
     int rv = 0;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
-        (uint64_t)st.st_size >= body_len && fcntl(fd, F_SETLEASE, F_WRLCK) == 0) {
+    bool leased = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+                  (uint64_t)st.st_size >= body_len && fcntl(fd, F_SETLEASE, F_WRLCK) == 0;
+    if (leased) {
         struct fsm_spare s = {.fd = fd, .size = (uint64_t)st.st_size};
         rv = files_write(&s, body, body_len);
         *done = true;
         ff->in_place++;
+        if (e) ff->fdc.hits++;
     }
-    /* Also ends the lease, sparing an F_UNLCK: a lease belongs to its open file description,
-     * and the last close of that (fd is its only reference: never dup'ed, O_CLOEXEC, and this
-     * process does not fork) removes it and wakes the openers waiting on it before close()
-     * returns. */
+    if (leased && rv == 0 && fcntl(fd, F_SETLEASE, F_UNLCK) == 0) {
+        fdc_put(&ff->fdc, e, path, len, fd);
+        return 0;
+    }
+    /* Not kept: the close also ends a lease still held (it belongs to the open file
+     * description, whose only reference fd is: never dup'ed, O_CLOEXEC, no fork). */
+    free(e);
     close(fd);
     return rv;
 }
@@ -474,6 +614,8 @@ int fsm_files_put(struct fsm_files *ff, const char *path, size_t len, const uint
         files_spare_return(ff, &s);
         return rv;
     }
+    /* The inode at path is about to go to spare/: its fd must not stay open (fd cache). */
+    fdc_drop(&ff->fdc, path, len);
     bool exchanged = false;
     int e = files_install(ff, path, len, &s, &exchanged);
     if (e) {
@@ -481,7 +623,11 @@ int fsm_files_put(struct fsm_files *ff, const char *path, size_t len, const uint
         files_spare_return(ff, &s);
         return files_errno(e);
     }
-    close(s.fd); /* its inode now lives at files/path */
+    /* Its inode now lives at files/path: kept open for a later overwrite in place. */
+    if (body_len > 0 && body_len <= FSM_IN_PLACE_MAX)
+        fdc_put(&ff->fdc, NULL, path, len, s.fd);
+    else
+        close(s.fd);
     if (exchanged) files_recycle(ff, s.name);
     return 0;
 }
@@ -512,6 +658,7 @@ int fsm_files_remove(struct fsm_files *ff, const char *path, size_t len)
         if (tmp_fd >= 0) close(tmp_fd);
         return 0;
     }
+    fdc_drop(&ff->fdc, path, len);
     char name[24];
     files_spare_name(ff, name);
     /* Into spare/ rather than unlink: the inode may be recycled, sparing a create later. */
@@ -571,6 +718,7 @@ int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir)
 {
     char p[PATH_MAX];
     if ((size_t)snprintf(p, sizeof p, "%s/files", node_dir) >= sizeof p) return ERR_INVALID;
+    fdc_clear(&ff->fdc); /* every cached fd is on an inode of the tree swapped out */
     int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         LOG_ERROR("fsm: open %s: %s", p, strerror(errno));
@@ -721,6 +869,7 @@ int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, 
 {
     files_ignore_sigio();
     memset(ff, 0, sizeof *ff);
+    fdc_init(&ff->fdc);
     pthread_mutex_init(&ff->lock, NULL);
     pthread_cond_init(&ff->cond, NULL);
     if (err_len > 0) err[0] = '\0';
@@ -767,6 +916,10 @@ void fsm_files_close(struct fsm_files *ff)
     for (size_t i = 0; i < ff->n_pool; i++)
         close(ff->pool[i].fd);
     ff->n_pool = 0;
+    fdc_clear(&ff->fdc);
+    free(ff->fdc.buckets);
+    ff->fdc.buckets = NULL;
+    ff->fdc.cap = ff->fdc.n_buckets = 0;
     int *fds[] = {&ff->files_fd, &ff->spare_fd, &ff->trash_fd};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
         if (*fds[i] >= 0) close(*fds[i]);

@@ -31,6 +31,26 @@ struct fsm_spare {
     char name[24]; /* its name in spare/ */
 };
 
+/* An fd kept open on files/<path> after a write (see fsm_files.c "fd cache"). */
+struct fsm_fdc_entry {
+    struct fsm_fdc_entry *hnext;       /* hash chain */
+    struct fsm_fdc_entry *prev, *next; /* recency list, most recent first */
+    uint64_t hash;
+    int fd; /* O_RDWR, holds no lease while cached */
+    size_t len;
+    char path[]; /* len bytes */
+};
+
+/* At most this many fds are cached, and never more than an eighth of RLIMIT_NOFILE. */
+#define FSM_FDC_MAX 4096
+
+struct fsm_fdcache {
+    struct fsm_fdc_entry **buckets; /* n_buckets (a power of two) chains */
+    size_t n_buckets, n, cap;
+    struct fsm_fdc_entry *head, *tail;
+    uint64_t hits;
+};
+
 struct fsm_files {
     int files_fd; /* node_dir/files: the replicated files */
     int spare_fd; /* node_dir/spare: pooled spare inodes, inodes on their way out */
@@ -50,6 +70,7 @@ struct fsm_files {
     _Atomic uint64_t next_id; /* next fresh name in spare/ or trash/ */
     _Atomic uint64_t created, precreated, recycled, pinned;
     _Atomic uint64_t in_place; /* overwrites written into the file's own inode */
+    struct fsm_fdcache fdc;    /* apply thread only */
 };
 
 /* Creates the directories when absent, removes leftovers of a crash, fills the pool from
@@ -76,6 +97,9 @@ int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir);
 /* Removes the tree dirfd/name (any depth, any path length, one fd at a time); stops early when
  * *stop becomes true (stop may be NULL). True when it is gone; failures are logged. */
 bool fsm_files_rmtree(int dirfd, const char *name, const _Atomic bool *stop);
+/* Overwrites in place that found their fd in the cache (no open or close). */
+uint64_t fsm_files_fd_cache_hits(const struct fsm_files *ff);
+
 /* syncfs() of the file system holding files/. ERR_IO. */
 int fsm_files_sync(struct fsm_files *ff);
 

@@ -21,6 +21,8 @@
  * (they hand back fsm_result). */
 #define FSM_TENV_ENV_ONLY
 #include "fsm_tenv.h"
+/* The fd cache test drives the file side directly. */
+#include "../../../src/fsm/fsm_int.h"
 
 static int apply_blob(struct fsm *f, raft_index i, struct raft_blob *b, struct fsm_result *res)
 {
@@ -274,7 +276,9 @@ static void test_fsm_in_place_never_torn(void)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
-        close(stop[1]);
+        /* Only the pipes: the store's fds (spares, cached fds) stay the parent's alone. */
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != stop[0] && fd != res[1]) close(fd);
         struct torn_report rep = torn_reader(path, stop[0], LEN_AB, LEN_C);
         _exit(write(res[1], &rep, sizeof rep) == sizeof rep ? 0 : 1);
     }
@@ -302,6 +306,67 @@ static void test_fsm_in_place_never_torn(void)
     CHECK(s1.overwrites_in_place > s0.overwrites_in_place + 10); /* else the test proves nothing */
     fprintf(stderr, "  %u puts, %llu in place, %u reads\n", i - 2,
             (unsigned long long)(s1.overwrites_in_place - s0.overwrites_in_place), rep.reads);
+    t_fini(&t);
+}
+
+/* The store keeps an fd on a file it wrote (fd cache): it follows the path through removal
+ * and re-creation, a spare installed over it, a parent directory replacing it, and a swap of
+ * the whole files/ directory (snapshot install); it never pins a recycled inode. */
+static void test_fsm_files_fd_cache(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_files *ff = &t.f->ff;
+    struct fsm_result r;
+    struct fsm_stats s0, s1;
+    fsm_get_stats(t.f, &s0);
+    uint64_t h0 = fsm_files_fd_cache_hits(ff);
+    CHECK_EQ_U(put(t.f, 1, 1, "c/f", "first", &r), 0); /* new: its spare's fd is kept */
+    CHECK_EQ_U(put(t.f, 2, 2, "c/f", "secnd", &r), 0); /* in place through the kept fd */
+    CHECK_EQ_U(fsm_files_fd_cache_hits(ff), h0 + 1);
+    CHECK_EQ_U(del(t.f, 3, 3, "c/f", &r), 0);
+    CHECK_EQ_U(put(t.f, 4, 4, "c/f", "third", &r), 0);
+    CHECK_EQ_U(put(t.f, 5, 5, "c/f", "forth", &r), 0);
+    CHECK(file_is(&t, "c/f", "forth"));
+    CHECK_EQ_U(put(t.f, 6, 6, "c/f", "a longer fifth", &r), 0); /* a spare over it */
+    CHECK_EQ_U(put(t.f, 7, 7, "c/f", "sixth", &r), 0);
+    CHECK(file_is(&t, "c/f", "sixth"));
+    CHECK_EQ_U(put(t.f, 8, 8, "c/f", "", &r), 0); /* never in place: a spare over the kept fd */
+    CHECK(file_is(&t, "c/f", ""));
+    CHECK_EQ_U(put(t.f, 9, 9, "c/f", "sixth", &r), 0);
+    CHECK_EQ_U(put(t.f, 10, 10, "c/f", "sixth", &r), 0);
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.inodes_pinned, s0.inodes_pinned); /* no kept fd followed an inode out */
+    CHECK_EQ_U(fsm_files_fd_cache_hits(ff), h0 + 4);
+
+    /* A file in the way of a parent directory (only replay meets that) is replaced. */
+    CHECK_EQ_U(fsm_files_put(ff, "x", 1, (const uint8_t *)"file", 4), 0);
+    CHECK_EQ_U(fsm_files_put(ff, "x/y", 3, (const uint8_t *)"under", 5), 0);
+    CHECK_EQ_U(fsm_files_remove(ff, "x/y", 3), 0);
+    CHECK_EQ_U(fsm_files_put(ff, "x", 1, (const uint8_t *)"FILE", 4), 0);
+    CHECK(file_is(&t, "x", "FILE"));
+
+    /* files/ swapped for another tree, as a snapshot install does. */
+    char files[128], other[128];
+    snprintf(files, sizeof files, "%s/files", t.dir);
+    snprintf(other, sizeof other, "%s/other", t.dir);
+    CHECK(mkdir(other, 0755) == 0);
+    char p[160];
+    snprintf(p, sizeof p, "%s/c", other);
+    CHECK(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof p, "%s/c/f", other);
+    FILE *fp = fopen(p, "w");
+    CHECK(fp && fputs("SNAPSHOT", fp) >= 0);
+    if (fp) fclose(fp);
+    CHECK(renameat2(AT_FDCWD, other, AT_FDCWD, files, RENAME_EXCHANGE) == 0);
+    CHECK_EQ_U(fsm_files_reopen_files(ff, t.dir), 0);
+    CHECK_EQ_U(fsm_files_put(ff, "c/f", 3, (const uint8_t *)"after", 5), 0);
+    CHECK(file_is(&t, "c/f", "after"));
+    char buf[32] = "";
+    snprintf(p, sizeof p, "%s/c/f", other); /* the tree swapped out keeps its content */
+    fp = fopen(p, "r");
+    CHECK(fp && fgets(buf, sizeof buf, fp) && !strcmp(buf, "sixth"));
+    if (fp) fclose(fp);
     t_fini(&t);
 }
 
@@ -1035,6 +1100,7 @@ int main(void)
     RUN(test_fsm_overwrite_creates_no_inode);
     RUN(test_fsm_overwrite_in_place);
     RUN(test_fsm_in_place_never_torn);
+    RUN(test_fsm_files_fd_cache);
     RUN(test_fsm_checkpoint_histogram);
     RUN(test_fsm_delete_then_create_reuses_inodes);
     RUN(test_fsm_duplicate_request_id);
