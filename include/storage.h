@@ -3,15 +3,26 @@
  * thread (or store_write_sync, before the writer starts) commits with a log fsync.
  *
  * Layout, in one transactional environment in DIR (data/nodeN/raft/):
- *   log.db      btree: big-endian u64 index -> 24-byte header (term, payload length, type,
- *               payload CRC-32, header CRC-32 over the header and the index).
- *   payload.db  btree: big-endian u64 index -> the payload bytes (absent when empty). Kept
- *               apart so a 64 MiB payload goes to BDB straight from its blob (no copy) and a
- *               boot scan reads only headers.
+ *   log.db      btree: big-endian u64 index -> 40-byte header, version 2 (term, payload
+ *               length, type, payload CRC-32, segment number and offset of the payload,
+ *               header CRC-32 over the header and the index). Version-1 headers (24 bytes,
+ *               payload in payload.db) of an older store are still read, truncated and
+ *               compacted; payload.db is opened only while it holds payloads.
+ *   seg-<16 hex digits>.dat  the payload bytes, appended back to back (key-value separation:
+ *               they never pass through BDB's log, pages or checkpoints). A segment rolls at
+ *               16 MiB (a bigger payload gets one of its own); compaction deletes headers and
+ *               then unlinks every segment older than the one the first remaining header
+ *               names; store_reset_sync starts a new segment and unlinks the others.
  *   meta.db     btree: "hardstate" -> term, vote, commit + CRC-32;
  *               "snapshot" -> the snapshot point: index, term, encoded configuration as of
  *               index, CRC-32 (absent until the first compaction). The log holds the entries
- *               after it: snapshot index + 1 .. last, contiguous.
+ *               after it: snapshot index + 1 .. last, contiguous;
+ *               "segsync" -> the segment position durable before the last batch + CRC-32.
+ * Durability: a batch is acknowledged once its payloads (the segment's fdatasync, on a syncer
+ * thread) and its transaction (DB_TXN_SYNC, in parallel) are both durable. A crash between
+ * the two can leave the last batch's headers without their payload: store_open checks every
+ * entry at or beyond "segsync" and cuts the log at the first payload missing or failing its
+ * CRC (never acknowledged). Reads (store_fetch, store_load) verify every payload's CRC.
  * Compaction (log prefix deletion) is bounded per transaction: a write records the snapshot
  * point and deletes at most a chunk (STORE_COMPACT_CHUNK entries / STORE_COMPACT_CHUNK_BYTES)
  * of the entries <= it in its own transaction; the writer deletes the rest in later batches
@@ -132,9 +143,10 @@ int store_snapshot_info(struct store *s, raft_index *index, raft_term *term);
  * entries; a truncating job starts a new batch), writes them all in ONE transaction with ONE log
  * fsync, then reports each job's seq in submission order on the loop thread (ev_async) through
  * done_cb(ctx, seq, err). On a write error err != 0 for that job and every later one (sticky
- * failure). The thread also takes BDB checkpoints (after 8 MiB of BDB log, or 10 s after a write),
- * which let DB_LOG_AUTO_REMOVE drop old log files and keep recovery short, and, while no job
- * waits, deletes carried-over compacted entries in small transactions of its own. */
+ * failure). A second thread (the flusher) takes BDB checkpoints when the writer asks (after 8 MiB
+ * of BDB log, or 10 s after a write), which let DB_LOG_AUTO_REMOVE drop old log files and keep
+ * recovery short, without holding up commits, and trickles the cache; while no job waits, the
+ * writer deletes carried-over compacted entries in small transactions of its own. */
 #define STORE_BATCH_JOBS_MAX 1024
 #define STORE_BATCH_BYTES_MAX (64u << 20)
 #define STORE_BATCH_ENTRIES_MAX 65536 /* bounds the pages (locks) of one transaction */
@@ -156,6 +168,14 @@ int store_writer_submit(struct store_writer *w, struct store_write *job);
  * final checkpoint, joins the thread and frees w. Completions not yet reported through
  * done_cb are dropped (the loop is stopping). NULL-safe. */
 void store_writer_stop(struct store_writer *w);
+
+/* Latency histograms of the writer (lathist.h; borrowed, valid until store_writer_stop, read
+ * from any thread): batch = one batch's transaction with its commit and fsync (the time
+ * every job of the batch and everything queued behind it waits), ckpt = one BDB checkpoint
+ * (on the writer's flusher thread: batches go on meanwhile). */
+struct lathist;
+void store_writer_hists(struct store_writer *w, const struct lathist **batch,
+                        const struct lathist **ckpt);
 
 /* Testing only: fn(ctx) runs on the writing thread inside each batch's transaction, after
  * its puts and before its commit; a non-zero return (an errno or BDB code) fails the batch as

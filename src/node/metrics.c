@@ -1,9 +1,11 @@
 /* metrics.c — GET /metrics in the Prometheus text format (version 0.0.4). */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "fsm.h"
+#include "lathist.h"
 #include "http.h"
 #include "node.h"
 #include "storage.h"
@@ -45,6 +47,49 @@ static void metrics_one(struct metrics_buf *b, const char *name, const char *typ
 {
     metrics_printf(b, "# HELP raftfs_%s %s\n# TYPE raftfs_%s %s\nraftfs_%s %llu\n", name, help,
                    name, type, name, value);
+}
+
+/* A lathist as a Prometheus histogram in seconds, plus a _max_seconds gauge (the worst case
+ * since start: what a p99 hides and what latency spikes are matched against). */
+static void metrics_hist(struct metrics_buf *b, const char *name, const char *help,
+                         const struct lathist *h)
+{
+    metrics_printf(b, "# HELP raftfs_%s %s\n# TYPE raftfs_%s histogram\n", name, help, name);
+    unsigned long long cum = 0;
+    for (size_t i = 0; i <= LATHIST_BUCKETS; i++) {
+        cum += atomic_load_explicit(&h->n[i], memory_order_relaxed);
+        if (i < LATHIST_BUCKETS)
+            metrics_printf(b, "raftfs_%s_bucket{le=\"%g\"} %llu\n", name, lathist_le_us[i] / 1e6,
+                           cum);
+        else
+            metrics_printf(b, "raftfs_%s_bucket{le=\"+Inf\"} %llu\n", name, cum);
+    }
+    metrics_printf(b, "raftfs_%s_sum %g\nraftfs_%s_count %llu\n", name,
+                   (double)atomic_load(&h->sum_us) / 1e6, name, cum);
+    metrics_printf(b,
+                   "# HELP raftfs_%s_max Slowest one since start (seconds).\n"
+                   "# TYPE raftfs_%s_max gauge\nraftfs_%s_max %g\n",
+                   name, name, name, (double)atomic_load(&h->max_us) / 1e6);
+}
+
+static void metrics_lat(struct node *n, struct metrics_buf *b)
+{
+    const struct lathist *batch, *ckpt;
+    store_writer_hists(n->writer, &batch, &ckpt);
+    metrics_hist(b, "writer_batch_seconds",
+                 "Storage thread: one group-commit batch (transaction, commit, fsync).", batch);
+    metrics_hist(b, "bdb_checkpoint_seconds",
+                 "Storage thread: one BDB checkpoint (no batch is written meanwhile).", ckpt);
+    if (!n->lat) return;
+    metrics_hist(b, "loop_busy_seconds",
+                 "Event loop: one iteration's work, from the poll's return to the next poll.",
+                 &n->lat->loop_busy);
+    metrics_hist(b, "persist_seconds",
+                 "A write handed to the storage thread until its completion reaches the loop.",
+                 &n->lat->persist);
+    metrics_hist(b, "apply_seconds", "The file store applies of one ready batch.", &n->lat->apply);
+    metrics_hist(b, "commit_wait_seconds",
+                 "An entry appended on this node until its commit is known here.", &n->lat->commit);
 }
 
 static void metrics_raft(struct node *n, struct metrics_buf *b)
@@ -182,6 +227,7 @@ void node_metrics_reply(struct node *n, struct http_req *req)
     metrics_store(n, &b);
     metrics_snap(n, &b);
     metrics_fsm(n, &b);
+    metrics_lat(n, &b);
     metrics_net(n, &b);
     metrics_http(n, &b);
     if (b.oom || !b.data) {

@@ -176,6 +176,7 @@ static void node_start_watchers(struct node *n)
     ev_prepare_init(&n->prepare, node_prepare_cb);
     n->prepare.data = n;
     ev_prepare_start(n->loop, &n->prepare);
+    node_lat_start(n);
     ev_signal_init(&n->sig_term, node_signal_cb, SIGTERM);
     n->sig_term.data = n;
     ev_signal_start(n->loop, &n->sig_term);
@@ -283,6 +284,7 @@ void node_close(struct node *n)
         fsm_close(n->fsm);
     }
     if (n->store) store_close(n->store);
+    node_lat_stop(n);
     if (n->loop) ev_loop_destroy(n->loop);
     memset(n, 0, sizeof *n);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "lathist.h"
 #include "raft.h"
 
 struct store;
@@ -43,6 +44,19 @@ struct node_metrics {
     uint64_t snapshot_bytes_received;
 };
 
+/* Where a write's time goes, for /metrics (lathist.h; loop thread writes, metrics reads). */
+#define NODE_LAT_RING 4096 /* entries / write seqs remembered for timing (a power of two) */
+struct node_lat {
+    struct lathist loop_busy; /* one loop iteration's work: poll returned -> next poll */
+    struct lathist persist;   /* a write handed to the storage thread -> its completion here */
+    struct lathist apply;     /* one ready batch's file store applies */
+    struct lathist commit;    /* an entry appended here -> its commit known here */
+    uint64_t iter_start_us;   /* this iteration's poll return (0: not in an iteration) */
+    uint64_t seq_key[NODE_LAT_RING], seq_us[NODE_LAT_RING]; /* persist seq -> submit time */
+    raft_index idx_key[NODE_LAT_RING];                      /* entry index -> append time */
+    uint64_t idx_us[NODE_LAT_RING];
+};
+
 struct node {
     struct config cfg;
     const struct config_node *self; /* borrowed from cfg */
@@ -61,6 +75,8 @@ struct node {
     ev_timer op_timer;   /* deadlines and retries of client operations */
     ev_timer ckpt_timer; /* file store checkpoints */
     ev_prepare prepare;  /* drains ready batches once per loop iteration */
+    ev_prepare lat_end;  /* lowest priority: the iteration's work is done */
+    ev_check lat_start;  /* highest priority: poll returned */
     ev_signal sig_term, sig_int;
 
     struct node_outq *outq_head, *outq_tail; /* after-persist messages by write seq */
@@ -83,6 +99,7 @@ struct node {
     bool stopping;
     int exit_code;
     struct node_metrics m;
+    struct node_lat *lat; /* NULL when out of memory at start (timing is then skipped) */
 };
 
 /* Opens everything; err receives a message on failure. */
@@ -145,6 +162,15 @@ raft_index node_snap_out_floor(const struct node *n);
 void node_snap_chunk_cb(void *ctx, raft_id from, const struct codec_snap_chunk *c);
 void node_snap_ack_cb(void *ctx, raft_id from, const struct codec_snap_ack *a);
 void node_snap_link_down_cb(void *ctx, raft_id peer);
+
+/* lat.c: latency histograms (struct node_lat). Every call is a no-op when n->lat is NULL. */
+void node_lat_start(struct node *n);
+void node_lat_stop(struct node *n);
+/* Write seq with these entries went to the storage thread now. */
+void node_lat_submitted(struct node *n, uint64_t seq, const struct raft_entry *es, size_t count);
+void node_lat_persisted(struct node *n, uint64_t seq);
+/* These entries are known committed now (each counted once). */
+void node_lat_committed(struct node *n, const struct raft_entry *es, size_t count);
 
 /* metrics.c */
 void node_metrics_reply(struct node *n, struct http_req *req);

@@ -122,6 +122,7 @@ static int ready_submit(struct node *n, const struct raft_ready *rd)
         }
         job.n_entries = rd->n_entries;
     }
+    node_lat_submitted(n, rd->persist_seq, rd->entries, rd->n_entries);
     int rv = store_writer_submit(n->writer, &job);
     if (rv) return rv;
     ASSERT(rd->persist_seq > n->last_submitted_seq);
@@ -134,6 +135,8 @@ static int ready_submit(struct node *n, const struct raft_ready *rd)
 
 static void ready_apply(struct node *n, const struct raft_ready *rd)
 {
+    node_lat_committed(n, rd->committed, rd->n_committed);
+    uint64_t t0 = rd->n_committed ? lathist_now_us() : 0;
     size_t i = 0;
     while (i < rd->n_committed && rd->committed[i].index <= fsm_applied(n->fsm))
         n->applied = rd->committed[i++].index; /* replayed after a restart: already in files/ */
@@ -159,6 +162,7 @@ static void ready_apply(struct node *n, const struct raft_ready *rd)
         }
         i += cnt;
     }
+    if (t0 && n->lat) lathist_add(&n->lat->apply, lathist_now_us() - t0);
 }
 
 static void ready_soft_state(struct node *n, const struct raft_ready *rd)
@@ -236,6 +240,7 @@ void node_persist_done_cb(void *ctx, uint64_t seq, int err)
     }
     ASSERT(seq > n->last_persisted_seq);
     n->last_persisted_seq = seq;
+    node_lat_persisted(n, seq);
     while (n->outq_head && n->outq_head->seq <= seq) {
         struct node_outq *q = n->outq_head;
         n->outq_head = q->next;

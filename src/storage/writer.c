@@ -1,20 +1,30 @@
 /* writer.c — the group-commit storage thread: the loop queues jobs, the thread writes every
  * queued job in one transaction with one fsync and reports completions through ev_async.
- * The loop thread must never wait here for the disk; the writer never calls done_cb itself. */
+ * The loop thread must never wait here for the disk; the writer never calls done_cb itself.
+ * A second thread, the flusher, takes the BDB checkpoints and trickles the cache when the
+ * writer asks: a checkpoint (memp_sync of the dirty pages, an fsync per DB file) took 15-35 ms
+ * under load, several times a second, and every commit of the node waited behind it on the
+ * writer thread (with two of three nodes in one at once, no write could commit). BDB runs
+ * txn_checkpoint and memp_trickle concurrently with transactions in a DB_THREAD environment. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "err.h"
+#include "lathist.h"
 #include "log.h"
 #include "rassert.h"
 #include "store_int.h"
 
 #define WRITER_CKPT_BYTES (8u << 20) /* checkpoint after this much BDB log... */
-#define WRITER_CKPT_IDLE_S 10        /* ...or this long after a write, so logs get removed */
-#define WRITER_WAKE_S 1              /* idle wake-up to consider a checkpoint */
-#define WRITER_CLEAN_PCT 20          /* cache share memp_trickle keeps clean */
+/* ...and past this much, wait for the checkpoint before the next batch: the flusher lagging
+ * behind a fast writer must not let the log files pile up (rare: a checkpoint takes tens of
+ * ms, 4 MiB of log take longer than that even at 64 connections). */
+#define WRITER_CKPT_MAX_BYTES (12u << 20)
+#define WRITER_CKPT_IDLE_S 10 /* ...or this long after a write, so logs get removed */
+#define WRITER_WAKE_S 1       /* idle wake-up to consider a checkpoint */
+#define WRITER_CLEAN_PCT 20   /* cache share memp_trickle keeps clean */
 #define WRITER_TRICKLE_MS                                                                          \
     100 /* at most this often: a trickle scans and sorts the whole                                 \
            cache (it was ~20% of a follower's CPU when run after                                   \
@@ -27,6 +37,10 @@ struct store_writer {
     void (*done_cb)(void *ctx, uint64_t seq, int err);
     void *ctx;
     pthread_t thread;
+    pthread_t flusher;
+    pthread_mutex_t fmu; /* guards the flusher's requests */
+    pthread_cond_t fcv;
+    bool f_ckpt, f_trickle, f_stop;
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
     int64_t last_trickle_ms;           /* writer thread only */
@@ -36,6 +50,9 @@ struct store_writer {
     /* Thread-private: */
     int failed; /* sticky first error */
     time_t last_write, last_ckpt;
+    /* Any thread reads (store_writer_hists): */
+    struct lathist batch_hist; /* one batch: transaction, commit and fsync */
+    struct lathist ckpt_hist;  /* one BDB checkpoint (on the flusher thread) */
 };
 
 /* Takes up to STORE_BATCH_JOBS_MAX jobs or about STORE_BATCH_BYTES_MAX payload bytes (at
@@ -73,6 +90,40 @@ static time_t writer_now_s(void)
     return ts.tv_sec;
 }
 
+static void writer_ckpt_now(struct store_writer *w)
+{
+    uint64_t t0 = lathist_now_us();
+    store_checkpoint(w->s, 0);
+    lathist_add(&w->ckpt_hist, lathist_now_us() - t0);
+}
+
+/* The flusher thread: one request of each kind at a time. A checkpoint asked for while one
+ * runs is dropped (the writer asks again after its next batch if the log still warrants it),
+ * so checkpoints never run back to back on a stale request. fcv carries requests to it and
+ * completions back to a writer waiting at WRITER_CKPT_MAX_BYTES. */
+static void *writer_flusher(void *arg)
+{
+    struct store_writer *w = arg;
+    pthread_setname_np(pthread_self(), "store-flusher"); /* for top -H, perf, gdb */
+    pthread_mutex_lock(&w->fmu);
+    for (;;) {
+        while (!w->f_ckpt && !w->f_trickle && !w->f_stop)
+            pthread_cond_wait(&w->fcv, &w->fmu);
+        if (w->f_stop) break;
+        bool ckpt = w->f_ckpt, trickle = w->f_trickle;
+        pthread_mutex_unlock(&w->fmu);
+        int wrote = 0;
+        if (trickle) w->s->env->memp_trickle(w->s->env, WRITER_CLEAN_PCT, &wrote);
+        if (ckpt) writer_ckpt_now(w);
+        pthread_mutex_lock(&w->fmu);
+        if (trickle) w->f_trickle = false;
+        if (ckpt) w->f_ckpt = false;
+        pthread_cond_broadcast(&w->fcv); /* a writer may wait for the checkpoint */
+    }
+    pthread_mutex_unlock(&w->fmu);
+    return NULL;
+}
+
 /* By BDB log bytes, not payload bytes: appends log more than their payload, compaction's
  * deletions log the deleted records for undo and the file store logs its own records, and
  * only a checkpoint lets DB_LOG_AUTO_REMOVE drop the files (the environment's size stays
@@ -86,8 +137,17 @@ static void writer_maybe_checkpoint(struct store_writer *w, bool force)
         !(wrote_since && now - w->last_ckpt >= WRITER_CKPT_IDLE_S))
         return;
     if (w->failed) return;
-    store_checkpoint(w->s, 0);
     w->last_ckpt = now;
+    if (force) {
+        writer_ckpt_now(w);
+        return;
+    }
+    pthread_mutex_lock(&w->fmu);
+    w->f_ckpt = true;
+    pthread_cond_broadcast(&w->fcv);
+    while (logged >= WRITER_CKPT_MAX_BYTES && w->f_ckpt && !w->f_stop)
+        pthread_cond_wait(&w->fcv, &w->fmu);
+    pthread_mutex_unlock(&w->fmu);
 }
 
 /* While no job waits: one small transaction of carried-over compaction deletions. */
@@ -102,7 +162,7 @@ static void writer_compact_idle(struct store_writer *w)
     writer_maybe_checkpoint(w, false);
 }
 
-/* Keeps part of the small cache clean, here on the writer thread: otherwise a loop-thread
+/* Keeps part of the small cache clean, on the flusher thread: otherwise a loop-thread
  * reader or the file store, needing a buffer, may have to write a dirty page itself (and
  * flush the log first, as write-ahead logging requires). */
 static void writer_trickle(struct store_writer *w)
@@ -112,14 +172,19 @@ static void writer_trickle(struct store_writer *w)
     int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     if (now_ms - w->last_trickle_ms < WRITER_TRICKLE_MS) return;
     w->last_trickle_ms = now_ms;
-    int wrote = 0;
-    if (!w->failed) w->s->env->memp_trickle(w->s->env, WRITER_CLEAN_PCT, &wrote);
+    if (w->failed) return;
+    pthread_mutex_lock(&w->fmu);
+    w->f_trickle = true;
+    pthread_cond_signal(&w->fcv);
+    pthread_mutex_unlock(&w->fmu);
 }
 
 /* Writes one batch (or reports the sticky failure) and queues the completions. */
 static void writer_run_batch(struct store_writer *w, struct store_job *batch)
 {
+    uint64_t t0 = lathist_now_us();
     int rv = w->failed ? w->failed : store_commit_batch(w->s, batch);
+    lathist_add(&w->batch_hist, lathist_now_us() - t0);
     if (rv && !w->failed) {
         LOG_ERROR("storage: batch from seq %llu failed (%s); failing every later write",
                   (unsigned long long)batch->w.seq, err_str(rv));
@@ -145,6 +210,7 @@ static void writer_run_batch(struct store_writer *w, struct store_job *batch)
 static void *writer_thread(void *arg)
 {
     struct store_writer *w = arg;
+    pthread_setname_np(pthread_self(), "store-writer");
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->q_head && !w->stop) {
@@ -194,6 +260,23 @@ static void writer_async_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+static void writer_flusher_join(struct store_writer *w)
+{
+    pthread_mutex_lock(&w->fmu);
+    w->f_stop = true;
+    pthread_cond_signal(&w->fcv);
+    pthread_mutex_unlock(&w->fmu);
+    pthread_join(w->flusher, NULL);
+}
+
+static void writer_destroy_sync(struct store_writer *w)
+{
+    pthread_cond_destroy(&w->fcv);
+    pthread_mutex_destroy(&w->fmu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
 int store_writer_start(struct store *s, struct ev_loop *loop,
                        void (*done_cb)(void *ctx, uint64_t seq, int err), void *ctx,
                        struct store_writer **out)
@@ -209,17 +292,22 @@ int store_writer_start(struct store *s, struct ev_loop *loop,
     w->last_ckpt = writer_now_s();
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
+    pthread_mutex_init(&w->fmu, NULL);
+    pthread_cond_init(&w->fcv, NULL);
     ev_async_init(&w->async, writer_async_cb);
     w->async.data = w;
     ev_async_start(loop, &w->async);
     s->writer_running = true;
-    int e = pthread_create(&w->thread, NULL, writer_thread, w);
+    int e = pthread_create(&w->flusher, NULL, writer_flusher, w);
+    if (e == 0) {
+        e = pthread_create(&w->thread, NULL, writer_thread, w);
+        if (e) writer_flusher_join(w);
+    }
     if (e) {
         LOG_ERROR("storage: pthread_create: %s", strerror(e));
         s->writer_running = false;
         ev_async_stop(loop, &w->async);
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
+        writer_destroy_sync(w);
         free(w);
         return ERR_IO;
     }
@@ -258,6 +346,13 @@ int store_writer_submit(struct store_writer *w, struct store_write *job)
     return 0;
 }
 
+void store_writer_hists(struct store_writer *w, const struct lathist **batch,
+                        const struct lathist **ckpt)
+{
+    *batch = &w->batch_hist;
+    *ckpt = &w->ckpt_hist;
+}
+
 void store_writer_stop(struct store_writer *w)
 {
     if (!w) return;
@@ -265,7 +360,8 @@ void store_writer_stop(struct store_writer *w)
     w->stop = true;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
+    pthread_join(w->thread, NULL); /* its last act: a checkpoint of its own */
+    writer_flusher_join(w);
     ev_async_stop(w->loop, &w->async);
     for (struct store_job *j = w->d_head; j;) {
         struct store_job *next = j->next;
@@ -273,7 +369,6 @@ void store_writer_stop(struct store_writer *w)
         j = next;
     }
     w->s->writer_running = false;
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
+    writer_destroy_sync(w);
     free(w);
 }

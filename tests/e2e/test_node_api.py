@@ -99,6 +99,51 @@ def test_413_and_routes(c):
     check(st == 200 and b"raftfs_term" in data and b"raftfs_fsync_seconds_bucket" in data, data[:200])
 
 
+LAT_HISTS = ["loop_busy_seconds", "persist_seconds", "apply_seconds", "commit_wait_seconds",
+             "writer_batch_seconds", "bdb_checkpoint_seconds"]
+
+
+def histogram(text, name):
+    """(cumulative bucket counts by le, count, sum, max) of raftfs_<name> in /metrics text."""
+    buckets, count, total, mx = {}, None, None, None
+    for line in text.splitlines():
+        if line.startswith("raftfs_%s_bucket{le=" % name):
+            le = line.split('"')[1]
+            buckets[le] = int(line.rsplit(" ", 1)[1])
+        elif line.startswith("raftfs_%s_count " % name):
+            count = int(line.split()[1])
+        elif line.startswith("raftfs_%s_sum " % name):
+            total = float(line.split()[1])
+        elif line.startswith("raftfs_%s_max " % name):
+            mx = float(line.split()[1])
+    return buckets, count, total, mx
+
+
+def test_latency_metrics(c):
+    """Every node exports the write path's latency histograms, and a write moves them."""
+    lead = c.leader()
+    st, _, _ = request(c.http(lead), "PUT", "/v1/files/lat/a", b"lat")
+    check(st == 201, "PUT: %d" % st)
+    for i in range(len(c.nodes)):
+        def applied_here():
+            st, _, d = request(c.http(i), "GET", "/metrics")
+            return st == 200 and histogram(d.decode(), "commit_wait_seconds")[1]
+        wait_until(applied_here, 10, "node %d to count a commit" % i)
+        st, _, data = request(c.http(i), "GET", "/metrics")
+        text = data.decode()
+        for name in LAT_HISTS:
+            buckets, count, total, mx = histogram(text, name)
+            check("+Inf" in buckets and "0.015" in buckets, "%s buckets: %r" % (name, buckets))
+            check(count == buckets["+Inf"] and total is not None and mx is not None,
+                  "%s: count %r sum %r max %r" % (name, count, total, mx))
+            vals = [buckets[k] for k in sorted(buckets, key=lambda k: float(k))]
+            check(vals == sorted(vals), "%s buckets not cumulative: %r" % (name, buckets))
+            check(count == 0 or 0 <= mx <= total + 1e-6, "%s: max %r, sum %r" % (name, mx, total))
+        for name in ["loop_busy_seconds", "persist_seconds", "writer_batch_seconds",
+                     "commit_wait_seconds", "apply_seconds"]:
+            check(histogram(text, name)[1] > 0, "node %d: %s counted nothing" % (i, name))
+
+
 def test_garbage_on_raft_port(c):
     lead = c.leader()
     raft = c.nodes[lead]["raft"]
@@ -172,7 +217,7 @@ def main():
     try:
         c.bootstrap_all()
         tests = [test_put_through_follower_get_everywhere, test_bad_paths_400_nothing_written,
-                  test_413_and_routes, test_garbage_on_raft_port, test_sigkill_restart_catches_up,
+                  test_413_and_routes, test_latency_metrics, test_garbage_on_raft_port, test_sigkill_restart_catches_up,
                  test_paused_leader_no_stale_read]
         only = sys.argv[1:]
         for t in tests:

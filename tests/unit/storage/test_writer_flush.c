@@ -1,0 +1,163 @@
+/* test_writer_flush.c — BDB checkpoints run beside the group-commit writer, not on it: with
+ * every fsync of a DB file (what a checkpoint does, never a commit: commits fsync the log)
+ * held at a gate, writes must keep completing. Before the flusher thread a checkpoint ran on
+ * the writer thread, and every commit of the node waited behind it. Past 12 MiB of log the
+ * writer does wait (bounded log files). Also: the writer's latency histograms count its
+ * batches and checkpoints. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "lathist.h"
+#include "store_testlib.h"
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_closed;
+static int gate_blocked; /* DB file fsyncs waiting at the gate now */
+
+static int is_db_file(int fd)
+{
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 3) return 0;
+    path[n] = '\0';
+    return strcmp(path + n - 3, ".db") == 0;
+}
+
+/* BDB's fsync (db_env_set_func_fsync, process-wide). */
+static int gated_fsync(int fd)
+{
+    if (is_db_file(fd)) {
+        pthread_mutex_lock(&gate_mu);
+        gate_blocked++;
+        pthread_cond_broadcast(&gate_cv);
+        while (gate_closed)
+            pthread_cond_wait(&gate_cv, &gate_mu);
+        gate_blocked--;
+        pthread_mutex_unlock(&gate_mu);
+    }
+    return fdatasync(fd);
+}
+
+static void gate_set(int closed)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_closed = closed;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static int gate_blocked_now(void)
+{
+    pthread_mutex_lock(&gate_mu);
+    int n = gate_blocked;
+    pthread_mutex_unlock(&gate_mu);
+    return n;
+}
+
+static size_t n_done;
+
+static void done_cb(void *ctx, uint64_t seq, int err)
+{
+    (void)ctx;
+    (void)seq;
+    CHECK(err == 0);
+    n_done++;
+}
+
+/* Runs loop until n completions or the deadline (or, with until_blocked, a gated fsync). */
+static int pump(struct ev_loop *loop, size_t n, uint64_t max_us, int until_blocked)
+{
+    uint64_t until = st_now_us() + max_us;
+    while (st_now_us() < until) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        if (until_blocked ? gate_blocked_now() > 0 : n_done >= n) return 1;
+        usleep(500);
+    }
+    return 0;
+}
+
+static uint64_t hist_count(const struct lathist *h)
+{
+    uint64_t c = 0;
+    for (size_t b = 0; b <= LATHIST_BUCKETS; b++)
+        c += atomic_load(&h->n[b]);
+    return c;
+}
+
+/* 9 x 1 MiB of payload: over the 8 MiB of log that ask for a checkpoint, under the 12 MiB at
+ * which the writer waits for it; 6 more pass that. */
+#define BIG_JOBS 9
+#define MORE_JOBS 6
+#define BIG_LEN (1u << 20)
+
+static void submit_big(struct store_writer *w, uint64_t *seq, raft_index *idx, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct store_write job;
+        st_job(&job, ++*seq, (*idx)++, 1, 1, BIG_LEN);
+        CHECK(store_writer_submit(w, &job) == 0);
+    }
+}
+
+static void test_commits_during_checkpoint(void)
+{
+    char dirbuf[64];
+    const char *dir = st_tmpdir(dirbuf, sizeof dirbuf, "wflush");
+    struct store *s = st_open(dir);
+    struct ev_loop *loop = ev_loop_new(0);
+    struct store_writer *w = NULL;
+    CHECK(store_writer_start(s, loop, done_cb, NULL, &w) == 0);
+
+    gate_set(1);
+    uint64_t seq = 0;
+    raft_index idx = 1;
+    submit_big(w, &seq, &idx, BIG_JOBS);
+    CHECK(pump(loop, BIG_JOBS, 20000000, 0)); /* the writer never waits for a checkpoint */
+    CHECK(pump(loop, 0, 20000000, 1));        /* a checkpoint started and is stuck at the gate */
+    /* While it is stuck, a new write still becomes durable. */
+    struct store_write job;
+    st_job(&job, ++seq, idx++, 1, 1, 100);
+    CHECK(store_writer_submit(w, &job) == 0);
+    CHECK(pump(loop, BIG_JOBS + 1, 10000000, 0));
+    /* Past WRITER_CKPT_MAX_BYTES the writer waits for the stuck checkpoint (the log files
+     * must not pile up)... */
+    size_t want = BIG_JOBS + 1;
+    bool stuck = false;
+    for (int i = 0; i < MORE_JOBS; i++) { /* one job per batch: each may be the one held */
+        submit_big(w, &seq, &idx, 1);
+        want++;
+        if (!stuck && !pump(loop, want, 1000000, 0)) stuck = true;
+    }
+    CHECK(stuck);
+    /* ...and goes on once it is done. */
+    gate_set(0);
+    CHECK(pump(loop, want, 20000000, 0));
+
+    const struct lathist *batch = NULL, *ckpt = NULL;
+    store_writer_hists(w, &batch, &ckpt);
+    uint64_t until = st_now_us() + 20000000;
+    while (hist_count(ckpt) == 0 && st_now_us() < until)
+        usleep(1000);
+    CHECK(hist_count(ckpt) >= 1);
+    CHECK(atomic_load(&ckpt->max_us) > 0);
+    struct store_stats st;
+    store_stats(s, &st);
+    CHECK_EQ_U(hist_count(batch), st.batches);
+    CHECK(hist_count(batch) >= 2);
+    store_writer_stop(w);
+    store_close(s);
+    ev_loop_destroy(loop);
+    st_rmtree(dir);
+}
+
+int main(void)
+{
+    db_env_set_func_fsync(gated_fsync);
+    RUN(test_commits_during_checkpoint);
+    return check_report();
+}
