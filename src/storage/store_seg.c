@@ -327,8 +327,17 @@ static int seg_writev(int fd, struct iovec *iov, int n, uint64_t *off)
     return 0;
 }
 
+/* Room for n positions. A batch of many entries (up to STORE_BATCH_ENTRIES_MAX: 1 MiB of
+ * positions) does not keep its array: a small one replaces it at the next batch. */
+#define SEG_POS_KEEP 4096
+
 static int seg_pos_reserve(struct store_segs *g, size_t n)
 {
+    if (g->pos_cap > SEG_POS_KEEP && n <= SEG_POS_KEEP) {
+        free(g->pos);
+        g->pos = NULL;
+        g->pos_cap = 0;
+    }
     if (n <= g->pos_cap) return 0;
     size_t ncap = g->pos_cap ? g->pos_cap : 64;
     while (ncap < n)
