@@ -27,6 +27,17 @@ static inline uint64_t lathist_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* Slow events worth a log line (matched against client latency spikes afterwards): true for
+ * us >= min_us at most once per second per *last_us (a caller's own clock of its last line). */
+static inline int lathist_slow(uint64_t us, uint64_t min_us, uint64_t *last_us)
+{
+    if (us < min_us) return 0;
+    uint64_t now = lathist_now_us();
+    if (*last_us && now - *last_us < 1000000) return 0;
+    *last_us = now;
+    return 1;
+}
+
 static inline void lathist_add(struct lathist *h, uint64_t us)
 {
     size_t b = 0;

@@ -5,6 +5,7 @@
  * point (a few per loop iteration, one store per appended entry). */
 #include <stdlib.h>
 
+#include "log.h"
 #include "node.h"
 
 static void lat_start_cb(struct ev_loop *loop, ev_check *w, int revents)
@@ -21,7 +22,14 @@ static void lat_end_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)revents;
     struct node *n = w->data;
     struct node_lat *l = n->lat;
-    if (l->iter_start_us) lathist_add(&l->loop_busy, lathist_now_us() - l->iter_start_us);
+    if (l->iter_start_us) {
+        uint64_t us = lathist_now_us() - l->iter_start_us;
+        lathist_add(&l->loop_busy, us);
+        if (lathist_slow(us, 100000, &l->slow_log_us))
+            LOG_WARN("event loop: one iteration took %.0f ms (every client, peer and timer "
+                     "waited)",
+                     (double)us / 1e3);
+    }
     l->iter_start_us = 0;
 }
 

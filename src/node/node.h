@@ -52,6 +52,7 @@ struct node_lat {
     struct lathist apply;     /* one ready batch's file store applies */
     struct lathist commit;    /* an entry appended here -> its commit known here */
     uint64_t iter_start_us;   /* this iteration's poll return (0: not in an iteration) */
+    uint64_t slow_log_us;     /* when a slow iteration was last logged */
     uint64_t seq_key[NODE_LAT_RING], seq_us[NODE_LAT_RING]; /* persist seq -> submit time */
     raft_index idx_key[NODE_LAT_RING];                      /* entry index -> append time */
     uint64_t idx_us[NODE_LAT_RING];

@@ -51,8 +51,10 @@ struct store_writer {
     int failed; /* sticky first error */
     time_t last_write, last_ckpt;
     /* Any thread reads (store_writer_hists): */
-    struct lathist batch_hist; /* one batch: transaction, commit and fsync */
-    struct lathist ckpt_hist;  /* one BDB checkpoint (on the flusher thread) */
+    struct lathist batch_hist;  /* one batch: transaction, commit and fsync */
+    struct lathist ckpt_hist;   /* one BDB checkpoint (on the flusher thread) */
+    uint64_t slow_batch_log_us; /* writer thread: when a slow batch was last logged */
+    uint64_t slow_ckpt_log_us;  /* whoever checkpoints (never two at once): same */
 };
 
 /* Takes up to STORE_BATCH_JOBS_MAX jobs or about STORE_BATCH_BYTES_MAX payload bytes (at
@@ -94,7 +96,10 @@ static void writer_ckpt_now(struct store_writer *w)
 {
     uint64_t t0 = lathist_now_us();
     store_checkpoint(w->s, 0);
-    lathist_add(&w->ckpt_hist, lathist_now_us() - t0);
+    uint64_t us = lathist_now_us() - t0;
+    lathist_add(&w->ckpt_hist, us);
+    if (lathist_slow(us, 250000, &w->slow_ckpt_log_us))
+        LOG_INFO("storage: slow BDB checkpoint: %.0f ms", (double)us / 1e3);
 }
 
 /* The flusher thread: one request of each kind at a time. A checkpoint asked for while one
@@ -138,7 +143,11 @@ static void writer_maybe_checkpoint(struct store_writer *w, bool force)
         return;
     if (w->failed) return;
     w->last_ckpt = now;
-    if (force) {
+    if (force) { /* stopping: after the flusher's own checkpoint, if one runs */
+        pthread_mutex_lock(&w->fmu);
+        while (w->f_ckpt)
+            pthread_cond_wait(&w->fcv, &w->fmu);
+        pthread_mutex_unlock(&w->fmu);
         writer_ckpt_now(w);
         return;
     }
@@ -184,7 +193,11 @@ static void writer_run_batch(struct store_writer *w, struct store_job *batch)
 {
     uint64_t t0 = lathist_now_us();
     int rv = w->failed ? w->failed : store_commit_batch(w->s, batch);
-    lathist_add(&w->batch_hist, lathist_now_us() - t0);
+    uint64_t us = lathist_now_us() - t0;
+    lathist_add(&w->batch_hist, us);
+    if (lathist_slow(us, 100000, &w->slow_batch_log_us))
+        LOG_INFO("storage: slow batch: %.0f ms from seq %llu (every write queued behind it waited)",
+                 (double)us / 1e3, (unsigned long long)batch->w.seq);
     if (rv && !w->failed) {
         LOG_ERROR("storage: batch from seq %llu failed (%s); failing every later write",
                   (unsigned long long)batch->w.seq, err_str(rv));

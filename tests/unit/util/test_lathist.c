@@ -1,5 +1,5 @@
 /* test_lathist.c — the /metrics latency histogram: bucket edges (a bound is inclusive), the
- * overflow bucket, sum and max, and adds from several threads at once. */
+ * overflow bucket, sum and max, adds from several threads at once; the slow-event limiter. */
 #include <pthread.h>
 
 #include "check.h"
@@ -31,6 +31,18 @@ static void test_edges(void)
     CHECK_EQ_U(atomic_load(&h.max_us), 5000001);
     for (size_t i = 1; i < LATHIST_BUCKETS; i++)
         CHECK(lathist_le_us[i] > lathist_le_us[i - 1]);
+}
+
+static void test_slow(void)
+{
+    uint64_t last = 0;
+    CHECK(!lathist_slow(99, 100, &last)); /* under the threshold */
+    CHECK_EQ_U(last, 0);
+    CHECK(lathist_slow(100, 100, &last)); /* at it: logged */
+    CHECK(last != 0);
+    CHECK(!lathist_slow(500000, 100, &last)); /* again within a second: not logged */
+    last -= 1000001;                          /* as if the last line were over a second old */
+    CHECK(lathist_slow(500000, 100, &last));
 }
 
 #define THREADS 4
@@ -67,5 +79,6 @@ int main(void)
 {
     RUN(test_edges);
     RUN(test_threads);
+    RUN(test_slow);
     return check_report();
 }
