@@ -34,13 +34,13 @@ def log_text(c, i):
 
 
 def dd_rate(dirpath, mib, direct=False):
-    """MiB/s of dd writing mib MiB of zeros (new file, 1 MiB blocks), synced at the end.
-    direct: O_DIRECT, so the page cache neither absorbs nor delays the writes."""
+    """MiB/s of dd writing mib MiB of zeros (new file, 4 MiB blocks: the files' size), synced
+    at the end. direct: O_DIRECT, so the page cache neither absorbs nor delays the writes."""
     path = os.path.join(dirpath, "dd.bin")
     flags = ["oflag=direct", "conv=fdatasync"] if direct else ["conv=fdatasync"]
     t0 = time.monotonic()
-    subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=%d" % mib] + flags,
-                   check=True, capture_output=True)
+    subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=4M", "count=%d" % max(1, mib // 4)]
+                   + flags, check=True, capture_output=True)
     dt = time.monotonic() - t0
     os.unlink(path)
     return mib / dt
@@ -63,6 +63,13 @@ def perf_stop(p):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of process pid so far (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_digest(root):
@@ -89,6 +96,7 @@ def catchup_once(c, lead, fol, mib, want, rep):
         request(c.http(lead), "PUT", "/v1/files/small/%03d" % k, b"k%d" % rep * 50, timeout=10)
         want["small/%03d" % k] = len(b"k%d" % rep * 50)
     load = loadavg()
+    lead_cpu = cpu_s(c.procs[lead].pid)
     t0 = time.monotonic()
     c.start(fol)
     pdir = os.environ.get("RAFTFS_BENCH_PERF")
@@ -104,15 +112,20 @@ def catchup_once(c, lead, fol, mib, want, rep):
         for p in perfs:
             perf_stop(p)
     total = time.monotonic() - t0
+    lead_cpu = cpu_s(c.procs[lead].pid) - lead_cpu
+    fol_cpu = cpu_s(c.procs[fol].pid)
     m = re.findall(r"snapshot: installed at \d+ from \S+ \(([\d.]+) MiB in ([\d.]+) s, "
                    r"([\d.]+) MiB/s\)", log_text(c, fol))
     stream = m[-1] if m else ("?", "?", "?")
     rate = float(stream[2]) if m else 0.0
     print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical files "
           "%.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s (ratio %.0f%%), dd oflag=direct "
-          "%.1f MiB/s (ratio %.0f%%); load %s"
+          "%.1f MiB/s (ratio %.0f%%); CPU s/GiB leader %.2f follower %.2f (restart to "
+          "identical files); load %s"
           % (mib, stream[0], stream[1], stream[2], total, mib / total, dd, 100.0 * rate / dd,
-             ddd, 100.0 * rate / ddd, load), flush=True)
+             ddd, 100.0 * rate / ddd, lead_cpu * 1024 / mib, fol_cpu * 1024 / mib, load),
+          flush=True)
+    return rate, ddd
 
 
 def catchup(mib, reps=1):
@@ -131,8 +144,11 @@ def catchup(mib, reps=1):
         print("loaded %d MiB in %.1f s" % (mib, time.monotonic() - t0), flush=True)
         fol = (lead + 1) % 3
         want = tree_digest(os.path.join(c.node_dir(lead), "files"))
-        for rep in range(reps):
-            catchup_once(c, lead, fol, mib, want, rep)
+        runs = [catchup_once(c, lead, fol, mib, want, rep) for rep in range(reps)]
+        ratios = sorted(100.0 * r / d for r, d in runs)
+        print("median stream %.1f MiB/s, median ratio to dd oflag=direct %.0f%% (goal >= 50%%)"
+              % (sorted(r for r, _ in runs)[len(runs) // 2], ratios[len(ratios) // 2]),
+              flush=True)
     finally:
         c.stop()
 
