@@ -41,8 +41,11 @@ struct fsm_fdc_entry {
     char path[]; /* len bytes */
 };
 
-/* At most this many fds are cached, and never more than an eighth of RLIMIT_NOFILE. */
+/* At most this many fds are cached, and never more than an eighth of RLIMIT_NOFILE (a build
+ * with -DFSM_FDC_MAX=0 caches none, for A/B runs). */
+#ifndef FSM_FDC_MAX
 #define FSM_FDC_MAX 4096
+#endif
 
 struct fsm_fdcache {
     struct fsm_fdc_entry **buckets; /* n_buckets (a power of two) chains */
