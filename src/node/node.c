@@ -9,10 +9,13 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "fsm.h"
 #include "http.h"
+#include "jitter.h"
 #include "log.h"
 #include "storage.h"
 #include "transfer.h"
@@ -149,6 +152,9 @@ static void node_ckpt_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct node *n = w->data;
     int rv = fsm_checkpoint(n->fsm);
     if (rv) LOG_WARN("file store checkpoint: %s", err_str(rv));
+    /* Next kick in 0.5-1.5 s: nodes started together must not flush in step (fsm.c). */
+    w->repeat = (double)jitter_between(&n->ckpt_rng, 500, 1500) / 1000.0;
+    ev_timer_again(loop, w);
 }
 
 static void node_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -170,6 +176,7 @@ static void node_start_watchers(struct node *n)
     ev_timer_init(&n->op_timer, node_ops_timer_cb, 0.02, 0.02);
     n->op_timer.data = n;
     ev_timer_start(n->loop, &n->op_timer);
+    n->ckpt_rng = jitter_seed(n->id ^ (uint64_t)getpid(), (uint64_t)time(NULL));
     ev_timer_init(&n->ckpt_timer, node_ckpt_cb, 1.0, 1.0);
     n->ckpt_timer.data = n;
     ev_timer_start(n->loop, &n->ckpt_timer);

@@ -75,6 +75,7 @@ struct node {
     ev_timer tick_timer;
     ev_timer op_timer;   /* deadlines and retries of client operations */
     ev_timer ckpt_timer; /* file store checkpoints */
+    uint64_t ckpt_rng;   /* jitter.h state: the checkpoint kicks' spread */
     ev_prepare prepare;  /* drains ready batches once per loop iteration */
     ev_prepare lat_end;  /* lowest priority: the iteration's work is done */
     ev_check lat_start;  /* highest priority: poll returned */

@@ -10,14 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "err.h"
+#include "jitter.h"
 #include "lathist.h"
 #include "log.h"
 #include "rassert.h"
 #include "store_int.h"
 
-#define WRITER_CKPT_BYTES (8u << 20) /* checkpoint after this much BDB log... */
+/* Checkpoint after about this much BDB log (each time a random amount in [3/4, 5/4) of it,
+ * jitter.h: the nodes log the same entries, so a fixed amount had all three checkpoint at the
+ * same moment)... */
+#define WRITER_CKPT_BYTES (8u << 20)
 /* ...and past this much, wait for the checkpoint before the next batch: the flusher lagging
  * behind a fast writer must not let the log files pile up (rare: a checkpoint takes tens of
  * ms, 4 MiB of log take longer than that even at 64 connections). */
@@ -50,6 +55,8 @@ struct store_writer {
     /* Thread-private: */
     int failed; /* sticky first error */
     time_t last_write, last_ckpt;
+    uint64_t ckpt_at; /* this time's checkpoint threshold (log bytes) */
+    uint64_t rng;     /* jitter.h state for ckpt_at */
     /* Any thread reads (store_writer_hists): */
     struct lathist batch_hist;  /* one batch: transaction, commit and fsync */
     struct lathist ckpt_hist;   /* one BDB checkpoint (on the flusher thread) */
@@ -90,6 +97,11 @@ static time_t writer_now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec;
+}
+
+static void writer_next_ckpt_at(struct store_writer *w)
+{
+    w->ckpt_at = jitter_between(&w->rng, WRITER_CKPT_BYTES * 3 / 4, WRITER_CKPT_BYTES * 5 / 4);
 }
 
 static void writer_ckpt_now(struct store_writer *w)
@@ -138,11 +150,11 @@ static void writer_maybe_checkpoint(struct store_writer *w, bool force)
     time_t now = writer_now_s();
     uint64_t logged = store_log_bytes_since_ckpt(w->s);
     bool wrote_since = w->last_write >= w->last_ckpt && logged > 0;
-    if (!force && logged < WRITER_CKPT_BYTES &&
-        !(wrote_since && now - w->last_ckpt >= WRITER_CKPT_IDLE_S))
+    if (!force && logged < w->ckpt_at && !(wrote_since && now - w->last_ckpt >= WRITER_CKPT_IDLE_S))
         return;
     if (w->failed) return;
     w->last_ckpt = now;
+    writer_next_ckpt_at(w);
     if (force) { /* stopping: after the flusher's own checkpoint, if one runs */
         pthread_mutex_lock(&w->fmu);
         while (w->f_ckpt)
@@ -303,6 +315,8 @@ int store_writer_start(struct store *s, struct ev_loop *loop,
     w->done_cb = done_cb;
     w->ctx = ctx;
     w->last_ckpt = writer_now_s();
+    w->rng = jitter_seed(lathist_now_us() ^ (uint64_t)getpid(), (uintptr_t)w);
+    writer_next_ckpt_at(w);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     pthread_mutex_init(&w->fmu, NULL);

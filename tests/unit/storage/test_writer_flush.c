@@ -118,7 +118,7 @@ static void test_commits_during_checkpoint(void)
     raft_index idx = 1;
     size_t want = 0;
     int ok = 1;
-    /* Past 8 MiB of BDB log the writer asks for a checkpoint: it gets stuck at the gate, and
+    /* Past 6-10 MiB of BDB log the writer asks for a checkpoint: it gets stuck at the gate, and
      * every job meanwhile still completes (the writer never waits for it below 12 MiB). */
     while (ok && gate_blocked_now() == 0 && want < MAX_JOBS) {
         submit_job(w, &seq, &idx);
@@ -127,7 +127,7 @@ static void test_commits_during_checkpoint(void)
     CHECK(ok);
     CHECK(pump(loop, 0, 10000000, 1));
     uint64_t logged = store_log_bytes_since_ckpt(s);
-    CHECK(logged >= 8 * MIB && logged < 11 * MIB);
+    CHECK(logged >= 6 * MIB && logged < 12 * MIB); /* asked for at a random 6-10 MiB */
     submit_job(w, &seq, &idx);
     CHECK(pump(loop, ++want, 10000000, 0)); /* a write becomes durable during the checkpoint */
     /* Past 12 MiB the writer does wait for the stuck checkpoint (the log files must not pile
