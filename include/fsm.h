@@ -148,8 +148,6 @@ struct fsm_stats {
      * previous bound); ckpt_hist[FSM_CKPT_BUCKETS]: slower than every bound. */
     uint64_t ckpt_hist[FSM_CKPT_BUCKETS + 1];
     uint64_t ckpt_us_sum;
-    /* Files a snapshot sender found not matching their recorded SHA-256 (bit rot). */
-    uint64_t snap_sha_mismatch;
 };
 
 struct fsm; /* opaque */

@@ -471,6 +471,5 @@ void fsm_get_stats(struct fsm *f, struct fsm_stats *out)
     for (size_t b = 0; b <= FSM_CKPT_BUCKETS; b++)
         out->ckpt_hist[b] = atomic_load(&f->ckpt_hist[b]);
     out->ckpt_us_sum = atomic_load(&f->ckpt_us_sum);
-    out->snap_sha_mismatch = atomic_load(&f->snap_sha_mismatch);
     out->spares = fsm_files_pool_size(&f->ff);
 }

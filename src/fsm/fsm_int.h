@@ -49,8 +49,6 @@ struct fsm {
         reader_min;   /* smallest S among open readers, 0 when none (see fsm_dedup_keep_from) */
     uint64_t epoch;   /* bumped by an install: older readers are stale */
     bool writer_open; /* one incoming snapshot at a time */
-    /* Files a snapshot reader found not matching their SHA-256 (bit rot; fsm_stats). */
-    _Atomic uint64_t snap_sha_mismatch;
     int install_stop_after; /* test hook: 0 off, k: install stops after step k */
     /* Removes old trees moved to trash/ by an install, off the caller's thread. */
     pthread_t trash_thread;

@@ -1,5 +1,5 @@
-/* fsm_snap_fmt.h — internal: the snapshot stream format (version 2; a receiver also reads
- * version 1), shared by the reader (fsm_snap_read.c) and the writer (fsm_snap_write.c).
+/* fsm_snap_fmt.h — internal: the snapshot stream format (version 1), shared by the reader
+ * (fsm_snap_read.c) and the writer (fsm_snap_write.c).
  *
  * The stream is a sequence of records, all integers big-endian:
  *   u32 len | u8 type | payload[len] | u32 crc
@@ -9,30 +9,13 @@
  *   HDR   once:  magic[8] "raftfsnp" | u32 version | u64 S | u64 term(S) | u32 conf_len | conf
  *   FILE  per file, in strictly increasing bytewise path order:
  *                u64 index | u64 size | u8 sha256[32] | u16 path_len | path
- *         then DATA records carrying exactly `size` content bytes (none for an empty file),
- *         then (version 2) one FEND
+ *         then DATA records carrying exactly `size` content bytes (none for an empty file)
  *   DATA  1..FSS_DATA_MAX content bytes
- *   FEND  (version 2) u8 sha256[32]: the SHA-256 the sender computed over the bytes it read
- *         and sent (hashed from the record buffer after its CRC was sealed), which the sender
- *         checked against the file's recorded SHA-256 before sending this record
  *   DEDUP u16 n | n x (u8 req_id[16] | u64 index | u8 status | u8 created | u64 size |
  *                      u8 sha256[32]), indexes strictly increasing over the whole stream
  *   END   once, last: u64 S_end | u64 files | u64 dedup records | u64 content bytes
  * Every length is checked against its type's maximum before any payload is buffered, so a
- * hostile length costs nothing.
- *
- * Who hashes. Version 1: the receiver hashes every file's bytes and compares with FILE's
- * SHA-256. Version 2: the SENDER does (the receiver's core was the bottleneck of a catch-up,
- * over half of it SHA-256, while the sender's was mostly idle), and the receiver checks that
- * FEND's digest equals FILE's and that exactly `size` bytes came between them. Integrity
- * stays end to end: the sender hashes the very buffer whose CRC-32 it sealed (a flip before
- * the CRC changes the digest, one after it fails the CRC at the receiver), the CRC chain
- * carries the bytes to the receiver's buffer, and the receiver refuses anything whose framing,
- * order, sizes or digests disagree. What the receiver no longer proves by itself is that the
- * sender's FEND digest really is of the bytes sent: a sender bug (not a flipped bit) could
- * install content that disagrees with its SHA-256 metadata. The sender refuses to send a file
- * whose bytes do not match its recorded SHA-256 (bit rot on the sender: logged, counted in
- * fsm_stats.snap_sha_mismatch, stream aborted), so a rotten file is never copied. */
+ * hostile length costs nothing. */
 #ifndef RAFTFS_FSM_SNAP_FMT_H
 #define RAFTFS_FSM_SNAP_FMT_H
 
@@ -48,11 +31,10 @@
 #include "fsm_be.h"
 #include "fspath.h"
 
-#define FSS_VERSION 2     /* the version a reader sends */
-#define FSS_VERSION_MIN 1 /* the oldest a writer accepts (the receiver hashes) */
+#define FSS_VERSION 1
 #define FSS_MAGIC "raftfsnp"
 
-enum fss_type { FSS_HDR = 1, FSS_FILE = 2, FSS_DATA = 3, FSS_DEDUP = 4, FSS_END = 5, FSS_FEND = 6 };
+enum fss_type { FSS_HDR = 1, FSS_FILE = 2, FSS_DATA = 3, FSS_DEDUP = 4, FSS_END = 5 };
 
 #define FSS_REC_HDR 5 /* u32 len | u8 type */
 #define FSS_REC_CRC 4
@@ -64,7 +46,6 @@ enum fss_type { FSS_HDR = 1, FSS_FILE = 2, FSS_DATA = 3, FSS_DEDUP = 4, FSS_END 
 #define FSS_DEDUP_ONE (FSM_REQ_ID_LEN + 8 + 1 + 1 + 8 + FSM_SHA256_LEN)
 #define FSS_DEDUP_N 256 /* records per DEDUP record at most */
 #define FSS_END_LEN 32
-#define FSS_FEND_LEN FSM_SHA256_LEN
 /* The largest payload of any record: the one buffer a reader or writer needs. */
 #define FSS_PAYLOAD_MAX FSS_DATA_MAX
 
@@ -81,8 +62,6 @@ static inline size_t fss_max_payload(uint8_t type)
         return 2 + (size_t)FSS_DEDUP_N * FSS_DEDUP_ONE;
     case FSS_END:
         return FSS_END_LEN;
-    case FSS_FEND:
-        return FSS_FEND_LEN;
     default:
         return 0;
     }

@@ -36,7 +36,6 @@ struct fsm_snap_writer {
     bool aio_busy;
     /* Stream state. */
     bool have_hdr, in_dedup;
-    uint32_t version; /* the stream's (HDR): 1, the receiver hashes; 2, the sender did */
     struct fsm_snap_meta meta;
     raft_index max_index; /* largest index of any file or dedup record */
     raft_index last_dedup;
@@ -51,7 +50,7 @@ struct fsm_snap_writer {
     uint64_t size, written;
     raft_index findex;
     uint8_t want_sha[FSM_SHA256_LEN];
-    struct fsm_sha256 sha; /* version 1: of the bytes received */
+    struct fsm_sha256 sha;
 };
 
 /* node_dir/<rel> into out. ERR_INVALID when too long. */

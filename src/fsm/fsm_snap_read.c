@@ -1,17 +1,7 @@
 /* fsm_snap_read.c — the sender side of InstallSnapshot: a stream over the live file store,
  * produced in slices on the caller's thread (the same thread that applies, so nothing moves
- * inside one call). Memory is one record buffer plus the hasher's FSS_HASH_SLOTS DATA record
- * buffers: the walks resume by key (no cursor outlives a call) and only the current file's fd
- * is open.
- *
- * The sender hashes every file it sends (version 2, fsm_snap_fmt.h) and checks the digest
- * against the file's recorded SHA-256 before it sends the file's FEND record: the content read
- * through the fd is exactly the content that metadata describes (fsm_open_read on the apply
- * thread; a file with an open reader is never written in place), so a mismatch is bit rot on
- * this node's disk (or memory). It is logged as an error, counted (fsm_stats.snap_sha_mismatch)
- * and aborts the stream (ERR_CORRUPT): a rotten file is never copied to another node. The
- * hashing runs on the hasher's thread (fsm_snap_hash.h) while this thread reads and frames
- * the next records; the FEND record waits for it. */
+ * inside one call). Memory is one record buffer: the walks resume by key (no cursor outlives a
+ * call) and only the current file's fd is open. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -22,7 +12,6 @@
 #include "err.h"
 #include "fsm_int.h"
 #include "fsm_snap_fmt.h"
-#include "fsm_snap_hash.h"
 #include "log.h"
 #include "rassert.h"
 
@@ -43,9 +32,8 @@ struct fsm_snap_reader {
     struct raft_blob *conf;
     enum reader_phase phase;
     uint64_t seq; /* sequence number of the next record */
-    /* The record being handed out: rec[rec_off..rec_len); rec is own, or for a DATA record
-     * one of the hasher's buffers. */
-    uint8_t *rec, *own;
+    /* The record being handed out: rec[rec_off..rec_len). */
+    uint8_t *rec;
     size_t rec_len, rec_off;
     /* Files: the last path sent (the walk resumes after it) and the file being sent. */
     bool have_last;
@@ -53,9 +41,6 @@ struct fsm_snap_reader {
     char last[FSPATH_MAX + 1];
     int fd;
     uint64_t size, sent;
-    bool fend_due;                    /* the file's bytes are out: its FEND record is next */
-    uint8_t want_sha[FSM_SHA256_LEN]; /* the file's recorded SHA-256 */
-    struct fss_hasher *hasher;        /* of the bytes sent since the file's FILE record */
     /* Dedup: the next index to walk from, and the entries of the DEDUP record being built. */
     raft_index dedup_from;
     unsigned dedup_n;
@@ -91,21 +76,18 @@ int fsm_snap_reader_open(struct fsm *f, raft_index index, raft_term term,
     if (f->bdb_applied > index || (f->snap.present && index < f->snap.index_end)) return ERR_BUSY;
     if (conf && conf->len > FSS_CONF_MAX) return ERR_TOOBIG;
     struct fsm_snap_reader *r = calloc(1, sizeof *r);
-    size_t rec_bytes = FSS_REC_HDR + FSS_PAYLOAD_MAX + FSS_REC_CRC;
-    uint8_t *rec = malloc(rec_bytes);
-    struct fss_hasher *h = NULL;
-    if (!r || !rec || fss_hasher_open(rec_bytes, true, &h) != 0) {
+    uint8_t *rec = malloc(FSS_REC_HDR + FSS_PAYLOAD_MAX + FSS_REC_CRC);
+    if (!r || !rec) {
         free(r);
         free(rec);
         return ERR_NOMEM;
     }
-    r->hasher = h;
     r->f = f;
     r->epoch = f->epoch;
     r->index = index;
     r->term = term;
     r->conf = conf ? raft_blob_ref((struct raft_blob *)conf) : NULL;
-    r->rec = r->own = rec;
+    r->rec = rec;
     r->fd = -1;
     r->dedup_from = index + 1 > FSM_DEDUP_WINDOW ? index + 1 - FSM_DEDUP_WINDOW : 1;
     r->next = f->readers;
@@ -127,8 +109,7 @@ void fsm_snap_reader_close(struct fsm_snap_reader *r)
     reader_min_update(f);
     if (r->fd >= 0) close(r->fd);
     raft_blob_unref(r->conf);
-    fss_hasher_close(r->hasher);
-    free(r->own);
+    free(r->rec);
     free(r);
 }
 
@@ -167,7 +148,6 @@ static int reader_data(struct fsm_snap_reader *r)
 {
     uint64_t left = r->size - r->sent;
     size_t want = left < FSS_DATA_MAX ? (size_t)left : FSS_DATA_MAX;
-    r->rec = fss_hasher_slot(r->hasher);
     uint8_t *p = r->rec + FSS_REC_HDR;
     size_t got = 0;
     while (got < want) {
@@ -180,8 +160,6 @@ static int reader_data(struct fsm_snap_reader *r)
         got += (size_t)n;
     }
     reader_seal(r, FSS_DATA, want);
-    /* Hashed after the CRC was sealed over the same buffer: see fsm_snap_fmt.h. */
-    fss_hasher_submit(r->hasher, p, want);
     /* Asks the kernel to read ahead, so the next slices find the data in memory instead of
      * waiting for the disk on the caller's loop. */
     if ((r->sent / FSS_DATA_MAX) % 4 == 0 && r->sent + want < r->size)
@@ -191,27 +169,7 @@ static int reader_data(struct fsm_snap_reader *r)
     if (r->sent == r->size) {
         close(r->fd);
         r->fd = -1;
-        r->fend_due = true;
     }
-    return 0;
-}
-
-/* The FEND record of the file whose bytes are all out, unless they do not match its recorded
- * SHA-256: then ERR_CORRUPT (the stream is aborted, nothing rotten is installed anywhere). */
-static int reader_fend(struct fsm_snap_reader *r)
-{
-    uint8_t *p = r->rec + FSS_REC_HDR;
-    fss_hasher_digest(r->hasher, p);
-    if (memcmp(p, r->want_sha, FSM_SHA256_LEN) != 0) {
-        atomic_fetch_add(&r->f->snap_sha_mismatch, 1);
-        LOG_ERROR("fsm: BIT ROT: %s (%llu bytes) does not match its recorded SHA-256 on this "
-                  "node; the snapshot stream is aborted (rewrite the file, or restore it from "
-                  "another node)",
-                  r->last, (unsigned long long)r->size);
-        return ERR_CORRUPT;
-    }
-    reader_seal(r, FSS_FEND, FSS_FEND_LEN);
-    r->fend_due = false;
     return 0;
 }
 
@@ -248,8 +206,6 @@ static int reader_file(struct fsm_snap_reader *r)
     r->n_files++;
     r->size = m.size;
     r->sent = 0;
-    memcpy(r->want_sha, m.sha256, FSM_SHA256_LEN);
-    r->fend_due = m.size == 0;
     if (m.size == 0)
         close(fd);
     else
@@ -326,13 +282,11 @@ static void reader_end(struct fsm_snap_reader *r)
 /* Produces the next record into rec (or part of a DEDUP record: rec stays empty). */
 static int reader_step(struct fsm_snap_reader *r)
 {
-    r->rec = r->own; /* reader_data takes a hasher buffer */
     switch (r->phase) {
     case RP_HDR:
         reader_hdr(r);
         return 0;
     case RP_FILES:
-        if (r->fend_due) return reader_fend(r);
         return r->fd >= 0 ? reader_data(r) : reader_file(r);
     case RP_DEDUP:
         return reader_dedup(r);

@@ -1,10 +1,8 @@
 /* fsm_snap_write.c — the receiver side of InstallSnapshot: parses an untrusted stream in any
- * chunking, checks everything (lengths before buffering, CRCs, order, paths, sizes, digests:
- * a version 2 stream's per-file FEND digest against FILE's, which the sender computed and
- * checked (fsm_snap_fmt.h says why this side does not hash); a version 1 stream's bytes are
- * hashed here) and stages files under raft/snap-in/files/ and metadata in fsm_snapin_*.db. Never
- * touches files/ or the live tables; memory is two record buffers (the one being filled, and the
- * one an asynchronous O_DIRECT write may still be reading). */
+ * chunking, checks everything (lengths before buffering, CRCs, order, paths, sizes, SHA-256s)
+ * and stages files under raft/snap-in/files/ and metadata in fsm_snapin_*.db. Never touches
+ * files/ or the live tables; memory is two record buffers (the one being filled, and the one
+ * an asynchronous O_DIRECT write may still be reading). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -176,9 +174,12 @@ static int wr_resolve_conflict(struct fsm_snap_writer *w, const char *path, size
 
 static int wr_aio_wait(struct fsm_snap_writer *w);
 
-/* The current file's bytes are all here: close it (version 2 then waits for its FEND). */
-static int wr_file_bytes_done(struct fsm_snap_writer *w)
+/* The current file is complete: check its SHA-256, record its metadata. */
+static int wr_file_done(struct fsm_snap_writer *w)
 {
+    uint8_t sha[FSM_SHA256_LEN];
+    fsm_sha256_final(&w->sha, sha);
+    w->in_file = false;
     wr_aio_wait(w); /* an error sticks in w->error */
     if (w->error) return w->error;
     if (w->fd >= 0) {
@@ -186,13 +187,6 @@ static int wr_file_bytes_done(struct fsm_snap_writer *w)
         w->fd = -1;
         if (e) return wr_fail(w, wr_errno(e), "closing a staged file");
     }
-    return 0;
-}
-
-/* The current file is complete and its digest (sha) checked against FILE's: record it. */
-static int wr_file_done(struct fsm_snap_writer *w, const uint8_t *sha)
-{
-    w->in_file = false;
     if (memcmp(sha, w->want_sha, FSM_SHA256_LEN) != 0)
         return wr_fail(w, ERR_CORRUPT, "file content does not match its SHA-256");
     if (w->skip) return 0;
@@ -202,26 +196,6 @@ static int wr_file_done(struct fsm_snap_writer *w, const uint8_t *sha)
     int rv = wr_txn(w, &txn);
     if (rv == 0) rv = fsm_db_meta_put(&w->db, txn, w->path, w->path_len, &m);
     return rv ? wr_fail(w, rv, "staged metadata") : 0;
-}
-
-/* The current file's last byte arrived: version 1 checks the digest of what came, version 2
- * waits for the sender's (FEND). */
-static int wr_bytes_complete(struct fsm_snap_writer *w)
-{
-    if (wr_file_bytes_done(w)) return w->error;
-    if (w->version != 1) return 0;
-    uint8_t sha[FSM_SHA256_LEN];
-    fsm_sha256_final(&w->sha, sha);
-    return wr_file_done(w, sha);
-}
-
-/* FEND (version 2): the sender's digest of the bytes it sent, right after the last of them. */
-static int wr_rec_fend(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
-{
-    /* (In a version 1 stream in_file is already false after the last byte.) */
-    if (!w->in_file || w->written != w->size || len != FSS_FEND_LEN)
-        return wr_fail(w, ERR_CORRUPT, "misplaced or short FEND record");
-    return wr_file_done(w, p);
 }
 
 static bool wr_path_after(const struct fsm_snap_writer *w, const char *p, size_t len)
@@ -254,12 +228,12 @@ static int wr_rec_file(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     w->size = size;
     w->written = 0;
     memcpy(w->want_sha, p + 16, FSM_SHA256_LEN);
-    if (w->version == 1) fsm_sha256_init(&w->sha);
+    fsm_sha256_init(&w->sha);
     if (index > w->max_index) w->max_index = index;
     w->n_files++;
     int rv = wr_resolve_conflict(w, w->path, plen, index);
     if (rv == 0 && !w->skip) rv = wr_create(w, w->path, plen);
-    if (rv == 0 && size == 0) rv = wr_bytes_complete(w);
+    if (rv == 0 && size == 0) rv = wr_file_done(w);
     return rv;
 }
 
@@ -367,11 +341,11 @@ static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (!w->in_file || len == 0 || len > w->size - w->written)
         return wr_fail(w, ERR_CORRUPT, "DATA record beyond its file");
-    if (w->version == 1) fsm_sha256_update(&w->sha, p, len);
+    fsm_sha256_update(&w->sha, p, len);
     if (!w->skip && wr_data_out(w, p, len)) return w->error;
     w->written += len;
     w->bytes += len;
-    return w->written == w->size ? wr_bytes_complete(w) : 0;
+    return w->written == w->size ? wr_file_done(w) : 0;
 }
 
 static bool wr_status_ok(int status)
@@ -408,14 +382,7 @@ static int wr_rec_hdr(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (len < FSS_HDR_FIXED || memcmp(p, FSS_MAGIC, 8) != 0)
         return wr_fail(w, ERR_CORRUPT, "not a snapshot stream");
-    uint32_t version = fss_get32(p + 8);
-    if (version < FSS_VERSION_MIN || version > FSS_VERSION) {
-        char why[96];
-        snprintf(why, sizeof why, "stream format version %u, this node reads %u to %u", version,
-                 FSS_VERSION_MIN, FSS_VERSION);
-        return wr_fail(w, ERR_CORRUPT, why);
-    }
-    w->version = version;
+    if (fss_get32(p + 8) != FSS_VERSION) return wr_fail(w, ERR_CORRUPT, "unknown version");
     uint32_t clen = fss_get32(p + 28);
     if (clen != len - FSS_HDR_FIXED) return wr_fail(w, ERR_CORRUPT, "bad header length");
     w->meta.index = fsm_be_get64(p + 12);
@@ -458,8 +425,6 @@ static int wr_record(struct fsm_snap_writer *w, uint8_t type, const uint8_t *p, 
         return wr_rec_dedup(w, p, len);
     case FSS_END:
         return wr_rec_end(w, p, len);
-    case FSS_FEND:
-        return wr_rec_fend(w, p, len);
     default:
         return wr_fail(w, ERR_CORRUPT, "unknown record type");
     }

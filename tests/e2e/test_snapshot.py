@@ -314,14 +314,6 @@ def chunk(session, term, index, offset, last, data):
                                 len(data)) + data)
 
 
-def stream_hdr(version, index, term):
-    """A well-formed first record of a snapshot stream (src/fsm/fsm_snap_fmt.h) of `version`."""
-    payload = b"raftfsnp" + struct.pack(">IQQI", version, index, term, 0)
-    head = struct.pack(">IB", len(payload), 1)
-    crc = zlib.crc32(struct.pack(">Q", 0) + head + payload)
-    return head + payload + struct.pack(">I", crc)
-
-
 def ack(session, term, offset, status, index, reason=""):
     return frame(6, struct.pack(">QQQBQ", session, term, offset, status, index) + s16(reason))
 
@@ -381,14 +373,11 @@ def test_bad_snapshot_frames(c, expect):
         s.sendall(chunk(100, 0, 10, 0, False, b"q" * 100))         # stale term
         s.sendall(chunk(101, term, 10**9, 0, False, os.urandom(5000)))  # garbage stream
         s.sendall(chunk(101, term, 10**9, 5000, True, os.urandom(100)))
-        # A stream of a format version this node does not read: refused before anything is
-        # staged, with a log line naming the versions (a rolling upgrade's newer leader).
-        s.sendall(chunk(102, term, 10**9, 0, False, stream_hdr(3, 10**9, term)))
         check(not closed_within(s, 1.0), "well-formed frames closed the connection")
     finally:
         s.close()
     for line in ("snapshot: dropping the stream", "of an unknown stream",
-                 "ack for an unknown stream", "stream format version 3, this node reads 1 to 2"):
+                 "ack for an unknown stream"):
         wait_until(lambda: line in log_text(c, fol), 10, "%r in the log" % line)
     st, _, _ = request(c.http(fol), "PUT", "/v1/files/after-bad-frames", b"ok", timeout=10)
     check(st in (200, 201), "the node still serves: %d" % st)

@@ -6,8 +6,6 @@
 #include <zlib.h>
 
 #include "fsm_tenv.h"
-/* Internal: the sender's hashing thread, tested on its own below. */
-#include "../../../src/fsm/fsm_snap_hash.h"
 
 #define TERM 7
 static const char CONF_BYTES[] = "configuration-as-of-S";
@@ -532,27 +530,13 @@ static void be64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
-/* A header of format version v (1: the receiver hashes; 2: FEND records carry digests). */
-static void sb_hdr_v(struct sb *b, uint64_t s, uint8_t v)
+static void sb_hdr(struct sb *b, uint64_t s)
 {
     uint8_t p[32] = "raftfsnp";
-    p[11] = v;
+    p[11] = 1;
     be64(p + 12, s);
     be64(p + 20, TERM);
     sb_rec(b, 1, p, 32);
-}
-
-static void sb_hdr(struct sb *b, uint64_t s)
-{
-    sb_hdr_v(b, s, 1);
-}
-
-/* A FEND record (version 2) carrying the SHA-256 of sha_of. */
-static void sb_fend(struct sb *b, const char *sha_of)
-{
-    uint8_t d[32];
-    EVP_Digest(sha_of, strlen(sha_of), d, NULL, EVP_sha256(), NULL);
-    sb_rec(b, 6, d, sizeof d);
 }
 
 /* A FILE record and the DATA of body; the SHA-256 is of sha_of (NULL: body). */
@@ -751,163 +735,6 @@ static void test_snap_hostile_streams(void)
     free(before);
     free(b);
     t_fini(&t);
-}
-
-/* Version 2 streams: the receiver does not hash, it checks that each file's FEND digest (the
- * sender's, over the bytes it sent) equals its FILE digest, right after exactly `size` bytes. */
-static void test_snap_v2_streams(void)
-{
-    struct tenv t;
-    t_init(&t);
-    CHECK_EQ_U(put(t.f, 1, 1, "mine", "keep me"), 0);
-    char *before = dump_state(&t);
-    struct sb *b = calloc(1, sizeof *b);
-    enum {
-        V2_VALID,
-        V2_FEND_DIGEST,     /* FEND's digest is not FILE's */
-        V2_NO_FEND,         /* the next FILE comes without the previous file's FEND */
-        V2_NO_FEND_AT_END,  /* END right after the last file's bytes */
-        V2_FEND_EARLY,      /* FILE announces more bytes than come before FEND */
-        V2_FEND_TWICE,      /* a second FEND */
-        V2_FEND_SHORT,      /* a FEND payload of 31 bytes */
-        V2_FEND_IN_V1,      /* FEND in a version 1 stream */
-        V2_VERSION_3,       /* a version this node does not read */
-        V2_VERSION_0,       /* nor this one */
-        V2_BAD_CRC,         /* a DATA record's CRC-32 is wrong */
-        V2_FLIPPED_DATA,    /* a DATA payload byte flipped after its CRC was computed */
-        V2_DATA_AFTER_FEND, /* bytes beyond the announced size */
-        V2_EMPTY_NO_FEND,   /* an empty file without its FEND */
-        V2_CASES
-    };
-    for (int c = 0; c < V2_CASES; c++) {
-        memset(b, 0, sizeof *b);
-        uint8_t v = c == V2_FEND_IN_V1 ? 1 : c == V2_VERSION_3 ? 3 : c == V2_VERSION_0 ? 0 : 2;
-        sb_hdr_v(b, 10, v);
-        sb_file(b, 3, "e", "", NULL, 0);
-        if (c != V2_EMPTY_NO_FEND) sb_fend(b, "");
-        sb_file(b, 4, "x", "one", NULL, c == V2_FEND_EARLY ? 5 : 0);
-        size_t data_end = b->len; /* x's DATA record ends here: its CRC is the last 4 bytes */
-        if (c == V2_BAD_CRC) b->buf[data_end - 1] ^= 1;
-        if (c == V2_FLIPPED_DATA) b->buf[data_end - 5] ^= 0x20;
-        if (c == V2_DATA_AFTER_FEND) sb_rec(b, 3, "!", 1);
-        if (c != V2_NO_FEND) sb_fend(b, c == V2_FEND_DIGEST ? "onf" : "one");
-        if (c == V2_FEND_TWICE) sb_fend(b, "one");
-        if (c == V2_FEND_SHORT) {
-            uint8_t d[31] = {0};
-            sb_rec(b, 6, d, sizeof d);
-        }
-        sb_file(b, 5, "y", "two", NULL, 0);
-        if (c != V2_NO_FEND_AT_END) sb_fend(b, "two");
-        sb_end(b, 10, 3, 0, 6);
-        int want = c == V2_VALID ? 0 : ERR_CORRUPT;
-        int got = try_stream(&t, b->buf, b->len, (uint64_t)c + 1);
-        if (got != want) fprintf(stderr, "v2 case %d: %d\n", c, got);
-        CHECK_EQ_U(got, want);
-        if (c != V2_VALID) continue;
-        /* Every truncation of the valid stream is refused too. */
-        for (size_t cut = 0; cut < b->len; cut++)
-            CHECK_EQ_U(try_stream(&t, b->buf, cut, cut), ERR_CORRUPT);
-    }
-    char *after = dump_state(&t);
-    CHECK(strcmp(before, after) == 0);
-    free(after);
-    /* The contract's other side: the receiver takes the sender's word for the digest (a v2
-     * stream whose bytes differ from a digest the sender vouched for is installed as sent).
-     * Only a sender bug can make one: the sender hashes the bytes it sends, and refuses to
-     * send a file whose bytes do not match its recorded digest (test_snap_sender_bit_rot). */
-    memset(b, 0, sizeof *b);
-    sb_hdr_v(b, 10, 2);
-    sb_file(b, 4, "x", "one", "onf", 0);
-    sb_fend(b, "onf");
-    sb_end(b, 10, 1, 0, 3);
-    CHECK_EQ_U(try_stream(&t, b->buf, b->len, 1), 0);
-    free(before);
-    free(b);
-    t_fini(&t);
-}
-
-/* A file on the sender whose bytes no longer match its recorded SHA-256 (bit rot) is never
- * sent whole: the reader refuses it before its FEND record (ERR_CORRUPT), counts it, and a
- * receiver fed what came out refuses to install. */
-static void test_snap_sender_bit_rot(void)
-{
-    struct tenv a, b;
-    t_init(&a);
-    t_init(&b);
-    CHECK_EQ_U(put(a.f, 1, 1, "a", "first"), 0);
-    CHECK_EQ_U(put(a.f, 2, 2, "b", "second file, about to rot"), 0);
-    CHECK_EQ_U(put(a.f, 3, 3, "c", "third"), 0);
-    CHECK_EQ_U(put(b.f, 1, 1, "b-only", "b"), 0);
-    char *before = dump_state(&b);
-    char path[128];
-    snprintf(path, sizeof path, "%s/files/b", a.dir);
-    int fd = open(path, O_WRONLY);
-    CHECK(fd >= 0 && pwrite(fd, "S", 1, 0) == 1); /* same size: only the digest can tell */
-    if (fd >= 0) close(fd);
-    struct fsm_stats st;
-    fsm_get_stats(a.f, &st);
-    CHECK_EQ_U(st.snap_sha_mismatch, 0);
-    struct raft_blob *conf = conf_blob();
-    struct fsm_snap_reader *r = NULL;
-    CHECK_EQ_U(fsm_snap_reader_open(a.f, fsm_applied(a.f), TERM, conf, &r), 0);
-    raft_blob_unref(conf);
-    static uint8_t buf[1 << 16];
-    size_t n = 0;
-    bool done = false;
-    int rv = 0;
-    while (r && !done && rv == 0 && n < sizeof buf) {
-        size_t got = 0;
-        rv = fsm_snap_reader_next(r, buf + n, 7, &got, &done); /* small slices */
-        n += got;
-    }
-    fsm_snap_reader_close(r);
-    CHECK_EQ_U(rv, ERR_CORRUPT);
-    CHECK(!done);
-    fsm_get_stats(a.f, &st);
-    CHECK_EQ_U(st.snap_sha_mismatch, 1);
-    CHECK_EQ_U(try_stream(&b, buf, n, 1), ERR_CORRUPT);
-    char *after = dump_state(&b);
-    CHECK(strcmp(before, after) == 0);
-    free(before);
-    free(after);
-    t_fini(&a);
-    t_fini(&b);
-}
-
-/* The sender's hasher, threaded and inline, gives each "file" the digest of exactly the bytes
- * submitted since the last digest, although the caller rewrites each buffer as soon as the
- * hasher hands it back (a buffer reused before its payload was hashed changes the digest). */
-static void test_snap_hasher(void)
-{
-    enum { SLOT = 4096 + 64 };
-    for (int threaded = 0; threaded <= 1; threaded++) {
-        struct fss_hasher *h = NULL;
-        CHECK_EQ_U(fss_hasher_open(SLOT, threaded, &h), 0);
-        uint64_t rng = 42 + (uint64_t)threaded;
-        static uint8_t all[200 * 4096];
-        for (int file = 0; file < 40 && h; file++) {
-            size_t items = rng_next(&rng) % 12, n = 0; /* 0 items: the empty digest */
-            for (size_t k = 0; k < items; k++) {
-                uint8_t *b = fss_hasher_slot(h);
-                size_t off = rng_next(&rng) % 64, len = 1 + rng_next(&rng) % 4096;
-                fill(b, SLOT, rng_next(&rng)); /* the whole buffer: also what came before */
-                memcpy(all + n, b + off, len);
-                n += len;
-                fss_hasher_submit(h, b + off, len);
-            }
-            uint8_t got[32], want[32];
-            fss_hasher_digest(h, got);
-            EVP_Digest(all, n, want, NULL, EVP_sha256(), NULL);
-            CHECK(memcmp(got, want, 32) == 0);
-        }
-        fss_hasher_close(h);
-    }
-    /* Closed while items are queued: joins without hashing them all. */
-    struct fss_hasher *h = NULL;
-    CHECK_EQ_U(fss_hasher_open(SLOT, true, &h), 0);
-    for (int k = 0; k < 3 && h; k++)
-        fss_hasher_submit(h, fss_hasher_slot(h), SLOT);
-    fss_hasher_close(h);
 }
 
 /* Every single flipped byte and every truncation of a real stream is refused. */
@@ -1125,9 +952,6 @@ int main(void)
     RUN(test_snap_odd_records);
     RUN(test_snap_hostile_streams);
     RUN(test_snap_flip_and_truncate);
-    RUN(test_snap_v2_streams);
-    RUN(test_snap_hasher);
-    RUN(test_snap_sender_bit_rot);
     RUN(test_snap_install_crash);
     RUN(test_snap_memory_bounded);
     RUN(test_snap_misuse);
