@@ -96,7 +96,8 @@ def catchup_once(c, lead, fol, mib, want, rep):
         request(c.http(lead), "PUT", "/v1/files/small/%03d" % k, b"k%d" % rep * 50, timeout=10)
         want["small/%03d" % k] = len(b"k%d" % rep * 50)
     load = loadavg()
-    lead_cpu = cpu_s(c.procs[lead].pid)
+    others = [i for i in range(3) if i != fol]
+    cpu0 = {i: cpu_s(c.procs[i].pid) for i in others}
     t0 = time.monotonic()
     c.start(fol)
     pdir = os.environ.get("RAFTFS_BENCH_PERF")
@@ -112,7 +113,8 @@ def catchup_once(c, lead, fol, mib, want, rep):
         for p in perfs:
             perf_stop(p)
     total = time.monotonic() - t0
-    lead_cpu = cpu_s(c.procs[lead].pid) - lead_cpu
+    # The sender is whichever other node worked most (leadership may have moved under load).
+    lead_cpu = max(cpu_s(c.procs[i].pid) - cpu0[i] for i in others)
     fol_cpu = cpu_s(c.procs[fol].pid)
     m = re.findall(r"snapshot: installed at \d+ from \S+ \(([\d.]+) MiB in ([\d.]+) s, "
                    r"([\d.]+) MiB/s\)", log_text(c, fol))
@@ -120,7 +122,7 @@ def catchup_once(c, lead, fol, mib, want, rep):
     rate = float(stream[2]) if m else 0.0
     print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical files "
           "%.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s (ratio %.0f%%), dd oflag=direct "
-          "%.1f MiB/s (ratio %.0f%%); CPU s/GiB leader %.2f follower %.2f (restart to "
+          "%.1f MiB/s (ratio %.0f%%); CPU s/GiB sender %.2f follower %.2f (restart to "
           "identical files); load %s"
           % (mib, stream[0], stream[1], stream[2], total, mib / total, dd, 100.0 * rate / dd,
              ddd, 100.0 * rate / ddd, lead_cpu * 1024 / mib, fol_cpu * 1024 / mib, load),
