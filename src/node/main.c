@@ -2,6 +2,7 @@
  * Exit 0 after a graceful stop, 1 on a fatal error (raftsup restarts it), 2 on a usage or
  * config error. */
 #include <getopt.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,25 @@ static void main_usage(FILE *f)
                "                       make this node, with its data, the only voter of the\n"
                "                       cluster (writes only the lost nodes had are lost; wipe\n"
                "                       the other nodes' data before they join again)\n");
+}
+
+/* The file store keeps recently overwritten files open (an fd cache of up to an eighth of the
+ * soft limit) and every HTTP client and peer holds an fd: the usual 1024 soft limit would
+ * shrink the cache to 128, so take what the hard limit allows, up to 65536. */
+#define MAIN_NOFILE_WANT 65536
+
+static void main_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > MAIN_NOFILE_WANT ? MAIN_NOFILE_WANT
+                                                                                 : rl.rlim_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= want) return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        LOG_INFO("open files limit raised from %llu to %llu", (unsigned long long)was,
+                 (unsigned long long)want);
 }
 
 int main(int argc, char **argv)
@@ -61,6 +81,7 @@ int main(int argc, char **argv)
     }
     log_init(id);
     signal(SIGPIPE, SIG_IGN);
+    main_raise_nofile(); /* before the file store sizes its fd cache */
     static struct node node;
     char err[512] = "";
     if (force) {

@@ -144,6 +144,21 @@ def test_latency_metrics(c):
             check(histogram(text, name)[1] > 0, "node %d: %s counted nothing" % (i, name))
 
 
+def test_open_files_limit_raised(c):
+    """Started under a 1024 soft limit (set in main), a node raises it toward the hard limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        print("  (skipped: hard limit %d leaves nothing to raise)" % hard)
+        return
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    for i, p in c.procs.items():
+        with open("/proc/%d/limits" % p.pid) as f:
+            line = [x for x in f if x.startswith("Max open files")][0]
+        got = int(line.split()[3])
+        check(got == want, "node %d: soft open files limit %d, want %d" % (i, got, want))
+
+
 def test_garbage_on_raft_port(c):
     lead = c.leader()
     raft = c.nodes[lead]["raft"]
@@ -212,12 +227,17 @@ def main():
             not os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "build", "raftnode")):
         print("SKIP: build/raftnode not built")
         return 77
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The nodes inherit a small soft limit: test_open_files_limit_raised sees them raise it.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
     c = Cluster(3, extra={"max_body_bytes": 8192})
     failed = 0
     try:
         c.bootstrap_all()
         tests = [test_put_through_follower_get_everywhere, test_bad_paths_400_nothing_written,
-                  test_413_and_routes, test_latency_metrics, test_garbage_on_raft_port, test_sigkill_restart_catches_up,
+                  test_413_and_routes, test_latency_metrics, test_open_files_limit_raised,
+                 test_garbage_on_raft_port, test_sigkill_restart_catches_up,
                  test_paused_leader_no_stale_read]
         only = sys.argv[1:]
         for t in tests:
