@@ -8,18 +8,22 @@
 #include "fsm_int.h"
 #include "fsm_sha256.h"
 #include "fsm_snap_fmt.h"
+#include "fsm_snap_spare.h"
 
 #define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
 #define FSS_STAGE_TABLES "fsm_snapin_" /* staged BDB tables, in the environment's home */
 
 struct fsm_snap_writer {
     struct fsm *f;
-    int error;            /* sticky: every later call returns it */
-    bool finished;        /* the END record was accepted */
-    char stage[PATH_MAX]; /* node_dir/raft/snap-in */
-    int stage_fd;         /* its files/ subdirectory: the staged tree */
-    struct fsm_db db;     /* staged meta, dedup, dedupidx */
-    DB_TXN *txn;          /* staged puts, committed in batches (NOSYNC) */
+    int error;                 /* sticky: every later call returns it */
+    bool finished;             /* the END record was accepted */
+    char stage[PATH_MAX];      /* node_dir/raft/snap-in */
+    int stage_fd;              /* its files/ subdirectory: the staged tree */
+    int stage_dir_fd;          /* stage itself: where spares are made */
+    struct fss_spares *spares; /* empty files made ahead (NULL: none) */
+    uint64_t spares_used;      /* staged files that were spares renamed into place */
+    struct fsm_db db;          /* staged meta, dedup, dedupidx */
+    DB_TXN *txn;               /* staged puts, committed in batches (NOSYNC) */
     unsigned txn_ops;
     /* Record parser: header bytes, then payload + CRC into buf (FSS_DIO_ALIGN-aligned, so a
      * DATA payload in it can be written with O_DIRECT). */

@@ -104,25 +104,39 @@ static int wr_mkparents(struct fsm_snap_writer *w, const char *path, size_t len)
     return 0;
 }
 
-/* A new file at path in the staged tree (validated, sorted, conflict-free). */
+/* Puts the file at dirfd/leaf: the spare `spare` renamed there (never over an existing name,
+ * like O_EXCL), or a new file when spare is NULL. Opens it for writing into w->fd; an errno. */
+static int wr_place(struct fsm_snap_writer *w, const char *spare, int dirfd, const char *leaf)
+{
+    int fl = O_WRONLY | O_NOFOLLOW | O_CLOEXEC;
+    if (spare) {
+        if (renameat2(w->stage_dir_fd, spare, dirfd, leaf, RENAME_NOREPLACE) != 0) return errno;
+    } else {
+        fl |= O_CREAT | O_EXCL;
+    }
+    w->fd = openat(dirfd, leaf, fl | (w->no_direct ? 0 : O_DIRECT), 0644);
+    if (w->fd < 0 && errno == EINVAL && !w->no_direct) {
+        LOG_INFO("fsm: snapshot staging: no O_DIRECT here, writing through the cache");
+        w->no_direct = true;
+        w->fd = openat(dirfd, leaf, fl, 0644);
+    }
+    w->fd_direct = w->fd >= 0 && !w->no_direct;
+    return w->fd < 0 ? errno : 0;
+}
+
+/* A new file at path in the staged tree (validated, sorted, conflict-free): a spare renamed
+ * into place when one is ready (fsm_snap_spare.h), else created here. */
 static int wr_create(struct fsm_snap_writer *w, const char *path, size_t len)
 {
+    char spare_buf[FSS_SPARE_NAME_MAX];
+    const char *spare = fss_spares_take(w->spares, spare_buf) ? spare_buf : NULL;
+    if (spare) w->spares_used++;
     int e = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         int dirfd, tmp_fd;
         const char *leaf;
         e = wr_at(w, path, len, &dirfd, &leaf, &tmp_fd);
-        if (e == 0) {
-            int fl = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-            w->fd = openat(dirfd, leaf, fl | (w->no_direct ? 0 : O_DIRECT), 0644);
-            if (w->fd < 0 && errno == EINVAL && !w->no_direct) {
-                LOG_INFO("fsm: snapshot staging: no O_DIRECT here, writing through the cache");
-                w->no_direct = true;
-                w->fd = openat(dirfd, leaf, fl, 0644);
-            }
-            e = w->fd < 0 ? errno : 0;
-            w->fd_direct = w->fd >= 0 && !w->no_direct;
-        }
+        if (e == 0) e = wr_place(w, spare, dirfd, leaf);
         if (tmp_fd >= 0) close(tmp_fd);
         if (e != ENOENT || attempt > 0) break;
         e = wr_mkparents(w, path, len);
@@ -510,7 +524,8 @@ static int wr_clean(struct fsm_snap_writer *w)
         return wr_errno(errno);
     }
     w->stage_fd = open(files, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    return w->stage_fd < 0 ? ERR_IO : 0;
+    w->stage_dir_fd = open(w->stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return w->stage_fd < 0 || w->stage_dir_fd < 0 ? ERR_IO : 0;
 }
 
 int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
@@ -532,7 +547,7 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
         return ERR_NOMEM;
     }
     w->f = f;
-    w->fd = w->stage_fd = -1;
+    w->fd = w->stage_fd = w->stage_dir_fd = -1;
     int rv = fsm_snap_path(f, FSS_STAGE_DIR, w->stage, sizeof w->stage);
     if (rv == 0) rv = wr_clean(w);
     char err[256] = "";
@@ -542,6 +557,7 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
         fsm_snap_writer_free(w);
         return rv;
     }
+    w->spares = fss_spares_start(w->stage_dir_fd);
     f->writer_open = true;
     *out = w;
     return 0;
@@ -551,6 +567,9 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
 {
     ASSERT(w && out);
     memset(out, 0, sizeof *out);
+    /* No more files come: no spare is made while the install moves the staging area. */
+    fss_spares_stop(w->spares);
+    w->spares = NULL;
     if (w->error) return w->error;
     if (!w->finished) return wr_fail(w, ERR_CORRUPT, "stream cut short");
     int rv = fsm_snap_writer_flush(w);
@@ -569,7 +588,9 @@ void fsm_snap_writer_free(struct fsm_snap_writer *w)
     w->txn = NULL;
     fsm_db_close_tables(&w->db);
     if (w->fd >= 0) close(w->fd);
+    fss_spares_stop(w->spares); /* before its directory's fd is closed */
     if (w->stage_fd >= 0) close(w->stage_fd);
+    if (w->stage_dir_fd >= 0) close(w->stage_dir_fd);
     raft_blob_unref(w->meta.conf);
     free(w->buf);
     free(w->spare);

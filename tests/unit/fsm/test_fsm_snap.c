@@ -6,6 +6,8 @@
 #include <zlib.h>
 
 #include "fsm_tenv.h"
+/* Internal: the writer's state (spares_used). */
+#include "../../../src/fsm/fsm_snap_int.h"
 
 #define TERM 7
 static const char CONF_BYTES[] = "configuration-as-of-S";
@@ -207,6 +209,39 @@ static void test_snap_round_trip(void)
         usleep(1000);
     CHECK_EQ_U(count_dir(&b, "trash"), 0);
     CHECK(!path_exists(&b, "raft/snap-in"));
+    t_fini(&a);
+    t_fini(&b);
+}
+
+/* Staged files are spares made ahead by the writer's thread, renamed into place (never over a
+ * name, into directories made on the way): the install is exactly the sender's state, and
+ * nothing of the spares shows in it. */
+static void test_snap_spares(void)
+{
+    struct tenv a, b;
+    t_init(&a);
+    t_init(&b);
+    populate(a.f, 0);
+    size_t len;
+    uint8_t *stream = stream_bytes(a.f, &len);
+    struct fsm_snap_writer *w = NULL;
+    CHECK_EQ_U(fsm_snap_writer_open(b.f, &w), 0);
+    /* All FSS_SPARES made (the thread makes them in order): poll with a deadline. */
+    char last[64];
+    snprintf(last, sizeof last, "raft/snap-in/spare-%d", FSS_SPARES - 1);
+    double deadline = now_s() + 20;
+    while (!path_exists(&b, last) && now_s() < deadline)
+        usleep(1000);
+    CHECK(path_exists(&b, last));
+    uint64_t rng = 3;
+    CHECK_EQ_U(feed(w, stream, len, &rng), 0);
+    struct fsm_snap_meta m;
+    CHECK_EQ_U(fsm_snap_writer_finish(w, &m), 0);
+    raft_blob_unref(m.conf);
+    CHECK(w->spares_used >= FSS_SPARES);
+    CHECK_EQ_U(fsm_snap_install(b.f, w), 0);
+    check_same_state(&a, &b);
+    free(stream);
     t_fini(&a);
     t_fini(&b);
 }
@@ -946,6 +981,7 @@ static void test_snap_misuse(void)
 int main(void)
 {
     RUN(test_snap_round_trip);
+    RUN(test_snap_spares);
     RUN(test_snap_fuzzy_property);
     RUN(test_snap_dedup_kept_for_window);
     RUN(test_snap_window_cases);

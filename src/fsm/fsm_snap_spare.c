@@ -1,0 +1,97 @@
+/* fsm_snap_spare.c — spare files for a snapshot receiver (fsm_snap_spare.h). The ready spares
+ * are the names "spare-<k>" for k in [taken, made): the thread makes spare `made` while fewer
+ * than FSS_SPARES are ready, the caller takes spare `taken`. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fsm_snap_spare.h"
+#include "log.h"
+
+struct fss_spares {
+    int dirfd;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* taken moved, or stop */
+    uint32_t made, taken;
+    bool stop;
+};
+
+static void spare_name(uint32_t k, char name[FSS_SPARE_NAME_MAX])
+{
+    snprintf(name, FSS_SPARE_NAME_MAX, "spare-%u", k);
+}
+
+static void *spares_main(void *arg)
+{
+    struct fss_spares *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->stop && s->made - s->taken >= FSS_SPARES)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->stop) break;
+        uint32_t k = s->made;
+        pthread_mutex_unlock(&s->lock);
+        char name[FSS_SPARE_NAME_MAX];
+        spare_name(k, name);
+        int fd = openat(s->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        int e = errno;
+        if (fd >= 0) close(fd);
+        pthread_mutex_lock(&s->lock);
+        if (fd < 0) {
+            /* The caller creates its files itself from now on; it reports real trouble. */
+            LOG_DEBUG("fsm: snapshot staging: no more spare files: %s", strerror(e));
+            break;
+        }
+        s->made++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+struct fss_spares *fss_spares_start(int dirfd)
+{
+    struct fss_spares *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->dirfd = dirfd;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    if (pthread_create(&s->thread, NULL, spares_main, s) != 0) {
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->cond);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void fss_spares_stop(struct fss_spares *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
+
+bool fss_spares_take(struct fss_spares *s, char name[FSS_SPARE_NAME_MAX])
+{
+    if (!s) return false;
+    pthread_mutex_lock(&s->lock);
+    bool ready = s->made != s->taken;
+    if (ready) {
+        spare_name(s->taken++, name);
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ready;
+}
