@@ -45,6 +45,7 @@ static int seg_errno_code(int e)
 }
 
 static int seg_writev(int fd, struct iovec *iov, int n, uint64_t *off);
+static void seg_reaper_join(struct store_segs *g);
 
 static void seg_name(uint64_t seq, char *buf, size_t len)
 {
@@ -152,6 +153,9 @@ void store_seg_set_max(struct store *s, uint64_t bytes)
 int store_seg_open(struct store *s, const char *dir, char *err, size_t err_len)
 {
     struct store_segs *g = &s->segs;
+    pthread_mutex_init(&g->reap_mu, NULL);
+    pthread_cond_init(&g->reap_cv, NULL);
+    g->reap_init = true;
     g->max_bytes = STORE_SEG_MAX_BYTES;
     g->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (g->dirfd < 0) {
@@ -229,6 +233,15 @@ void store_seg_close(struct store *s)
         pthread_join(g->sync_th, NULL);
         g->sync_started = false;
     }
+    if (g->reap_init) {
+        seg_reaper_join(g);
+        pthread_mutex_destroy(&g->reap_mu);
+        pthread_cond_destroy(&g->reap_cv);
+        g->reap_init = false;
+    }
+    free(g->trash);
+    g->trash = NULL;
+    g->trash_n = g->trash_cap = 0;
     for (size_t i = 0; i < g->n; i++)
         close(g->files[i].fd);
     free(g->files);
@@ -458,8 +471,79 @@ static int seg_get_durable(struct store *s, struct store_segpos *pos, char *err,
 
 /* ---- dropping segments ---- */
 
-/* Removes every segment with seq < below except the current one; the last reader of a
- * removed file may still be inside pread (it holds the read lock, so not). */
+/* Closes and unlinks one dropped segment (the close first: the blocks are freed, and
+ * discarded, by the unlink of a file nobody holds open). */
+static void seg_remove(struct store_segs *g, struct store_seg_file f)
+{
+    pthread_mutex_lock(&g->reap_mu);
+    void (*hook)(void *, uint64_t) = g->reap_hook;
+    void *ctx = g->reap_hook_ctx;
+    pthread_mutex_unlock(&g->reap_mu);
+    if (hook) hook(ctx, f.seq);
+    char name[64];
+    seg_name(f.seq, name, sizeof name);
+    close(f.fd);
+    if (unlinkat(g->dirfd, name, 0) != 0)
+        LOG_WARN("storage: removing %s: %s", name, strerror(errno));
+}
+
+/* The reaper thread: removes trash[] in order; when asked to stop, empties it first. */
+static void *seg_reaper(void *arg)
+{
+    struct store_segs *g = arg;
+    pthread_setname_np(pthread_self(), "store-reaper");
+    pthread_mutex_lock(&g->reap_mu);
+    for (;;) {
+        while (g->trash_n == 0 && !g->reap_stop)
+            pthread_cond_wait(&g->reap_cv, &g->reap_mu);
+        if (g->trash_n == 0) break;
+        struct store_seg_file f = g->trash[0];
+        memmove(g->trash, g->trash + 1, --g->trash_n * sizeof *g->trash);
+        g->reap_busy = true;
+        pthread_mutex_unlock(&g->reap_mu);
+        seg_remove(g, f);
+        pthread_mutex_lock(&g->reap_mu);
+        g->reap_busy = false;
+        pthread_cond_broadcast(&g->reap_cv); /* store_seg_reap_wait */
+    }
+    pthread_mutex_unlock(&g->reap_mu);
+    return NULL;
+}
+
+/* Hands gone[0..n) to the reaper (started on first use). Without memory or a thread they
+ * are removed here, as before the reaper existed. */
+static void seg_trash(struct store_segs *g, const struct store_seg_file *gone, size_t n)
+{
+    pthread_mutex_lock(&g->reap_mu);
+    bool ok = true;
+    if (g->trash_n + n > g->trash_cap) {
+        size_t ncap = g->trash_cap ? g->trash_cap : 16;
+        while (ncap < g->trash_n + n)
+            ncap *= 2;
+        struct store_seg_file *nt = realloc(g->trash, ncap * sizeof *nt);
+        ok = nt != NULL;
+        if (ok) {
+            g->trash = nt;
+            g->trash_cap = ncap;
+        }
+    }
+    if (ok && !g->reap_started) {
+        ok = pthread_create(&g->reap_th, NULL, seg_reaper, g) == 0;
+        g->reap_started = ok;
+    }
+    if (ok) {
+        memcpy(g->trash + g->trash_n, gone, n * sizeof *gone);
+        g->trash_n += n;
+        pthread_cond_broadcast(&g->reap_cv);
+    }
+    pthread_mutex_unlock(&g->reap_mu);
+    for (size_t i = 0; !ok && i < n; i++)
+        seg_remove(g, gone[i]);
+}
+
+/* Drops every segment with seq < below except the current one: out of files[] under the
+ * write lock (a reader holds the read lock from its lookup to the end of its pread, so none
+ * still reads one), then to the reaper. */
 static void seg_drop_below(struct store *s, uint64_t below)
 {
     struct store_segs *g = &s->segs;
@@ -474,13 +558,38 @@ static void seg_drop_below(struct store *s, uint64_t below)
     memmove(g->files, g->files + ng, (g->n - ng) * sizeof *g->files);
     g->n -= ng;
     pthread_rwlock_unlock(&g->lock);
-    for (size_t i = 0; i < ng; i++) {
-        char name[64];
-        seg_name(gone[i].seq, name, sizeof name);
-        close(gone[i].fd);
-        if (unlinkat(g->dirfd, name, 0) != 0)
-            LOG_WARN("storage: removing %s: %s", name, strerror(errno));
-    }
+    seg_trash(g, gone, ng);
+}
+
+void store_seg_set_reap_hook(struct store *s, void (*hook)(void *ctx, uint64_t seq), void *ctx)
+{
+    pthread_mutex_lock(&s->segs.reap_mu);
+    s->segs.reap_hook = hook;
+    s->segs.reap_hook_ctx = ctx;
+    pthread_mutex_unlock(&s->segs.reap_mu);
+}
+
+void store_seg_reap_wait(struct store *s)
+{
+    struct store_segs *g = &s->segs;
+    pthread_mutex_lock(&g->reap_mu);
+    while (g->trash_n > 0 || g->reap_busy)
+        pthread_cond_wait(&g->reap_cv, &g->reap_mu);
+    pthread_mutex_unlock(&g->reap_mu);
+}
+
+/* Stops the reaper once trash[] is empty (close completes the pending removals: a few
+ * files; whatever a crash leaves is store_seg_recover's). */
+static void seg_reaper_join(struct store_segs *g)
+{
+    if (!g->reap_started) return;
+    pthread_mutex_lock(&g->reap_mu);
+    g->reap_stop = true;
+    pthread_cond_broadcast(&g->reap_cv);
+    pthread_mutex_unlock(&g->reap_mu);
+    pthread_join(g->reap_th, NULL);
+    g->reap_started = false;
+    g->reap_stop = false;
 }
 
 void store_seg_drop_compacted(struct store *s)

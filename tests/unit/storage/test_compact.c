@@ -131,6 +131,7 @@ static void test_compact_load(void)
     CHECK(w.snap_conf == NULL); /* the store took the reference */
     expect_state(s, 60, 1, 100, 1, 64);
     CHECK_EQ_U(count_records(s, "log.db"), 40);
+    store_seg_reap_wait(s);
     CHECK_EQ_U(count_segs(dir, NULL), 1); /* the current segment stays */
     CHECK(gone(s, 1) && gone(s, 60) && !gone(s, 61));
     store_close(s);
@@ -280,6 +281,7 @@ static void test_reset(void)
     expect_state(s, 300, 7, 300, 1, 64);
     CHECK_EQ_U(count_records(s, "log.db"), 0);
     uint64_t seg_bytes = 99;
+    store_seg_reap_wait(s);
     CHECK_EQ_U(count_segs(dir, &seg_bytes), 1); /* every segment dropped, a fresh one begun */
     CHECK_EQ_U(seg_bytes, 0);
     append(s, 301, 4, 7, 64);
@@ -471,6 +473,7 @@ static void churn(const char *dir, int rounds, int jobs, size_t n, uint32_t len,
         w.seq = ++seq;
         CHECK(store_writer_submit(wr, &w) == 0);
         CHECK(wait_done(loop, &d, seq));
+        store_seg_reap_wait(s); /* removals run behind the writer */
         uint64_t sz = dir_bytes(dir);
         size_t segs = count_segs(dir, NULL);
         if (segs > max_segs) max_segs = segs;
