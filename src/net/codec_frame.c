@@ -3,12 +3,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "codec.h"
 #include "codec_io.h"
 #include "err.h"
 #include "rassert.h"
+#include "rcrc32.h"
 
 void codec_buf_init(struct codec_buf *b)
 {
@@ -201,7 +201,7 @@ int codec_w_end(struct codec_w *w, uint8_t type)
     ASSERT(f->n_segs > 0 && !f->segs[0].blob && f->segs[0].len >= CODEC_HDR_BYTES);
     uint16_t flags = codec_frame_flags(type);
     size_t left = codec_crc_len(flags, f->total - CODEC_HDR_BYTES);
-    uLong crc = crc32(0L, Z_NULL, 0);
+    uint32_t crc = 0;
     for (size_t i = 0; i < f->n_segs && left > 0; i++) {
         const struct codec_seg *s = &f->segs[i];
         const uint8_t *p = s->blob ? s->blob->data : f->inline_bytes.data + s->off;
@@ -211,7 +211,7 @@ int codec_w_end(struct codec_w *w, uint8_t type)
             len -= CODEC_HDR_BYTES;
         }
         if (len > left) len = left;
-        crc = crc32_z(crc, p, len);
+        crc = rcrc32(crc, p, len);
         left -= len;
     }
     uint8_t *h = f->inline_bytes.data;
@@ -324,9 +324,8 @@ int codec_frame_parse(const uint8_t *buf, size_t len, size_t max_frame, struct c
         *need = total;
         return 0;
     }
-    uLong crc =
-        crc32_z(crc32(0L, Z_NULL, 0), buf + CODEC_HDR_BYTES, codec_crc_len(hdr->flags, hdr->len));
-    if ((uint32_t)crc != hdr->checksum) return ERR_CORRUPT;
+    uint32_t crc = rcrc32(0, buf + CODEC_HDR_BYTES, codec_crc_len(hdr->flags, hdr->len));
+    if (crc != hdr->checksum) return ERR_CORRUPT;
     *need = 0;
     return 0;
 }

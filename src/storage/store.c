@@ -7,11 +7,11 @@
 #include <sched.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <zlib.h>
 
 #include "err.h"
 #include "log.h"
 #include "rassert.h"
+#include "rcrc32.h"
 #include "store_int.h"
 
 /* Memory is the budget that matters (a node idles at <= 10 MiB): a small cache is enough
@@ -56,16 +56,7 @@ int store_bdb_err(int ret, const char *what, char *msg, size_t msg_len)
 
 uint32_t store_crc(const void *data, size_t len)
 {
-    /* zlib takes uInt lengths: feed large buffers in pieces. */
-    uLong crc = crc32(0L, Z_NULL, 0);
-    const Bytef *p = data;
-    while (len > 0) {
-        uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
-        crc = crc32(crc, p, n);
-        p += n;
-        len -= n;
-    }
-    return (uint32_t)crc;
+    return rcrc32(0, data, len);
 }
 
 static void store_errcall_cb(const DB_ENV *env, const char *pfx, const char *msg)
