@@ -208,15 +208,12 @@ int fsm_checkpoint_sync(struct fsm *f)
     return rv;
 }
 
-/* PUT at index i inside txn: outcome from metadata, then the file, then metadata. */
-static int fsm_apply_put(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
-                         const char *path, struct fsm_result *res)
+/* PUT at index i inside txn: outcome from metadata, then the file, then metadata (read and
+ * written through one cursor: one search). */
+static int fsm_apply_put_at(struct fsm *f, DB_TXN *txn, DBC *mc, raft_index i,
+                            const struct fsm_cmd *c, const char *path, struct fsm_result *res)
 {
-    res->index = i;
-    struct fsm_meta m;
-    int rv = fsm_db_meta_get(&f->db, txn, path, c->path_len, &m);
-    if (rv && rv != ERR_NOTFOUND) return rv;
-    res->created = rv == ERR_NOTFOUND;
+    int rv;
     /* The metadata never holds a file and a directory of the same name, so only a new path
      * can conflict. */
     if (res->created) {
@@ -228,13 +225,26 @@ static int fsm_apply_put(struct fsm *f, DB_TXN *txn, raft_index i, const struct 
         }
         if (rv) return rv;
     }
-    m.size = c->body_len;
-    m.index = i;
+    struct fsm_meta m = {.size = c->body_len, .index = i};
     fsm_sha256(c->body, c->body_len, m.sha256);
     rv = fsm_files_put(&f->ff, path, c->path_len, c->body, c->body_len);
-    if (rv == 0) rv = fsm_db_meta_put(&f->db, txn, path, c->path_len, &m);
+    if (rv == 0) rv = fsm_db_meta_put_at(mc, !res->created, path, c->path_len, &m);
     res->size = m.size;
     memcpy(res->sha256, m.sha256, FSM_SHA256_LEN);
+    return rv;
+}
+
+static int fsm_apply_put(struct fsm *f, DB_TXN *txn, raft_index i, const struct fsm_cmd *c,
+                         const char *path, struct fsm_result *res)
+{
+    res->index = i;
+    struct fsm_meta m = {0};
+    DBC *mc = NULL;
+    int rv = fsm_db_meta_get_rmw(&f->db, txn, path, c->path_len, &m, &mc);
+    if (rv && rv != ERR_NOTFOUND) return rv;
+    res->created = rv == ERR_NOTFOUND;
+    rv = fsm_apply_put_at(f, txn, mc, i, c, path, res);
+    fsm_db_cursor_close(mc);
     return rv;
 }
 
@@ -273,7 +283,7 @@ static int fsm_apply_normal(struct fsm *f, DB_TXN *txn, raft_index i, const stru
     memset(res, 0, sizeof *res);
     rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
                               : fsm_apply_delete(f, txn, i, c, path, res);
-    if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res, fsm_dedup_keep_from(f));
+    if (rv == 0) rv = fsm_db_dedup_put_raw(&f->db, txn, c->req_id, res);
     return rv;
 }
 
@@ -331,7 +341,7 @@ static int fsm_apply_window(struct fsm *f, DB_TXN *txn, raft_index i, const stru
         rv = c->op == FSM_CMD_PUT ? fsm_apply_put(f, txn, i, c, path, res)
                                   : fsm_apply_delete(f, txn, i, c, path, res);
     }
-    if (rv == 0) rv = fsm_db_dedup_put(&f->db, txn, c->req_id, res, fsm_dedup_keep_from(f));
+    if (rv == 0) rv = fsm_db_dedup_put_raw(&f->db, txn, c->req_id, res);
     return rv;
 }
 
@@ -387,13 +397,23 @@ int fsm_apply_batch(struct fsm *f, const struct raft_entry *es, size_t n, struct
     ASSERT(f && (es || n == 0) && (res || n == 0));
     DB_TXN *txn = NULL;
     raft_index last_normal = 0;
+    size_t n_normal = 0; /* entries that joined txn: each recorded its id */
     int rv = 0;
     for (size_t k = 0; k < n && rv == 0; k++) {
         ASSERT(k == 0 || es[k].index > es[k - 1].index);
         rv = fsm_apply_one(f, &txn, &es[k], &res[k]);
-        if (rv == 0 && txn && es[k].type == RAFT_ENTRY_NORMAL) last_normal = es[k].index;
+        if (rv == 0 && txn && es[k].type == RAFT_ENTRY_NORMAL) {
+            last_normal = es[k].index;
+            n_normal++;
+        }
     }
     if (txn) {
+        /* Ids recorded above are pruned once for the batch (one cursor instead of one per
+         * entry), as many as pruning per entry would have: nothing of the batch still needs
+         * a record older than the window of its last entry. */
+        if (rv == 0)
+            rv = fsm_db_dedup_prune(&f->db, txn, last_normal, fsm_dedup_keep_from(f),
+                                    FSM_DEDUP_PRUNE_MAX * n_normal);
         /* A moves with the metadata of the whole batch, atomically; on any failure nothing
          * of the batch reaches BDB (files/ may be ahead: the replay after the restart fixes
          * it, exactly as after a crash). */

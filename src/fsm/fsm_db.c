@@ -15,7 +15,6 @@
 
 #define FSM_META_LEN (8 + FSM_SHA256_LEN + 8)
 #define FSM_DEDUP_LEN (8 + 1 + 1 + 8 + FSM_SHA256_LEN)
-#define FSM_PRUNE_MAX 8 /* old ids dropped per apply: > 1 so pruning always catches up */
 
 static int db_rc(int ret, const char *what)
 {
@@ -211,6 +210,13 @@ static void db_meta_decode(const uint8_t *v, struct fsm_meta *m)
     m->index = fsm_be_get64(v + 8 + FSM_SHA256_LEN);
 }
 
+static void db_meta_encode(const struct fsm_meta *m, uint8_t *v)
+{
+    fsm_be_put64(v, m->size);
+    memcpy(v + 8, m->sha256, FSM_SHA256_LEN);
+    fsm_be_put64(v + 8 + FSM_SHA256_LEN, m->index);
+}
+
 int fsm_db_meta_get(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
                     struct fsm_meta *out)
 {
@@ -224,10 +230,51 @@ int fsm_db_meta_put(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
                     const struct fsm_meta *m)
 {
     uint8_t v[FSM_META_LEN];
-    fsm_be_put64(v, m->size);
-    memcpy(v + 8, m->sha256, FSM_SHA256_LEN);
-    fsm_be_put64(v + 8 + FSM_SHA256_LEN, m->index);
+    db_meta_encode(m, v);
     return db_put(d->meta, txn, path, len, v, sizeof v);
+}
+
+int fsm_db_meta_get_rmw(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
+                        struct fsm_meta *out, DBC **cur)
+{
+    *cur = NULL;
+    DBC *c = NULL;
+    int rv = db_rc(d->meta->cursor(d->meta, txn, &c, 0), "cursor");
+    if (rv) return rv;
+    DBT key, val;
+    uint8_t v[FSM_META_LEN];
+    db_dbt(&key, path, len);
+    db_dbt(&val, v, 0);
+    val.ulen = sizeof v;
+    val.flags = DB_DBT_USERMEM;
+    int ret = c->get(c, &key, &val, DB_SET | DB_RMW);
+    if (ret == DB_BUFFER_SMALL || (ret == 0 && val.size != sizeof v)) {
+        LOG_ERROR("fsm: BDB record of unexpected size %u", val.size);
+        rv = ERR_CORRUPT;
+    } else {
+        rv = db_rc(ret, "cursor get");
+    }
+    if (rv == 0) db_meta_decode(v, out);
+    if (rv && rv != ERR_NOTFOUND)
+        c->close(c);
+    else
+        *cur = c;
+    return rv;
+}
+
+int fsm_db_meta_put_at(DBC *cur, bool found, const char *path, size_t len, const struct fsm_meta *m)
+{
+    uint8_t v[FSM_META_LEN];
+    db_meta_encode(m, v);
+    DBT key, val;
+    db_dbt(&key, path, len);
+    db_dbt(&val, v, sizeof v);
+    return db_rc(cur->put(cur, &key, &val, found ? DB_CURRENT : DB_KEYFIRST), "cursor put");
+}
+
+void fsm_db_cursor_close(DBC *cur)
+{
+    if (cur) cur->close(cur);
 }
 
 int fsm_db_meta_del(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len)
@@ -318,27 +365,37 @@ int fsm_db_dedup_get(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id, struc
     return 0;
 }
 
-/* Forgets ids applied before index - FSM_DEDUP_WINDOW (and before keep_from), a few per call,
- * oldest first. */
-static int db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index, raft_index keep_from)
+/* Deletes req_id's record if it is still the one made at index (a later apply of the same id
+ * moved it): one search, through a cursor on dedup. */
+static int db_dedup_forget(struct fsm_db *d, DB_TXN *txn, const uint8_t *rid, raft_index index)
+{
+    DBC *c = NULL;
+    int rv = db_rc(d->dedup->cursor(d->dedup, txn, &c, 0), "cursor");
+    if (rv) return rv;
+    uint8_t k[FSM_REQ_ID_LEN], v[FSM_DEDUP_LEN];
+    memcpy(k, rid, sizeof k);
+    size_t klen = sizeof k;
+    rv = db_cursor_get(c, k, &klen, sizeof k, v, sizeof v, DB_SET | DB_RMW);
+    if (rv == 0 && fsm_be_get64(v) == index) rv = db_rc(c->del(c, 0), "cursor del");
+    c->close(c);
+    return rv == ERR_NOTFOUND ? 0 : rv;
+}
+
+int fsm_db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index, raft_index keep_from,
+                       size_t max)
 {
     if (index <= FSM_DEDUP_WINDOW) return 0;
     raft_index floor = index - FSM_DEDUP_WINDOW;
     if (keep_from && keep_from < floor) floor = keep_from;
     DBC *c = NULL;
     int rv = db_rc(d->dedupidx->cursor(d->dedupidx, txn, &c, 0), "cursor");
-    u_int32_t flag = DB_FIRST;
-    for (int n = 0; rv == 0 && n < FSM_PRUNE_MAX; n++, flag = DB_NEXT) {
+    u_int32_t flag = DB_FIRST | DB_RMW;
+    for (size_t n = 0; rv == 0 && n < max; n++, flag = DB_NEXT | DB_RMW) {
         uint8_t k[8], rid[FSM_REQ_ID_LEN];
         size_t klen = 0;
         rv = db_cursor_get(c, k, &klen, sizeof k, rid, sizeof rid, flag);
         if (rv || klen != 8 || fsm_be_get64(k) >= floor) break;
-        struct fsm_result old;
-        rv = fsm_db_dedup_get(d, txn, rid, &old);
-        if (rv == 0 && old.index == fsm_be_get64(k))
-            rv = db_del(d->dedup, txn, rid, FSM_REQ_ID_LEN);
-        else if (rv == ERR_NOTFOUND)
-            rv = 0;
+        rv = db_dedup_forget(d, txn, rid, fsm_be_get64(k));
         if (rv == 0) rv = db_rc(c->del(c, 0), "cursor del");
     }
     if (c) c->close(c);
@@ -349,7 +406,7 @@ int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
                      const struct fsm_result *res, raft_index keep_from)
 {
     int rv = fsm_db_dedup_put_raw(d, txn, req_id, res);
-    return rv ? rv : db_dedup_prune(d, txn, res->index, keep_from);
+    return rv ? rv : fsm_db_dedup_prune(d, txn, res->index, keep_from, FSM_DEDUP_PRUNE_MAX);
 }
 
 int fsm_db_dedup_put_raw(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,

@@ -45,6 +45,16 @@ int fsm_db_meta_get(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
                     struct fsm_meta *out);
 int fsm_db_meta_put(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
                     const struct fsm_meta *m);
+/* A read-modify-write of path's record in txn with one search: fsm_db_meta_get_rmw reads it
+ * (0 or ERR_NOTFOUND) through a cursor that takes the write lock at once and is left in *cur,
+ * positioned on the record when found; fsm_db_meta_put_at then writes there (found) or
+ * inserts. Other errors leave *cur NULL. Close *cur with fsm_db_cursor_close (NULL is fine)
+ * before txn ends. */
+int fsm_db_meta_get_rmw(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len,
+                        struct fsm_meta *out, DBC **cur);
+int fsm_db_meta_put_at(DBC *cur, bool found, const char *path, size_t len,
+                       const struct fsm_meta *m);
+void fsm_db_cursor_close(DBC *cur);
 int fsm_db_meta_del(struct fsm_db *d, DB_TXN *txn, const char *path, size_t len);
 /* ERR_EXISTS when a proper prefix component of path is a file, or path is the directory of
  * some file ("path/..." exists); 0 otherwise. */
@@ -59,7 +69,14 @@ int fsm_db_dedup_get(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id, struc
  * never one at an index >= keep_from (0: no such bound). */
 int fsm_db_dedup_put(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
                      const struct fsm_result *res, raft_index keep_from);
-/* The same without pruning (staging a snapshot). */
+/* Old ids dropped per record added: > 1 so pruning always catches up. */
+#define FSM_DEDUP_PRUNE_MAX 8
+/* Forgets at most max ids applied before index - FSM_DEDUP_WINDOW (and before keep_from, 0: no
+ * such bound), oldest first. Pruning lag changes no outcome (a record outside the window is
+ * no duplicate), so a batch of applies may prune once for all its records. */
+int fsm_db_dedup_prune(struct fsm_db *d, DB_TXN *txn, raft_index index, raft_index keep_from,
+                       size_t max);
+/* The same without pruning (a batch of applies, staging a snapshot). */
 int fsm_db_dedup_put_raw(struct fsm_db *d, DB_TXN *txn, const uint8_t *req_id,
                          const struct fsm_result *res);
 /* The first path after `after` (NULL: the first path), NUL-terminated into path (room for

@@ -474,6 +474,48 @@ static void test_fsm_dedup_window(void)
     t_fini(&t);
 }
 
+static struct raft_blob *put_blob(unsigned rn, const char *path, const char *body)
+{
+    uint8_t rid[FSM_REQ_ID_LEN], *p;
+    struct raft_blob *b = NULL;
+    rid_of(rn, rid);
+    if (fsm_cmd_put_alloc(rid, path, strlen(path), strlen(body), &b, &p) == 0)
+        memcpy(p, body, strlen(body));
+    return b;
+}
+
+/* A batch prunes the ids of its transaction once: every record older than the window of its
+ * last entry goes, every newer one stays and still catches a retry. */
+static void test_fsm_dedup_prune_batch(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r, res[2];
+    for (unsigned k = 1; k <= 5; k++)
+        CHECK_EQ_U(put(t.f, k, k, "w", "a", &r), 0);
+    const raft_index W = FSM_DEDUP_WINDOW;
+    struct raft_entry es[2] = {
+        {.term = 1, .index = W + 3, .type = RAFT_ENTRY_NORMAL, .data = put_blob(10, "w", "b")},
+        {.term = 1, .index = W + 4, .type = RAFT_ENTRY_NORMAL, .data = put_blob(11, "x", "c")},
+    };
+    CHECK_EQ_U(fsm_apply_batch(t.f, es, 2, res), 0);
+    raft_blob_unref(es[0].data);
+    raft_blob_unref(es[1].data);
+    raft_index first = 0;
+    uint8_t rid[FSM_REQ_ID_LEN];
+    CHECK_EQ_U(fsm_db_dedup_walk(&t.f->db, 0, &first, rid), 0);
+    CHECK_EQ_U(first, 4); /* 1-3 are older than W + 4 - W: gone */
+    struct fsm_result old;
+    rid_of(3, rid);
+    CHECK_EQ_U(fsm_db_dedup_get(&t.f->db, NULL, rid, &old), ERR_NOTFOUND);
+    CHECK_EQ_U(put(t.f, W + 5, 5, "w", "d", &r), 0); /* 5 is still inside the window */
+    CHECK(r.duplicate);
+    CHECK_EQ_U(r.index, 5);
+    CHECK(file_is(&t, "w", "b"));
+    CHECK(file_is(&t, "x", "c"));
+    t_fini(&t);
+}
+
 static void test_fsm_conflicting_paths(void)
 {
     struct tenv t;
@@ -1105,6 +1147,7 @@ int main(void)
     RUN(test_fsm_delete_then_create_reuses_inodes);
     RUN(test_fsm_duplicate_request_id);
     RUN(test_fsm_dedup_window);
+    RUN(test_fsm_dedup_prune_batch);
     RUN(test_fsm_conflicting_paths);
     RUN(test_fsm_noop_config_and_corrupt);
     RUN(test_fsm_bad_paths_for_reads);
