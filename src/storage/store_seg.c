@@ -205,6 +205,7 @@ int store_seg_prepare(struct store *s)
 static void *seg_syncer(void *arg)
 {
     struct store_segs *g = arg;
+    pthread_setname_np(pthread_self(), "store-syncer"); /* for top -H, perf sched, gdb */
     pthread_mutex_lock(&g->sync_mu);
     for (;;) {
         while (!g->sync_busy && !g->sync_stop)
