@@ -8,6 +8,7 @@
 #include "fsm_int.h"
 #include "fsm_sha256.h"
 #include "fsm_snap_fmt.h"
+#include "fsm_snap_hasher.h"
 #include "fsm_snap_spare.h"
 
 #define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
@@ -25,17 +26,19 @@ struct fsm_snap_writer {
     struct fsm_db db;          /* staged meta, dedup, dedupidx */
     DB_TXN *txn;               /* staged puts, committed in batches (NOSYNC) */
     unsigned txn_ops;
-    /* Record parser: header bytes, then payload + CRC into buf (FSS_DIO_ALIGN-aligned, so a
-     * DATA payload in it can be written with O_DIRECT). */
+    /* Record parser: header bytes, then payload + CRC into buf: the hasher's current record
+     * buffer (FSS_DIO_ALIGN-aligned, so a DATA payload in it can be written with O_DIRECT);
+     * NULL until a record needs it (taking one may wait for the hasher). A DATA payload is
+     * written from it and submitted for hashing, and buf moves on to the next buffer. */
     uint64_t seq;
     uint8_t hdr[FSS_REC_HDR];
     size_t hdr_got;
     uint8_t *buf;
     size_t need, got;
-    /* At most one DATA write in flight (POSIX AIO), from spare, the second aligned buffer:
-     * buf and spare swap when a write is issued, so the next record is received and hashed
-     * while the disk writes the last one. Waited for before anything else touches fd. */
-    uint8_t *spare;
+    struct fss_hasher *hasher; /* SHA-256 of every DATA payload, off the caller's thread */
+    /* At most one DATA write in flight (POSIX AIO), from the buffer submitted last (the
+     * hasher hands it out again only FSS_HASH_SLOTS - 1 submissions later, and each
+     * submission waits for the write before). Waited for before anything else touches fd. */
     struct aiocb aio;
     bool aio_busy;
     /* Stream state. */
@@ -54,7 +57,6 @@ struct fsm_snap_writer {
     uint64_t size, written;
     raft_index findex;
     uint8_t want_sha[FSM_SHA256_LEN];
-    struct fsm_sha256 sha;
 };
 
 /* node_dir/<rel> into out. ERR_INVALID when too long. */
@@ -65,6 +67,9 @@ int fsm_snap_path(const struct fsm *f, const char *rel, char *out, size_t cap);
 int fsm_snap_trash(struct fsm *f, const char *path, bool background);
 /* Commits the writer's open staging transaction, if any. */
 int fsm_snap_writer_flush(struct fsm_snap_writer *w);
+/* Tests: writers opened while this is set hash on the caller's thread (as before the
+ * hasher thread), for A/B runs and to compare both ways. */
+extern bool fsm_snap_test_inline_hash;
 /* Frees the writer's memory and fds (staged data stays where it is). */
 void fsm_snap_writer_free(struct fsm_snap_writer *w);
 

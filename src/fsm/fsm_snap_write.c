@@ -1,8 +1,14 @@
 /* fsm_snap_write.c — the receiver side of InstallSnapshot: parses an untrusted stream in any
  * chunking, checks everything (lengths before buffering, CRCs, order, paths, sizes, SHA-256s)
  * and stages files under raft/snap-in/files/ and metadata in fsm_snapin_*.db. Never touches
- * files/ or the live tables; memory is two record buffers (the one being filled, and the one
- * an asynchronous O_DIRECT write may still be reading). */
+ * files/ or the live tables; memory is the hasher's FSS_HASH_SLOTS record buffers.
+ *
+ * Content is hashed on the hasher's thread (fsm_snap_hasher.h), pipelined with this one:
+ * a DATA record is CRC-checked here, its write started (from the hasher's buffer it is in)
+ * and the same buffer queued for hashing. A file's metadata is staged at its end before its
+ * digest is known; nothing staged is installed before fsm_snap_writer_finish, and the END
+ * record (also finish) waits for every digest: a mismatch fails the stream there at the
+ * latest (earlier: at the next put after the thread found it). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -25,17 +31,42 @@
 /* No file in a snapshot can be bigger than a command body (a blob's u32 length). */
 #define FSS_FILE_MAX UINT32_MAX
 
-static int wr_fail(struct fsm_snap_writer *w, int rv, const char *why)
+/* Fails the writer for good (the first error sticks); seq names the record at fault. */
+static int wr_fail_at(struct fsm_snap_writer *w, uint64_t seq, int rv, const char *why)
 {
     if (!w->error) {
         w->error = rv;
         if (rv == ERR_CORRUPT)
-            LOG_WARN("fsm: snapshot stream rejected (record %llu): %s", (unsigned long long)w->seq,
+            LOG_WARN("fsm: snapshot stream rejected (record %llu): %s", (unsigned long long)seq,
                      why);
         else
             LOG_ERROR("fsm: staging a snapshot: %s: %s", why, err_str(rv));
     }
     return w->error;
+}
+
+static int wr_fail(struct fsm_snap_writer *w, int rv, const char *why)
+{
+    return wr_fail_at(w, w->seq, rv, why);
+}
+
+bool fsm_snap_test_inline_hash;
+
+#define WR_SHA_MISMATCH "file content does not match its SHA-256"
+
+/* The hasher's verdict so far (wait: on everything submitted). */
+static int wr_hash_check(struct fsm_snap_writer *w, bool wait)
+{
+    uint64_t seq;
+    bool bad = wait ? fss_hasher_drain(w->hasher, &seq) : fss_hasher_failed(w->hasher, &seq);
+    return bad ? wr_fail_at(w, seq, ERR_CORRUPT, WR_SHA_MISMATCH) : w->error;
+}
+
+/* The record buffer (taken from the hasher when none is held: may wait for it). */
+static uint8_t *wr_buf(struct fsm_snap_writer *w)
+{
+    if (!w->buf) w->buf = fss_hasher_buf(w->hasher);
+    return w->buf;
 }
 
 static int wr_errno(int e)
@@ -189,10 +220,10 @@ static int wr_resolve_conflict(struct fsm_snap_writer *w, const char *path, size
 static int wr_aio_wait(struct fsm_snap_writer *w);
 
 /* The current file is complete: check its SHA-256, record its metadata. */
+/* The file's last byte was written (or queued): close it and stage its metadata. Its content
+ * is checked by the hasher (an empty one here). */
 static int wr_file_done(struct fsm_snap_writer *w)
 {
-    uint8_t sha[FSM_SHA256_LEN];
-    fsm_sha256_final(&w->sha, sha);
     w->in_file = false;
     wr_aio_wait(w); /* an error sticks in w->error */
     if (w->error) return w->error;
@@ -201,8 +232,6 @@ static int wr_file_done(struct fsm_snap_writer *w)
         w->fd = -1;
         if (e) return wr_fail(w, wr_errno(e), "closing a staged file");
     }
-    if (memcmp(sha, w->want_sha, FSM_SHA256_LEN) != 0)
-        return wr_fail(w, ERR_CORRUPT, "file content does not match its SHA-256");
     if (w->skip) return 0;
     struct fsm_meta m = {.size = w->size, .index = w->findex};
     memcpy(m.sha256, w->want_sha, FSM_SHA256_LEN);
@@ -242,7 +271,12 @@ static int wr_rec_file(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     w->size = size;
     w->written = 0;
     memcpy(w->want_sha, p + 16, FSM_SHA256_LEN);
-    fsm_sha256_init(&w->sha);
+    if (size == 0) {
+        uint8_t sha[FSM_SHA256_LEN];
+        fsm_sha256((const uint8_t *)"", 0, sha);
+        if (memcmp(sha, w->want_sha, FSM_SHA256_LEN) != 0)
+            return wr_fail(w, ERR_CORRUPT, WR_SHA_MISMATCH);
+    }
     if (index > w->max_index) w->max_index = index;
     w->n_files++;
     int rv = wr_resolve_conflict(w, w->path, plen, index);
@@ -317,8 +351,8 @@ static int wr_aio_wait(struct fsm_snap_writer *w)
                      (uint64_t)w->aio.aio_offset + done);
 }
 
-/* Starts writing buf[0..len) (aligned, whole blocks) at the current file offset; buf and
- * spare swap. Synchronous when the system cannot queue it. */
+/* Starts writing buf[0..len) (aligned, whole blocks) at the current file offset.
+ * Synchronous when the system cannot queue it. */
 static int wr_aio_start(struct fsm_snap_writer *w, size_t len)
 {
     if (wr_aio_wait(w)) return w->error;
@@ -330,24 +364,17 @@ static int wr_aio_start(struct fsm_snap_writer *w, size_t len)
     w->aio.aio_sigevent.sigev_notify = SIGEV_NONE;
     if (aio_write(&w->aio) != 0) return wr_pwrite(w, w->buf, len, w->written);
     w->aio_busy = true;
-    uint8_t *b = w->buf;
-    w->buf = w->spare;
-    w->spare = b;
     return 0;
 }
 
-/* Writes one DATA record's payload at the current file offset. */
-static int wr_data_out(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
+/* Writes one DATA record's payload, in buf, at the current file offset. */
+static int wr_data_out(struct fsm_snap_writer *w, size_t len)
 {
     bool aligned = len % FSS_DIO_ALIGN == 0 && w->written % FSS_DIO_ALIGN == 0;
     if (!w->fd_direct || !aligned) {
         if (wr_aio_wait(w)) return w->error;
-        return wr_pwrite(w, p, len, w->written);
+        return wr_pwrite(w, w->buf, len, w->written);
     }
-    /* A record that came whole in the caller's bytes (unaligned) is copied into buf, which
-     * is free (no record is being assembled, and the write in flight is from spare): much
-     * cheaper than the page cache's copy. */
-    if (p != w->buf) memcpy(w->buf, p, len);
     return wr_aio_start(w, len);
 }
 
@@ -355,8 +382,16 @@ static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (!w->in_file || len == 0 || len > w->size - w->written)
         return wr_fail(w, ERR_CORRUPT, "DATA record beyond its file");
-    fsm_sha256_update(&w->sha, p, len);
-    if (!w->skip && wr_data_out(w, p, len)) return w->error;
+    /* A record that came whole in the caller's bytes is copied into the record buffer, where
+     * the hasher and an O_DIRECT write can read it after put returns (much cheaper than the
+     * page cache's copy). */
+    if (p != w->buf) memcpy(wr_buf(w), p, len);
+    bool last = w->written + len == w->size;
+    /* Hashing first: the thread starts while this one issues the write. */
+    fss_hasher_submit(w->hasher, len, last ? w->want_sha : NULL, w->seq);
+    int rv = w->skip ? 0 : wr_data_out(w, len);
+    w->buf = NULL; /* the write in flight and the hasher have it */
+    if (rv) return rv;
     w->written += len;
     w->bytes += len;
     return w->written == w->size ? wr_file_done(w) : 0;
@@ -419,6 +454,7 @@ static int wr_rec_end(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     if (fsm_be_get64(p + 8) != w->n_files || fsm_be_get64(p + 16) != w->n_dedup ||
         fsm_be_get64(p + 24) != w->bytes)
         return wr_fail(w, ERR_CORRUPT, "counts do not match");
+    if (wr_hash_check(w, true)) return w->error;
     w->meta.index_end = end;
     w->finished = true;
     return 0;
@@ -466,6 +502,7 @@ static int wr_checked(struct fsm_snap_writer *w, const uint8_t *h, const uint8_t
 int fsm_snap_writer_put(struct fsm_snap_writer *w, const uint8_t *data, size_t len)
 {
     ASSERT(w && (data || len == 0));
+    wr_hash_check(w, false);
     while (len > 0 && !w->error) {
         if (w->finished) return wr_fail(w, ERR_CORRUPT, "bytes after the end");
         if (w->hdr_got == 0 && len >= FSS_REC_HDR) {
@@ -489,7 +526,7 @@ int fsm_snap_writer_put(struct fsm_snap_writer *w, const uint8_t *data, size_t l
             continue;
         }
         size_t n = w->need - w->got < len ? w->need - w->got : len;
-        memcpy(w->buf + w->got, data, n);
+        memcpy(wr_buf(w) + w->got, data, n);
         w->got += n;
         data += n;
         len -= n;
@@ -534,15 +571,8 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
     *out = NULL;
     if (f->writer_open) return ERR_BUSY;
     struct fsm_snap_writer *w = calloc(1, sizeof *w);
-    size_t bytes = FSS_PAYLOAD_MAX + FSS_REC_CRC;
-    void *a = NULL, *b = NULL;
-    if (w && posix_memalign(&a, FSS_DIO_ALIGN, bytes) == 0 &&
-        posix_memalign(&b, FSS_DIO_ALIGN, bytes) == 0) {
-        w->buf = a;
-        w->spare = b;
-    }
-    if (!w || !w->spare) {
-        free(a);
+    if (!w || fss_hasher_open(FSS_PAYLOAD_MAX + FSS_REC_CRC, FSS_DIO_ALIGN,
+                              !fsm_snap_test_inline_hash, &w->hasher) != 0) {
         free(w);
         return ERR_NOMEM;
     }
@@ -572,6 +602,7 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
     w->spares = NULL;
     if (w->error) return w->error;
     if (!w->finished) return wr_fail(w, ERR_CORRUPT, "stream cut short");
+    if (wr_hash_check(w, true)) return w->error; /* END waited already: only belt and braces */
     int rv = fsm_snap_writer_flush(w);
     if (rv) return wr_fail(w, rv, "staged metadata");
     *out = w->meta;
@@ -581,7 +612,7 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
 
 void fsm_snap_writer_free(struct fsm_snap_writer *w)
 {
-    wr_aio_drain(w); /* the write in flight uses fd and spare */
+    wr_aio_drain(w); /* the write in flight uses fd and a hasher buffer */
     if (w->aio_busy) (void)aio_return(&w->aio);
     w->aio_busy = false;
     if (w->txn) fsm_db_abort(w->txn);
@@ -592,8 +623,7 @@ void fsm_snap_writer_free(struct fsm_snap_writer *w)
     if (w->stage_fd >= 0) close(w->stage_fd);
     if (w->stage_dir_fd >= 0) close(w->stage_dir_fd);
     raft_blob_unref(w->meta.conf);
-    free(w->buf);
-    free(w->spare);
+    fss_hasher_close(w->hasher); /* stops the thread, then frees the buffers */
     free(w);
 }
 

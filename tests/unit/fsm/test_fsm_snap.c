@@ -1,12 +1,13 @@
 /* test_fsm_snap.c — snapshots of the file store: stream round trip, fuzzy streams while the
  * sender applies (property test over seeds, with a restart during the window replay), hostile
  * and corrupt streams, crash at every install step, bounded memory, API misuse. */
+#include <dirent.h>
 #include <sys/wait.h>
 
 #include <zlib.h>
 
 #include "fsm_tenv.h"
-/* Internal: the writer's state (spares_used). */
+/* Internal: the writer's state (spares_used, hasher). */
 #include "../../../src/fsm/fsm_snap_int.h"
 
 #define TERM 7
@@ -543,20 +544,25 @@ struct sb {
     uint64_t seq;
 };
 
-static void sb_rec(struct sb *b, uint8_t type, const void *payload, size_t len)
+/* Record `seq` (type, payload) at dst: its length. */
+static size_t rec_put(uint8_t *dst, uint64_t seq, uint8_t type, const void *payload, size_t len)
 {
-    uint8_t *h = b->buf + b->len, s[8];
+    uint8_t *h = dst, s[8];
     h[0] = (uint8_t)(len >> 24), h[1] = (uint8_t)(len >> 16), h[2] = (uint8_t)(len >> 8);
     h[3] = (uint8_t)len, h[4] = type;
     memcpy(h + 5, payload, len);
     for (int i = 0; i < 8; i++)
-        s[i] = (uint8_t)(b->seq >> (56 - 8 * i));
-    b->seq++;
+        s[i] = (uint8_t)(seq >> (56 - 8 * i));
     uLong c = crc32(crc32(crc32(0L, Z_NULL, 0), s, 8), h, (uInt)(5 + len));
     uint8_t *t = h + 5 + len;
     t[0] = (uint8_t)(c >> 24), t[1] = (uint8_t)(c >> 16), t[2] = (uint8_t)(c >> 8),
     t[3] = (uint8_t)c;
-    b->len += 9 + len;
+    return 9 + len;
+}
+
+static void sb_rec(struct sb *b, uint8_t type, const void *payload, size_t len)
+{
+    b->len += rec_put(b->buf + b->len, b->seq++, type, payload, len);
 }
 
 static void be64(uint8_t *p, uint64_t v)
@@ -803,6 +809,165 @@ static void test_snap_flip_and_truncate(void)
     t_fini(&b);
 }
 
+/* ---- The hashing thread ------------------------------------------------------------------------
+ */
+
+#define HS_BYTES (4u << 20) /* per file: 16 full DATA records, more than the hasher's ring */
+#define HS_RECS (HS_BYTES / FSS_DATA_MAX)
+
+/* A stream (S = 10) of files "f0".."f<n-1>" (index 3+k) of HS_BYTES each in full DATA
+ * records; file `bad` (n: none) announces a SHA-256 its content does not have. *file_end:
+ * where file `bad` (or 0) ends; *end_off: where the END record starts. */
+static uint8_t *hash_stream(size_t n, size_t bad, size_t *len, size_t *file_end, size_t *end_off)
+{
+    uint8_t *s = malloc(n * (HS_BYTES + (HS_RECS + 1) * 64) + 256);
+    uint8_t *body = malloc(HS_BYTES);
+    uint64_t seq = 0;
+    size_t off = 0;
+    uint8_t h[32] = "raftfsnp";
+    h[11] = 1;
+    be64(h + 12, 10);
+    be64(h + 20, TERM);
+    off += rec_put(s + off, seq++, 1, h, 32);
+    *file_end = 0;
+    for (size_t k = 0; k < n; k++) {
+        fill(body, HS_BYTES, 100 + k);
+        uint8_t p[64] = {0};
+        be64(p, 3 + k);
+        be64(p + 8, HS_BYTES);
+        EVP_Digest(body, HS_BYTES, p + 16, NULL, EVP_sha256(), NULL);
+        if (k == bad) p[16 + 31] ^= 1;
+        p[49] = 2;
+        p[50] = 'f', p[51] = (char)('0' + k);
+        off += rec_put(s + off, seq++, 2, p, 52);
+        for (size_t r = 0; r < HS_RECS; r++)
+            off += rec_put(s + off, seq++, 3, body + r * FSS_DATA_MAX, FSS_DATA_MAX);
+        if (k == (bad < n ? bad : 0)) *file_end = off;
+    }
+    *end_off = off;
+    uint8_t e[32];
+    be64(e, 10), be64(e + 8, n), be64(e + 16, 0), be64(e + 24, n * HS_BYTES);
+    off += rec_put(s + off, seq++, 5, e, 32);
+    free(body);
+    *len = off;
+    return s;
+}
+
+/* Threads of this process named "snap-hash" (the hasher's). */
+static int hash_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+        FILE *fp = fopen(path, "r");
+        if (!fp) continue;
+        if (fgets(comm, sizeof comm, fp) && strcmp(comm, "snap-hash\n") == 0) n++;
+        fclose(fp);
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* A joined thread may linger in /proc for a moment: poll with a deadline. */
+static bool hash_threads_gone(void)
+{
+    double deadline = now_s() + 10;
+    while (hash_threads() != 0 && now_s() < deadline)
+        usleep(1000);
+    return hash_threads() == 0;
+}
+
+/* Waits (deadline) until the writer's hasher has hashed n payloads. */
+static bool hashed_at_least(struct fsm_snap_writer *w, uint64_t n)
+{
+    double deadline = now_s() + 20;
+    while (fss_hasher_hashed(w->hasher) < n && now_s() < deadline)
+        usleep(200);
+    return fss_hasher_hashed(w->hasher) >= n;
+}
+
+/* A wrong SHA-256 of a multi-record file, found by the hasher, fails the stream at END at the
+ * latest (deterministically), and at the next put once the hasher has found it; the stream
+ * cut while payloads are queued (mid-file, or right after a file's last DATA) leaves neither
+ * a thread nor a buffer (ASan) behind. Threaded and inline hashing alike; the store is
+ * unchanged by every refused stream and takes the valid one. */
+static void check_hash_paths(struct tenv *t, bool threaded)
+{
+    fsm_snap_test_inline_hash = !threaded;
+    size_t len, fend, eoff;
+    uint8_t *bad = hash_stream(3, 1, &len, &fend, &eoff);
+    struct fsm_snap_writer *w;
+    struct fsm_snap_meta m;
+    /* Everything but END in one put, then END. */
+    CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
+    CHECK(fss_hasher_threaded(w->hasher) == threaded);
+    CHECK_EQ_U(hash_threads(), threaded ? 1 : 0);
+    CHECK_EQ_U(fsm_snap_writer_put(w, bad, eoff), 0); /* put checks the verdict on entry */
+    CHECK_EQ_U(fsm_snap_writer_put(w, bad + eoff, len - eoff), ERR_CORRUPT);
+    CHECK_EQ_U(fsm_snap_writer_finish(w, &m), ERR_CORRUPT);
+    fsm_snap_writer_abort(w);
+    CHECK(hash_threads_gone());
+    /* Found while the stream goes on: the next put fails. */
+    CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
+    CHECK_EQ_U(fsm_snap_writer_put(w, bad, fend), 0);
+    CHECK(hashed_at_least(w, 2 * HS_RECS));
+    CHECK_EQ_U(fsm_snap_writer_put(w, bad + fend, 1), ERR_CORRUPT);
+    fsm_snap_writer_abort(w);
+    free(bad);
+    /* A valid stream cut with payloads queued: finish refuses it; abort stops the thread. */
+    uint8_t *good = hash_stream(3, 3, &len, &fend, &eoff);
+    const size_t cuts[] = {fend / 2, fend, eoff};
+    for (size_t c = 0; c < 3; c++) {
+        CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
+        CHECK_EQ_U(fsm_snap_writer_put(w, good, cuts[c]), 0);
+        if (c != 1) CHECK_EQ_U(fsm_snap_writer_finish(w, &m), ERR_CORRUPT);
+        fsm_snap_writer_abort(w);
+        CHECK(hash_threads_gone());
+    }
+    /* The valid stream, whole. */
+    CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
+    uint64_t rng = threaded ? 5 : 6;
+    CHECK_EQ_U(feed(w, good, len, &rng), 0);
+    CHECK_EQ_U(fsm_snap_writer_finish(w, &m), 0);
+    raft_blob_unref(m.conf);
+    CHECK_EQ_U(fss_hasher_hashed(w->hasher), 3 * HS_RECS);
+    CHECK_EQ_U(fsm_snap_install(t->f, w), 0);
+    CHECK(hash_threads_gone());
+    free(good);
+    uint8_t *want = malloc(HS_BYTES), *got = malloc(HS_BYTES + 1);
+    fill(want, HS_BYTES, 100 + 2);
+    int fd = -1;
+    struct fsm_meta fm;
+    CHECK_EQ_U(fsm_open_read(t->f, "f2", &fd, &fm), 0);
+    CHECK(fd >= 0 && pread(fd, got, HS_BYTES + 1, 0) == (ssize_t)HS_BYTES);
+    CHECK(memcmp(got, want, HS_BYTES) == 0);
+    if (fd >= 0) close(fd);
+    free(want);
+    free(got);
+    fsm_snap_test_inline_hash = false;
+}
+
+static void test_snap_hash_thread(void)
+{
+    for (int threaded = 1; threaded >= 0; threaded--) {
+        struct tenv t;
+        t_init(&t);
+        CHECK_EQ_U(put(t.f, 1, 1, "mine", "keep me"), 0);
+        char *before = dump_state(&t);
+        check_hash_paths(&t, threaded);
+        CHECK_EQ_U(fsm_applied(t.f), 10);
+        /* The refused streams left nothing: the installed state is the valid stream's. */
+        char *after = dump_state(&t);
+        CHECK(strstr(after, "f2") && !strstr(after, "mine") && strcmp(before, after) != 0);
+        free(before);
+        free(after);
+        t_fini(&t);
+    }
+}
+
 /* ---- Crash at every install step ----------------------------------------------------------------
  */
 
@@ -991,5 +1156,8 @@ int main(void)
     RUN(test_snap_install_crash);
     RUN(test_snap_memory_bounded);
     RUN(test_snap_misuse);
+    /* After test_snap_install_crash: its child would inherit glibc's idle AIO helper threads'
+     * bookkeeping (not the threads) from this test's many writes and wait forever. */
+    RUN(test_snap_hash_thread);
     return check_report();
 }
