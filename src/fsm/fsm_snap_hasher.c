@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "fsm_sha256.h"
@@ -34,7 +35,12 @@ struct fss_hasher {
     uint64_t bad_seq;
     struct hash_item item[FSS_HASH_SLOTS];
     struct fsm_sha256 sha; /* of the file being hashed */
+    uint64_t hold_seq;     /* tests (fss_hasher_test_hold_*) */
+    unsigned hold_ms;
 };
+
+uint64_t fss_hasher_test_hold_seq;
+unsigned fss_hasher_test_hold_ms;
 
 /* Hashes one item (thread, or caller when inline); true when its file did not match. */
 static bool hash_one(struct fss_hasher *h, const struct hash_item *it)
@@ -57,6 +63,7 @@ static void *hasher_main(void *arg)
         if (h->stop) break;
         const struct hash_item *it = &h->item[h->hashed % FSS_HASH_SLOTS];
         pthread_mutex_unlock(&h->lock);
+        if (h->hold_ms && it->seq == h->hold_seq) usleep(h->hold_ms * 1000u);
         bool bad = hash_one(h, it);
         pthread_mutex_lock(&h->lock);
         if (bad && !h->bad) {
@@ -87,6 +94,8 @@ int fss_hasher_open(size_t slot_bytes, size_t align, bool threaded, struct fss_h
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->work, NULL);
     pthread_cond_init(&h->done, NULL);
+    h->hold_seq = fss_hasher_test_hold_seq;
+    h->hold_ms = fss_hasher_test_hold_ms;
     h->threaded = threaded && pthread_create(&h->thread, NULL, hasher_main, h) == 0;
     if (h->threaded) pthread_setname_np(h->thread, "snap-hash");
     *out = h;

@@ -40,6 +40,10 @@ void fss_hasher_submit(struct fss_hasher *h, size_t len, const uint8_t want[32],
 bool fss_hasher_failed(struct fss_hasher *h, uint64_t *seq);
 /* Waits until everything submitted is hashed and checked; then as fss_hasher_failed. */
 bool fss_hasher_drain(struct fss_hasher *h, uint64_t *seq);
+/* Tests: a hasher thread started while hold_ms > 0 sleeps that long before hashing the
+ * payload of record hold_seq (so the caller gets ahead of it). */
+extern uint64_t fss_hasher_test_hold_seq;
+extern unsigned fss_hasher_test_hold_ms;
 /* Tests: payloads hashed so far, and whether a thread does it. */
 uint64_t fss_hasher_hashed(struct fss_hasher *h);
 bool fss_hasher_threaded(const struct fss_hasher *h);

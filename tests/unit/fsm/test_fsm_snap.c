@@ -898,18 +898,23 @@ static void check_hash_paths(struct tenv *t, bool threaded)
 {
     fsm_snap_test_inline_hash = !threaded;
     size_t len, fend, eoff;
-    uint8_t *bad = hash_stream(3, 1, &len, &fend, &eoff);
+    /* The last file wrong, the whole stream in one put: END waits for its digest (the
+     * thread is held back 0.5 s on that file's last payload, record 3 * 17). */
+    uint8_t *bad = hash_stream(3, 2, &len, &fend, &eoff);
     struct fsm_snap_writer *w;
     struct fsm_snap_meta m;
-    /* Everything but END in one put, then END. */
+    fss_hasher_test_hold_seq = 3 * (1 + HS_RECS);
+    fss_hasher_test_hold_ms = 500;
     CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
+    fss_hasher_test_hold_ms = 0;
     CHECK(fss_hasher_threaded(w->hasher) == threaded);
     CHECK_EQ_U(hash_threads(), threaded ? 1 : 0);
-    CHECK_EQ_U(fsm_snap_writer_put(w, bad, eoff), 0); /* put checks the verdict on entry */
-    CHECK_EQ_U(fsm_snap_writer_put(w, bad + eoff, len - eoff), ERR_CORRUPT);
+    CHECK_EQ_U(fsm_snap_writer_put(w, bad, len), ERR_CORRUPT);
     CHECK_EQ_U(fsm_snap_writer_finish(w, &m), ERR_CORRUPT);
     fsm_snap_writer_abort(w);
     CHECK(hash_threads_gone());
+    free(bad);
+    bad = hash_stream(3, 1, &len, &fend, &eoff);
     /* Found while the stream goes on: the next put fails. */
     CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
     CHECK_EQ_U(fsm_snap_writer_put(w, bad, fend), 0);
