@@ -108,6 +108,7 @@ static int seg_create(struct store *s, uint64_t seq)
     pthread_rwlock_unlock(&g->lock);
     if (e) {
         close(fd);
+        unlinkat(g->dirfd, name, 0); /* else every later roll fails on the same name */
         return e;
     }
     g->end = 0;
@@ -368,7 +369,13 @@ static int seg_pos_reserve(struct store_segs *g, size_t n)
 static int seg_roll(struct store *s)
 {
     struct store_segs *g = &s->segs;
-    if (fdatasync(g->files[g->n - 1].fd) != 0) return errno;
+    if (fdatasync(g->files[g->n - 1].fd) != 0) {
+        /* Sticky like the syncer's failures: after a failed fdatasync the kernel may have
+         * dropped the dirty pages, so a retry could "succeed" without the bytes on disk. */
+        int e = errno;
+        s->broken = e == ENOSPC ? ERR_NOSPACE : ERR_IO;
+        return e;
+    }
     return seg_create(s, g->files[g->n - 1].seq + 1);
 }
 
@@ -629,17 +636,20 @@ static bool seg_pos_lt(struct store_segpos a, struct store_segpos b)
     return a.seg < b.seg || (a.seg == b.seg && a.off < b.off);
 }
 
-/* Is entry index (header h) intact: its payload present with a matching CRC? */
-static bool seg_payload_ok(struct store *s, const struct store_hdr *h)
+/* 0: intact; -1: torn (missing, short or bad CRC); else ERR_IO/ERR_NOMEM (open fails). */
+static int seg_payload_check(struct store *s, const struct store_hdr *h)
 {
-    if (h->len == 0) return true;
+    if (h->len == 0) return 0;
     uint8_t *buf = malloc(h->len);
-    if (!buf) return false;
+    if (!buf) return ERR_NOMEM;
     char msg[128];
-    bool ok = store_seg_read(s, h->pos, h->len, buf, msg, sizeof msg) == 0 &&
-              store_crc(buf, h->len) == h->payload_crc;
+    int rv = store_seg_read(s, h->pos, h->len, buf, msg, sizeof msg);
+    if (rv == 0)
+        rv = store_crc(buf, h->len) == h->payload_crc ? 0 : -1;
+    else if (rv == ERR_CORRUPT || rv == ERR_NOTFOUND)
+        rv = -1;
     free(buf);
-    return ok;
+    return rv;
 }
 
 /* Walks log.db back from its end over the entries beyond the snapshot point that lie at or
@@ -664,7 +674,12 @@ static int seg_find_torn(struct store *s, raft_index snap, struct store_segpos d
         if (index <= snap || store_hdr_decode(index, v, val.size, &h) != 0 || h.version != 2 ||
             seg_pos_lt(h.pos, durable))
             break;
-        if (!seg_payload_ok(s, &h)) *cut = index;
+        int chk = seg_payload_check(s, &h);
+        if (chk < 0) *cut = index;
+        if (chk > 0) {
+            c->close(c);
+            return chk == ERR_NOMEM ? ENOMEM : EIO;
+        }
     }
     c->close(c);
     return ret == DB_NOTFOUND || ret == DB_BUFFER_SMALL ? 0 : ret;
