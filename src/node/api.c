@@ -15,10 +15,11 @@
 #include "codec.h"
 #include "transport.h"
 
-/* A write is admitted only while this node's disk has room for its entry in the BDB log and
- * payload.db, its file in files/ (3 x the command) plus a reserve for metadata, checkpoints
- * and elections: a storage write that fails later is fatal to the node (the core assumes a
- * handed-out write succeeds), so a full disk is refused here, before anything is proposed. */
+/* A write is admitted only while this node's disk has room for its entry in a payload
+ * segment and the BDB log, its file in files/ (3 x the command) plus a reserve for metadata,
+ * checkpoints and elections: a storage write that fails later is fatal to the node (the core
+ * assumes a handed-out write succeeds), so a full disk is refused here, before anything is
+ * proposed. */
 #define API_SPACE_RESERVE_BYTES (2u << 20)
 /* statvfs() on every write cost ~1.5 % of a leader's CPU under 1 KiB writes: its answer is
  * reused for this long, less what the writes admitted meanwhile will take. Any write the
