@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #define FSS_SPARES 8          /* made ahead at most */
-#define FSS_SPARE_NAME_MAX 24 /* "spare-" and a decimal u32 */
+#define FSS_SPARE_NAME_MAX 32 /* "s<k % FSS_SPARES>/spare-<k>", k a decimal u32 */
 
 struct fss_spares;
 
@@ -21,7 +21,8 @@ struct fss_spares;
 struct fss_spares *fss_spares_start(int dirfd);
 /* Stops and joins the thread; NULL is a no-op. */
 void fss_spares_stop(struct fss_spares *s);
-/* A ready spare's name (in dirfd) into name, now the caller's; false when none is ready. */
+/* A ready spare's path (relative to dirfd, in a subdirectory) into name, now the caller's;
+ * false when none is ready. */
 bool fss_spares_take(struct fss_spares *s, char name[FSS_SPARE_NAME_MAX]);
 
 #endif

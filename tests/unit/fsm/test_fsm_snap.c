@@ -229,7 +229,7 @@ static void test_snap_spares(void)
     CHECK_EQ_U(fsm_snap_writer_open(b.f, &w), 0);
     /* All FSS_SPARES made (the thread makes them in order): poll with a deadline. */
     char last[64];
-    snprintf(last, sizeof last, "raft/snap-in/spare-%d", FSS_SPARES - 1);
+    snprintf(last, sizeof last, "raft/snap-in/s%d/spare-%d", FSS_SPARES - 1, FSS_SPARES - 1);
     double deadline = now_s() + 20;
     while (!path_exists(&b, last) && now_s() < deadline)
         usleep(1000);
