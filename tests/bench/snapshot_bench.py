@@ -81,6 +81,28 @@ def tree_digest(root):
     return out
 
 
+def log_time(line):
+    """Seconds of a log line's leading ISO timestamp (2026-11-27T13:44:32.483Z ...)."""
+    m = re.match(r"\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d\.\d+)Z", line)
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else None
+
+
+def stream_phases(text):
+    """(receive s, install s) of the follower's last stream: from "receiving a stream" to
+    "installing the stream" (every byte received, staged and hashed) and from there to
+    "installed" (syncfs, commit, swap). None when the lines are missing."""
+    marks = {}
+    for line in text.splitlines():
+        for key, pat in (("recv", "snapshot: receiving a stream"),
+                         ("inst", "snapshot: installing the stream"),
+                         ("done", "snapshot: installed at")):
+            if pat in line:
+                marks[key] = log_time(line)
+    if None in marks.values() or len(marks) != 3:
+        return None
+    return marks["inst"] - marks["recv"], marks["done"] - marks["inst"]
+
+
 def catchup_once(c, lead, fol, mib, want, rep):
     """Wipes fol, restarts it and waits until its files equal the leader's. Prints a line."""
     c.kill(fol)
@@ -120,12 +142,14 @@ def catchup_once(c, lead, fol, mib, want, rep):
                    r"([\d.]+) MiB/s\)", log_text(c, fol))
     stream = m[-1] if m else ("?", "?", "?")
     rate = float(stream[2]) if m else 0.0
+    phases = stream_phases(log_text(c, fol))
     print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical files "
           "%.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s (ratio %.0f%%), dd oflag=direct "
           "%.1f MiB/s (ratio %.0f%%); CPU s/GiB sender %.2f follower %.2f (restart to "
-          "identical files); load %s"
+          "identical files); %s; load %s"
           % (mib, stream[0], stream[1], stream[2], total, mib / total, dd, 100.0 * rate / dd,
-             ddd, 100.0 * rate / ddd, lead_cpu * 1024 / mib, fol_cpu * 1024 / mib, load),
+             ddd, 100.0 * rate / ddd, lead_cpu * 1024 / mib, fol_cpu * 1024 / mib,
+             "receive %.2f s + install %.2f s" % phases if phases else "phases ?", load),
           flush=True)
     return rate, ddd
 
