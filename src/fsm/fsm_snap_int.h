@@ -11,6 +11,9 @@
 #include "fsm_snap_hasher.h"
 #include "fsm_snap_spare.h"
 
+#define FSS_AIO_DEPTH 4 /* DATA writes in flight at most */
+_Static_assert(FSS_AIO_DEPTH < FSS_HASH_SLOTS, "a buffer is reused only after its write");
+
 #define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
 #define FSS_STAGE_TABLES "fsm_snapin_" /* staged BDB tables, in the environment's home */
 
@@ -36,11 +39,16 @@ struct fsm_snap_writer {
     uint8_t *buf;
     size_t need, got;
     struct fss_hasher *hasher; /* SHA-256 of every DATA payload, off the caller's thread */
-    /* At most one DATA write in flight (POSIX AIO), from the buffer submitted last (the
-     * hasher hands it out again only FSS_HASH_SLOTS - 1 submissions later, and each
-     * submission waits for the write before). Waited for before anything else touches fd. */
-    struct aiocb aio;
-    bool aio_busy;
+    /* At most FSS_AIO_DEPTH DATA writes in flight (POSIX AIO), each from the buffer of a
+     * recent submission (the hasher hands one out again only FSS_HASH_SLOTS - 1 submissions
+     * later, and a write waits for the one issued FSS_AIO_DEPTH before it). glibc runs the
+     * requests of one fd one after another: write k goes through fds[k % FSS_AIO_DEPTH], dups
+     * of the file's fd, so the device sees them together. All are waited for before
+     * anything else touches the file. */
+    struct aiocb aio[FSS_AIO_DEPTH];
+    bool aio_busy[FSS_AIO_DEPTH];
+    unsigned aio_next;
+    int fd_dup[FSS_AIO_DEPTH]; /* [0] unused (fd); -1: fd */
     /* Stream state. */
     bool have_hdr, in_dedup;
     struct fsm_snap_meta meta;

@@ -152,7 +152,10 @@ static int wr_place(struct fsm_snap_writer *w, const char *spare, int dirfd, con
         w->fd = openat(dirfd, leaf, fl, 0644);
     }
     w->fd_direct = w->fd >= 0 && !w->no_direct;
-    return w->fd < 0 ? errno : 0;
+    if (w->fd < 0) return errno;
+    for (int i = 1; i < FSS_AIO_DEPTH; i++) /* none: writes queue on fd (still correct) */
+        w->fd_dup[i] = w->fd_direct ? fcntl(w->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    return 0;
 }
 
 /* A new file at path in the staged tree (validated, sorted, conflict-free): a spare renamed
@@ -219,6 +222,14 @@ static int wr_resolve_conflict(struct fsm_snap_writer *w, const char *path, size
 
 static int wr_aio_wait(struct fsm_snap_writer *w);
 
+static void wr_close_dups(struct fsm_snap_writer *w)
+{
+    for (int i = 1; i < FSS_AIO_DEPTH; i++) {
+        if (w->fd_dup[i] >= 0) close(w->fd_dup[i]);
+        w->fd_dup[i] = -1;
+    }
+}
+
 /* The current file is complete: check its SHA-256, record its metadata. */
 /* The file's last byte was written (or queued): close it and stage its metadata. Its content
  * is checked by the hasher (an empty one here). */
@@ -228,6 +239,7 @@ static int wr_file_done(struct fsm_snap_writer *w)
     wr_aio_wait(w); /* an error sticks in w->error */
     if (w->error) return w->error;
     if (w->fd >= 0) {
+        wr_close_dups(w);
         int e = close(w->fd) != 0 ? errno : 0;
         w->fd = -1;
         if (e) return wr_fail(w, wr_errno(e), "closing a staged file");
@@ -326,44 +338,66 @@ static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len, ui
     return 0;
 }
 
-/* Waits until no write is in flight (its outcome is for wr_aio_wait). */
-static void wr_aio_drain(struct fsm_snap_writer *w)
+/* Waits until write i is not in flight (its outcome is for wr_aio_wait_one). */
+static void wr_aio_drain_one(struct fsm_snap_writer *w, unsigned i)
 {
-    const struct aiocb *list[1] = {&w->aio};
-    while (w->aio_busy && aio_error(&w->aio) == EINPROGRESS)
+    const struct aiocb *list[1] = {&w->aio[i]};
+    while (w->aio_busy[i] && aio_error(&w->aio[i]) == EINPROGRESS)
         aio_suspend(list, 1, NULL);
 }
 
-/* Waits for the write in flight, if any: a short one is finished and one the device refused
- * as misaligned (EINVAL) is redone, synchronously. */
-static int wr_aio_wait(struct fsm_snap_writer *w)
+/* Waits until no write is in flight, outcomes dropped (the writer is being freed). */
+static void wr_aio_drain(struct fsm_snap_writer *w)
 {
-    if (!w->aio_busy) return w->error;
-    wr_aio_drain(w);
-    int e = aio_error(&w->aio);
-    ssize_t n = aio_return(&w->aio);
-    w->aio_busy = false;
-    if (w->error) return w->error;
-    size_t len = w->aio.aio_nbytes, done = e == 0 && n > 0 ? (size_t)n : 0;
-    if (e == 0 && done == len) return 0;
-    if (e != 0 && e != EINVAL) return wr_fail(w, wr_errno(e), "writing a staged file");
-    return wr_pwrite(w, (const uint8_t *)w->aio.aio_buf + done, len - done,
-                     (uint64_t)w->aio.aio_offset + done);
+    for (unsigned i = 0; i < FSS_AIO_DEPTH; i++) {
+        wr_aio_drain_one(w, i);
+        if (w->aio_busy[i]) (void)aio_return(&w->aio[i]);
+        w->aio_busy[i] = false;
+    }
 }
 
-/* Starts writing buf[0..len) (aligned, whole blocks) at the current file offset.
- * Synchronous when the system cannot queue it. */
+/* Waits for write i, if in flight: a short one is finished and one the device refused as
+ * misaligned (EINVAL) is redone, synchronously. */
+static int wr_aio_wait_one(struct fsm_snap_writer *w, unsigned i)
+{
+    if (!w->aio_busy[i]) return w->error;
+    wr_aio_drain_one(w, i);
+    struct aiocb *a = &w->aio[i];
+    int e = aio_error(a);
+    ssize_t n = aio_return(a);
+    w->aio_busy[i] = false;
+    if (w->error) return w->error;
+    size_t len = a->aio_nbytes, done = e == 0 && n > 0 ? (size_t)n : 0;
+    if (e == 0 && done == len) return 0;
+    if (e != 0 && e != EINVAL) return wr_fail(w, wr_errno(e), "writing a staged file");
+    return wr_pwrite(w, (const uint8_t *)a->aio_buf + done, len - done,
+                     (uint64_t)a->aio_offset + done);
+}
+
+/* Waits for every write in flight (each one's outcome; the first error sticks). */
+static int wr_aio_wait(struct fsm_snap_writer *w)
+{
+    for (unsigned i = 0; i < FSS_AIO_DEPTH; i++)
+        wr_aio_wait_one(w, i);
+    return w->error;
+}
+
+/* Starts writing buf[0..len) (aligned, whole blocks) at the current file offset, after the
+ * write issued FSS_AIO_DEPTH before it. Synchronous when the system cannot queue it. */
 static int wr_aio_start(struct fsm_snap_writer *w, size_t len)
 {
-    if (wr_aio_wait(w)) return w->error;
-    memset(&w->aio, 0, sizeof w->aio);
-    w->aio.aio_fildes = w->fd;
-    w->aio.aio_buf = w->buf;
-    w->aio.aio_nbytes = len;
-    w->aio.aio_offset = (off_t)w->written;
-    w->aio.aio_sigevent.sigev_notify = SIGEV_NONE;
-    if (aio_write(&w->aio) != 0) return wr_pwrite(w, w->buf, len, w->written);
-    w->aio_busy = true;
+    unsigned i = w->aio_next;
+    if (wr_aio_wait_one(w, i)) return w->error;
+    struct aiocb *a = &w->aio[i];
+    memset(a, 0, sizeof *a);
+    a->aio_fildes = i > 0 && w->fd_dup[i] >= 0 ? w->fd_dup[i] : w->fd;
+    a->aio_buf = w->buf;
+    a->aio_nbytes = len;
+    a->aio_offset = (off_t)w->written;
+    a->aio_sigevent.sigev_notify = SIGEV_NONE;
+    if (aio_write(a) != 0) return wr_pwrite(w, w->buf, len, w->written);
+    w->aio_busy[i] = true;
+    w->aio_next = (i + 1) % FSS_AIO_DEPTH;
     return 0;
 }
 
@@ -578,6 +612,8 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
     }
     w->f = f;
     w->fd = w->stage_fd = w->stage_dir_fd = -1;
+    for (int i = 0; i < FSS_AIO_DEPTH; i++)
+        w->fd_dup[i] = -1;
     int rv = fsm_snap_path(f, FSS_STAGE_DIR, w->stage, sizeof w->stage);
     if (rv == 0) rv = wr_clean(w);
     char err[256] = "";
@@ -612,12 +648,11 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
 
 void fsm_snap_writer_free(struct fsm_snap_writer *w)
 {
-    wr_aio_drain(w); /* the write in flight uses fd and a hasher buffer */
-    if (w->aio_busy) (void)aio_return(&w->aio);
-    w->aio_busy = false;
+    wr_aio_drain(w); /* the writes in flight use fd and hasher buffers */
     if (w->txn) fsm_db_abort(w->txn);
     w->txn = NULL;
     fsm_db_close_tables(&w->db);
+    wr_close_dups(w);
     if (w->fd >= 0) close(w->fd);
     fss_spares_stop(w->spares); /* before its directory's fd is closed */
     if (w->stage_fd >= 0) close(w->stage_fd);
