@@ -171,9 +171,6 @@ int store_seg_read(struct store *s, struct store_segpos pos, uint32_t len, uint8
  * On an error the end goes back (the bytes are garbage to overwrite). An errno. */
 int store_seg_append(struct store *s, struct store_job *jobs, struct store_segpos *durable,
                      uint64_t *wrote);
-/* After a batch: writes zeros ahead of the end (a MiB at a time, up to the roll size) so that
- * the next batches overwrite allocated blocks. An errno (the batch is already durable). */
-int store_seg_prepare(struct store *s);
 /* Starts the current segment's fdatasync on the syncer thread; store_seg_sync_wait waits for
  * it (an errno). Exactly one wait per start, before the next batch writes. */
 int store_seg_sync_start(struct store *s);

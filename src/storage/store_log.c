@@ -596,8 +596,10 @@ int store_commit_batch(struct store *s, struct store_job *jobs)
     s->pos = pos;
     store_pos_publish(s, x.compacted);
     if (x.compacted) store_seg_drop_compacted(s);
-    int e = store_seg_prepare(s);
-    if (e) LOG_WARN("storage: writing zeros ahead in a segment: %s", strerror(e));
+    /* No zeros are written ahead of the segment's end any more (7a34c17 did, to keep the
+     * fdatasync from changing file metadata): with it, a follower whose disk filled up lost
+     * a committed file in about half the runs of test_exhaustion's test_disk_full; the cause
+     * is not yet understood, so the faster path stays off until it is. */
     return 0;
 }
 
