@@ -351,53 +351,147 @@ def need_binaries(real_node):
         raise Skip("%s is not built yet" % RAFTNODE)
 
 
-class _Timeout(Exception):
-    pass
+class _Abort(BaseException):
+    """The hard time limit (SIGALRM) or a SIGTERM (meson's timeout): the test fails and the
+    run stops, after cleanup. A BaseException so a test's `except Exception` cannot eat it."""
 
 
-def _alarm(signum, frame):
-    raise _Timeout()
+def _abort(signum, frame):
+    raise _Abort("hard time limit reached" if signum == signal.SIGALRM else
+                 "stopped by signal %d" % signum)
 
 
-def run(tests, limit_s=120):
-    """Runs each test(cluster_list) under a hard total time limit; 0/1/77 as exit status.
-    tests: list of functions taking a `track` callable that registers clusters to clean."""
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(limit_s)
-    only = os.environ.get("TEST_ONLY")
-    failed = skipped = 0
-    for t in tests:
-        if only and only not in t.__name__:
-            continue
-        clusters = []
+class _Tracker:
+    """What a test registered through track(x): each x has cleanup() and may have
+    dump_logs(). SIGALRM, SIGTERM and SIGINT wait until cleanup is over, so a late signal
+    cannot cut it short and leave processes or temp dirs behind."""
+
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, x):
+        self.items.append(x)
+        return x
+
+    def dump_logs(self):
+        for x in self.items:
+            if hasattr(x, "dump_logs"):
+                x.dump_logs()
+
+    def cleanup(self):
+        # Deferred, not blocked: with other threads running, a blocked signal would still
+        # reach this (the main) thread's Python handler through one of them.
+        pending = []
+        held = (signal.SIGALRM, signal.SIGTERM, signal.SIGINT)
+        saved = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
         try:
-            log("== %s" % t.__name__)
-            t(lambda c: clusters.append(c) or c)
-            log("ok   %s" % t.__name__)
-        except Skip as e:
-            log("skip %s: %s" % (t.__name__, e))
-            skipped += 1
-        except _Timeout:
-            log("FAIL %s: hard time limit of %d s reached" % (t.__name__, limit_s))
-            for c in clusters:
-                c.dump_logs()
-            failed += 1
-            for c in clusters:
-                c.cleanup()
-            break
-        except BaseException:
-            traceback.print_exc()
-            for c in clusters:
-                c.dump_logs()
-            log("FAIL %s" % t.__name__)
-            failed += 1
+            while self.items:
+                try:
+                    self.items.pop().cleanup()
+                except Exception:  # noqa: BLE001 — the rest must still be cleaned
+                    traceback.print_exc()
         finally:
-            for c in clusters:
-                c.cleanup()
-    signal.alarm(0)
-    if failed:
+            for s, handler in saved.items():
+                signal.signal(s, handler)
+            if pending:
+                signal.raise_signal(pending[0])
+
+
+def _attempt(name, call, track):
+    """call() with its outcome logged: 'ok', 'skip', 'fail' or 'abort' (stop the run). A
+    failure prints its traceback and the logs of what track holds."""
+    try:
+        log("== %s" % name)
+        call()
+        log("ok   %s" % name)
+        return "ok"
+    except Skip as e:
+        log("skip %s: %s" % (name, e))
+        return "skip"
+    except BaseException as e:  # noqa: BLE001 — every failure is reported, then cleaned up
+        if isinstance(e, _Abort):
+            log("FAIL %s: %s" % (name, e))
+        else:
+            traceback.print_exc()
+            log("FAIL %s" % name)
+        track.dump_logs()
+        return "abort" if isinstance(e, (_Abort, KeyboardInterrupt, SystemExit)) else "fail"
+
+
+def _run_tests(tests, args, stop_at_failure):
+    """Each test as test(*args), or as test(track) with a tracker of its own."""
+    outcomes = []
+    for t in tests:
+        track = _Tracker()
+        try:
+            call = (lambda: t(*args)) if args is not None else (lambda: t(track))
+            outcomes.append(_attempt(t.__name__, call, track))
+        finally:
+            track.cleanup()
+        if outcomes[-1] == "abort" or (outcomes[-1] == "fail" and stop_at_failure):
+            break
+    return outcomes
+
+
+def select(tests, names=(), only=None):
+    """The tests named in names (all when empty) whose name contains only (TEST_ONLY)."""
+    return [t for t in tests
+            if (not names or t.__name__ in names) and (not only or only in t.__name__)]
+
+
+def _run_with_setup(tests, setup, shared, stop_at_failure):
+    box = []
+    first = _attempt("setup", lambda: box.append(setup(shared)), shared)
+    if first != "ok":
+        return [first]
+    outcomes = _run_tests(tests, box[0], stop_at_failure)
+    if not _passed(outcomes):
+        shared.dump_logs()
+    return outcomes
+
+
+def _passed(outcomes):
+    return all(o in ("ok", "skip") for o in outcomes)
+
+
+def run(tests, limit_s=120, names=(), setup=None, stop_at_failure=False):
+    """Runs the tests under one hard time limit; returns the exit status: 1 when a test (or
+    setup) failed or nothing was selected, 77 when every test run was skipped, else 0.
+
+    Tests run in order, selected by names (exact) and TEST_ONLY (a substring). Without setup
+    each test is called as test(track): track(x) registers x (a Cluster, or anything with
+    cleanup() and optionally dump_logs()) to be cleaned up after the test, and to have its
+    logs dumped if the test fails. With setup, setup(track) runs once before the first test
+    and returns either the tuple of arguments every test is then called with (tests that
+    share a cluster; what setup tracked is cleaned up at the end, its logs dumped if
+    anything failed) or None (it only checked a precondition; tests get their own track).
+    A Skip from setup skips every test. stop_at_failure: for tests that build on each
+    other's state. The time limit, SIGTERM and Ctrl-C fail the running test and stop the
+    run; cleanup happens in every case."""
+    only = os.environ.get("TEST_ONLY")
+    chosen = select(tests, names, only)
+    if not chosen:
+        log("FAIL: no test named %s matches TEST_ONLY=%s" % (list(names) or "(any)", only))
         return 1
-    return 77 if skipped and skipped == len(tests) else 0
+    old = {s: signal.signal(s, _abort) for s in (signal.SIGALRM, signal.SIGTERM)}
+    signal.alarm(limit_s)
+    shared = _Tracker()
+    try:
+        if setup:
+            outcomes = _run_with_setup(chosen, setup, shared, stop_at_failure)
+        else:
+            outcomes = _run_tests(chosen, None, stop_at_failure)
+    except (_Abort, KeyboardInterrupt) as e:  # one that waited for a cleanup to end
+        log("FAIL: %s" % (e or type(e).__name__))
+        outcomes = ["abort"]
+    finally:
+        signal.alarm(0)
+        shared.cleanup()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if not _passed(outcomes):
+        return 1
+    return 77 if all(o == "skip" for o in outcomes) else 0
 
 
 def random_bytes(rng, lo, hi):
@@ -410,5 +504,6 @@ def seeded_rng():
     return random.Random(seed)
 
 
-def main(tests, limit_s=120):
-    sys.exit(run(tests, limit_s))
+def main(tests, limit_s=120, setup=None, stop_at_failure=False):
+    """run() with the test names given on the command line; exits with its status."""
+    sys.exit(run(tests, limit_s, sys.argv[1:], setup, stop_at_failure))

@@ -15,12 +15,16 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import wait_until as harness_wait_until  # noqa: E402
+import harness  # noqa: E402
+from harness import free_ports  # noqa: E402, F401  (shared with the raftsup tests)
 
-BUILD = os.environ.get("RAFTFS_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+BUILD = harness.BUILD  # RAFTFS_BUILD, else build/
 
 
-from harness import free_ports  # noqa: E402  (shared with the raftsup tests)
+def need_raftnode():
+    """Skips (exit 77 under harness.run) when raftnode is not built."""
+    if not os.access(harness.RAFTNODE, os.X_OK):
+        raise harness.Skip("%s is not built" % harness.RAFTNODE)
 
 
 def wait_until(pred, timeout, what, interval=0.05):
@@ -30,7 +34,7 @@ def wait_until(pred, timeout, what, interval=0.05):
             return pred()
         except http.client.HTTPException:
             return None
-    return harness_wait_until(guarded, timeout, what, interval)
+    return harness.wait_until(guarded, timeout, what, interval)
 
 
 def request(addr, method, path, body=None, headers=None, timeout=5.0):
@@ -140,6 +144,10 @@ class Cluster:
             print("kept", self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def cleanup(self):
+        """For harness.run's track()."""
+        self.stop()
 
     def dump_logs(self):
         for i in range(len(self.nodes)):

@@ -12,9 +12,10 @@ import os
 import signal
 import socket
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import nodes  # noqa: E402
 from nodes import Cluster, request, request_json, wait_until, rand_bytes  # noqa: E402
 
 
@@ -222,43 +223,19 @@ def test_paused_leader_no_stale_read(c):
         check(data == b"new", data)
 
 
-def main():
-    if not os.path.exists(os.path.join(os.environ.get("RAFTFS_BUILD", "build"), "raftnode")) and \
-            not os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "build", "raftnode")):
-        print("SKIP: build/raftnode not built")
-        return 77
+def setup(track):
+    nodes.need_raftnode()
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # The nodes inherit a small soft limit: test_open_files_limit_raised sees them raise it.
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
-    c = Cluster(3, extra={"max_body_bytes": 8192})
-    failed = 0
-    try:
-        c.bootstrap_all()
-        tests = [test_put_through_follower_get_everywhere, test_bad_paths_400_nothing_written,
-                  test_413_and_routes, test_latency_metrics, test_open_files_limit_raised,
-                 test_garbage_on_raft_port, test_sigkill_restart_catches_up,
-                 test_paused_leader_no_stale_read]
-        only = sys.argv[1:]
-        for t in tests:
-            if only and t.__name__ not in only:
-                continue
-            try:
-                t(c)
-                print("ok  ", t.__name__)
-            except Exception:
-                failed += 1
-                print("FAIL", t.__name__)
-                traceback.print_exc()
-    except Exception:
-        failed += 1
-        traceback.print_exc()
-    finally:
-        if failed:
-            c.dump_logs()
-        c.stop()
-    return 1 if failed else 0
+    c = track(Cluster(3, extra={"max_body_bytes": 8192}))
+    c.bootstrap_all()
+    return (c,)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.main([test_put_through_follower_get_everywhere, test_bad_paths_400_nothing_written,
+                  test_413_and_routes, test_latency_metrics, test_open_files_limit_raised,
+                  test_garbage_on_raft_port, test_sigkill_restart_catches_up,
+                  test_paused_leader_no_stale_read], 280, setup)

@@ -11,7 +11,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,6 +99,8 @@ class Env:
         self.proc.kill()
         self.proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    cleanup = close  # what harness.run's track() calls
 
 
 def wait_for(pred, timeout, what):
@@ -214,7 +215,7 @@ def refusals(seed, n=12):
         env.close()
 
 
-def t_refuse_per_seed(env):
+def t_refuse_per_seed(track):  # makes its own Envs
     p1, p1b, p2 = refusals(11, 12), refusals(11, 12), refusals(12, 12)
     assert p1 == p1b, "same seed, different decisions: %r vs %r" % (p1, p1b)
     assert p1 != p2, "different seeds, same decisions: %r" % p1
@@ -259,23 +260,13 @@ TESTS = [t_passthrough, t_delay_per_link, t_one_way_blackhole, t_stall, t_thrott
          t_not_hello, t_bad_control]
 
 
-def main():
-    failed = 0
-    for t in TESTS + [t_refuse_per_seed]:
-        env = Env() if t is not t_refuse_per_seed else None
-        try:
-            harness.log("== " + t.__name__)
-            t(env)
-            harness.log("ok   " + t.__name__)
-        except Exception:  # noqa: BLE001
-            traceback.print_exc()
-            harness.log("FAIL " + t.__name__)
-            failed += 1
-        finally:
-            if env:
-                env.close()
-    return 1 if failed else 0
+def with_env(t):
+    """t(env) as a harness.run test: a fresh proxy Env, which the runner closes."""
+    def test(track):
+        t(track(Env()))
+    test.__name__ = t.__name__
+    return test
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.main([with_env(t) for t in TESTS] + [t_refuse_per_seed], 50)
