@@ -566,8 +566,5 @@ def test_raft_garbage(track):
 
 
 if __name__ == "__main__":
-    if not os.access(nodes.BUILD + "/raftnode", os.X_OK):
-        print("skip: raftnode is not built")
-        sys.exit(77)
     harness.main([test_disk_full, test_connection_flood, test_oversized, test_slowloris,
-                  test_raft_garbage], limit_s=90)
+                  test_raft_garbage], limit_s=90, setup=lambda track: nodes.need_raftnode())
