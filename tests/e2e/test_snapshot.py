@@ -24,10 +24,11 @@ import struct
 import sys
 import threading
 import time
-import traceback
 import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import nodes  # noqa: E402
 from nodes import Cluster, free_ports, request, wait_until  # noqa: E402
 
 SNAP_ENTRIES = 200
@@ -393,44 +394,19 @@ def test_bad_snapshot_frames(c, expect):
     check(c.status(fol) is not None, "follower alive")
 
 
-def main():
-    build = os.environ.get("RAFTFS_BUILD", os.path.join(os.path.dirname(__file__), "..", "..",
-                                                        "build"))
-    if not os.path.exists(os.path.join(build, "raftnode")):
-        print("SKIP: raftnode not built")
-        return 77
-    c = Cluster(3, name="snaptest", extra={"snapshot_entries": SNAP_ENTRIES,
-                                           "snapshot_trailing": TRAILING, "spare_inodes": 32})
+def setup(track):
+    """One cluster for every test; expect: the content each path must end with."""
+    nodes.need_raftnode()
+    c = track(Cluster(3, name="snaptest", extra={"snapshot_entries": SNAP_ENTRIES,
+                                                 "snapshot_trailing": TRAILING,
+                                                 "spare_inodes": 32}))
     add_ghost(c)
-    failed = 0
-    expect = {}
-    t0 = time.monotonic()
-    try:
-        c.bootstrap_all()
-        tests = [test_wiped_follower_catches_up_by_snapshot, test_kill_during_install,
-                 test_crash_between_installs_repaired_at_boot, test_bad_snapshot_frames,
-                 test_idle_wiped_follower]
-        only = sys.argv[1:]
-        for t in tests:
-            if only and t.__name__ not in only:
-                continue
-            try:
-                t(c, expect)
-                print("ok   %s (%.1f s)" % (t.__name__, time.monotonic() - t0), flush=True)
-            except Exception:
-                failed += 1
-                print("FAIL", t.__name__, flush=True)
-                traceback.print_exc()
-                break
-    except Exception:
-        failed += 1
-        traceback.print_exc()
-    finally:
-        if failed:
-            c.dump_logs()
-        c.stop()
-    return 1 if failed else 0
+    c.bootstrap_all()
+    return c, {}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Each test builds on the state the one before left: stop at the first failure.
+    harness.main([test_wiped_follower_catches_up_by_snapshot, test_kill_during_install,
+                  test_crash_between_installs_repaired_at_boot, test_bad_snapshot_frames,
+                  test_idle_wiped_follower], 230, setup, stop_at_failure=True)
