@@ -33,10 +33,11 @@ class Skip(Exception):
 
 
 def log(*args):
-    print("[%7.3f]" % (time.monotonic() - _T0), *args, flush=True)
+    """print() behind the seconds since the start (T0)."""
+    print("[%7.3f]" % (time.monotonic() - T0), *args, flush=True)
 
 
-_T0 = time.monotonic()
+T0 = time.monotonic()
 
 
 def free_ports(count):
@@ -288,14 +289,7 @@ class Cluster:
         return wait_until(pred, timeout, "%s on %s" % (path, nid))
 
     def files_on_disk(self, nid):
-        root = os.path.join(self.data, nid, "files")
-        out = {}
-        for dp, _, fns in os.walk(root):
-            for fn in fns:
-                p = os.path.join(dp, fn)
-                with open(p, "rb") as f:
-                    out[os.path.relpath(p, root)] = f.read()
-        return out
+        return read_tree(os.path.join(self.data, nid, "files"))
 
     # --- teardown -------------------------------------------------------------------
     def cleanup(self):
@@ -334,6 +328,49 @@ class Cluster:
                 print("---- %s node.log (tail)\n%s" % (n["id"], tail), flush=True)
             except OSError:
                 pass
+
+
+def read_tree(root, digest=None, vanishing=False):
+    """{path relative to root: content, or digest(content)} of every file below root.
+    vanishing: a file deleted while the tree is read is left out instead of raising OSError
+    (for trees a live node is still changing)."""
+    out = {}
+    for dp, _, fns in os.walk(root):
+        for fn in fns:
+            p = os.path.join(dp, fn)
+            try:
+                with open(p, "rb") as f:
+                    data = f.read()
+            except OSError:
+                if vanishing:
+                    continue
+                raise
+            out[os.path.relpath(p, root)] = digest(data) if digest else data
+    return out
+
+
+class TempDir:
+    """A temp dir to hand to track(): harness.run removes it after the test."""
+
+    def __init__(self, prefix):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+FAST_RESTART = {"restart_backoff_ms": [50, 500]}  # killed nodes come back quickly
+
+
+def started(track, n=3, extra=None):
+    """A tracked n-node cluster of real nodes under raftsup (FAST_RESTART unless extra says
+    otherwise); returns once every node runs and is a voter."""
+    need_binaries(True)
+    c = track(Cluster(n, extra=dict(FAST_RESTART, **(extra or {}))))
+    c.start()
+    c.wait_node_pids()
+    c.wait_voters(n, 30)
+    return c
 
 
 def read_pid(path):

@@ -26,13 +26,7 @@ def check(cond, msg):
 
 def files_in(c, i):
     """{relative path: bytes} of node i's files/."""
-    out = {}
-    root = os.path.join(c.node_dir(i), "files")
-    for d, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(d, name), "rb") as f:
-                out[os.path.relpath(os.path.join(d, name), root)] = f.read()
-    return out
+    return harness.read_tree(os.path.join(c.node_dir(i), "files"))
 
 
 def test_put_through_follower_get_everywhere(c):

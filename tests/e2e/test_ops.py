@@ -91,25 +91,11 @@ class Nodes(nd.Cluster):
     def members(self, i):
         return {m["id"]: m for m in self.status(i)["members"]}
 
-    def cleanup(self):
-        self.stop()
-
     def wait_same_files(self, ids, timeout=20):
         def same():
-            got = [files_on_disk(self.node_dir(i)) for i in ids]
+            got = [h.read_tree(os.path.join(self.node_dir(i), "files")) for i in ids]
             return all(g == got[0] for g in got) and got[0]
         return nd.wait_until(same, timeout, "identical files/ on %s" % ids, 0.1)
-
-
-def files_on_disk(node_dir):
-    root = os.path.join(node_dir, "files")
-    out = {}
-    for dp, _, fns in os.walk(root):
-        for fn in fns:
-            p = os.path.join(dp, fn)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
 
 
 def post(addr, route, obj, timeout=10.0):
@@ -424,11 +410,7 @@ def caught_up(c, nid):
 
 
 def test_sigterm_leader_and_rolling_restart(track):
-    h.need_binaries(True)
-    c = track(h.Cluster(3, extra={"restart_backoff_ms": [50, 500], "spare_inodes": 32}))
-    c.start()
-    c.wait_node_pids()
-    c.wait_voters(3, 30)
+    c = h.started(track)
     w = Writer([n["http"] for n in c.nodes], "r")
     w.start()
     h.wait_until(lambda: len(w.acked) >= 20, 15, "first writes")
@@ -479,11 +461,7 @@ def test_sigterm_leader_and_rolling_restart(track):
 def test_sup_new_address(track):
     """raftsup restarted with a config that moves one node to new ports: the node keeps its
     identity and data, raftsup's join helper updates its addresses in the configuration."""
-    h.need_binaries(True)
-    c = track(h.Cluster(3, extra={"restart_backoff_ms": [50, 500], "spare_inodes": 32}))
-    c.start()
-    c.wait_node_pids()
-    c.wait_voters(3, 30)
+    c = h.started(track)
     files = {"s/%d" % i: os.urandom(64) for i in range(5)}
     for p, d in files.items():
         c.put_ok(p, d)
@@ -577,11 +555,7 @@ def test_force_new_cluster_under_raftsup(track):
     """The README's recovery procedure with raftsup: stop it, wipe the lost nodes, run the
     survivor once by hand with --force-new-cluster, start raftsup again: it joins the wiped
     nodes to the survivor's cluster and every file is everywhere."""
-    h.need_binaries(True)
-    c = track(h.Cluster(3, extra={"restart_backoff_ms": [50, 500], "spare_inodes": 32}))
-    c.start()
-    c.wait_node_pids()
-    c.wait_voters(3, 30)
+    c = h.started(track)
     files = {"d/%d" % i: os.urandom(300) for i in range(10)}
     for p, d in files.items():
         c.put_ok(p, d)

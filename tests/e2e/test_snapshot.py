@@ -125,14 +125,8 @@ def metrics(c, i):
 
 def digests(c, i):
     """{relative path: sha256} of node i's files/."""
-    out = {}
-    root = os.path.join(c.node_dir(i), "files")
-    for d, _, names in os.walk(root):
-        for name in names:
-            p = os.path.join(d, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return harness.read_tree(os.path.join(c.node_dir(i), "files"),
+                             lambda data: hashlib.sha256(data).hexdigest())
 
 
 def converged(c, expect, ids=(0, 1, 2)):

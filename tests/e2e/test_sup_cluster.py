@@ -10,18 +10,6 @@ import time
 
 import harness as h
 
-FAST = {"restart_backoff_ms": [50, 500]}
-
-
-def started(track, n=3, extra=None):
-    h.need_binaries(True)
-    c = track(h.Cluster(n, extra=dict(FAST, **(extra or {}))))
-    c.start()
-    c.wait_node_pids()
-    c.wait_voters(n, 30)
-    return c
-
-
 def others(c, nid):
     return [n["id"] for n in c.nodes if n["id"] != nid]
 
@@ -46,7 +34,7 @@ def check_files(c, files, ids=None):
 
 
 def test_bootstrap_and_joins(track):
-    c = started(track)
+    c = h.started(track)
     lead = c.wait_leader()
     st = c.status(lead)
     assert sorted(m["id"] for m in st["members"]) == ["node1", "node2", "node3"], st
@@ -65,7 +53,7 @@ def test_bootstrap_and_joins(track):
 
 
 def test_kill_leader(track):
-    c = started(track)
+    c = h.started(track)
     files = {"before.txt": b"written before the kill\n"}
     c.put_ok("before.txt", files["before.txt"])
     old = c.wait_leader()
@@ -89,7 +77,7 @@ def test_kill_leader(track):
 
 
 def test_kill_follower(track):
-    c = started(track)
+    c = h.started(track)
     lead = c.wait_leader()
     victim = others(c, lead)[0]
     old_pid = c.kill_node(victim)
@@ -103,7 +91,7 @@ def test_kill_follower(track):
 
 
 def test_kill_two_of_three(track):
-    c = started(track)
+    c = h.started(track)
     files = {"acked%d" % i: b"acknowledged %d\n" % i for i in range(5)}
     for p, d in files.items():
         c.put_ok(p, d)
@@ -133,7 +121,7 @@ def test_kill_two_of_three(track):
 
 
 def test_sigkill_raftsup_then_restart(track):
-    c = started(track)
+    c = h.started(track)
     files = {"k%d" % i: os.urandom(100 + i) for i in range(4)}
     for p, d in files.items():
         c.put_ok(p, d)
@@ -156,7 +144,7 @@ def test_sigkill_raftsup_then_restart(track):
 
 
 def test_sigterm_then_restart_over_data(track):
-    c = started(track)
+    c = h.started(track)
     files = {"t%d" % i: b"term %d" % i for i in range(4)}
     for p, d in files.items():
         c.put_ok(p, d)
@@ -192,7 +180,7 @@ def test_stale_node_from_earlier_run_is_killed(track):
     """A raftnode named by a stale node.pid (left by an earlier supervisor) is killed before
     the new one starts its own; an unrelated pid in a stale file is left alone."""
     h.need_binaries(True)
-    c = track(h.Cluster(3, extra=FAST))
+    c = track(h.Cluster(3, extra=h.FAST_RESTART))
     os.makedirs(os.path.join(c.data, "node2"))
     os.makedirs(os.path.join(c.data, "node3"))
     # The stray keeps its Raft state elsewhere: an empty store of a never-joined node2 in

@@ -4,9 +4,7 @@ creates anything (no data dir, no pid file, no child); usage errors are exit 2 t
 raftnode binary is exit 1."""
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 
 import harness as h
 
@@ -53,24 +51,21 @@ def bad_cases(data):
 
 def test_bad_configs_refused(track):
     h.need_binaries(False)
-    tmp = tempfile.mkdtemp(prefix="raftfs-supconf-")
-    try:
-        data = os.path.join(tmp, "data")
-        path = os.path.join(tmp, "cluster.json")
-        for name, text, expect in bad_cases(data):
-            with open(path, "w") as f:
-                f.write(text)
-            rc, out, err = run_sup([path])
-            h.log("%-26s -> %d %s" % (name, rc, err.strip()))
-            assert rc == 2, "%s: exit %d, want 2 (%s)" % (name, rc, err)
-            assert expect in err, "%s: message %r lacks %r" % (name, err, expect)
-            assert path in err, "%s: message does not name the file" % name
-            assert not os.path.exists(data), "%s: data dir was created" % name
-        rc, _, err = run_sup([os.path.join(tmp, "missing.json")])
-        assert rc == 2 and "No such file" in err, (rc, err)
-        assert not os.path.exists(data)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = track(h.TempDir("raftfs-supconf-")).path
+    data = os.path.join(tmp, "data")
+    path = os.path.join(tmp, "cluster.json")
+    for name, text, expect in bad_cases(data):
+        with open(path, "w") as f:
+            f.write(text)
+        rc, out, err = run_sup([path])
+        h.log("%-26s -> %d %s" % (name, rc, err.strip()))
+        assert rc == 2, "%s: exit %d, want 2 (%s)" % (name, rc, err)
+        assert expect in err, "%s: message %r lacks %r" % (name, err, expect)
+        assert path in err, "%s: message does not name the file" % name
+        assert not os.path.exists(data), "%s: data dir was created" % name
+    rc, _, err = run_sup([os.path.join(tmp, "missing.json")])
+    assert rc == 2 and "No such file" in err, (rc, err)
+    assert not os.path.exists(data)
 
 
 def test_usage_errors(track):
@@ -84,18 +79,15 @@ def test_usage_errors(track):
 
 def test_missing_raftnode_binary(track):
     h.need_binaries(False)
-    tmp = tempfile.mkdtemp(prefix="raftfs-supconf-")
-    try:
-        data = os.path.join(tmp, "data")
-        path = os.path.join(tmp, "cluster.json")
-        with open(path, "w") as f:
-            json.dump(good_conf(data), f)
-        env = dict(os.environ, RAFTFS_RAFTNODE=os.path.join(tmp, "no-such-raftnode"))
-        rc, _, err = run_sup([path], env=env)
-        assert rc == 1 and "no-such-raftnode" in err, (rc, err)
-        assert not os.path.exists(data)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = track(h.TempDir("raftfs-supconf-")).path
+    data = os.path.join(tmp, "data")
+    path = os.path.join(tmp, "cluster.json")
+    with open(path, "w") as f:
+        json.dump(good_conf(data), f)
+    env = dict(os.environ, RAFTFS_RAFTNODE=os.path.join(tmp, "no-such-raftnode"))
+    rc, _, err = run_sup([path], env=env)
+    assert rc == 1 and "no-such-raftnode" in err, (rc, err)
+    assert not os.path.exists(data)
 
 
 if __name__ == "__main__":

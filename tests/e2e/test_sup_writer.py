@@ -41,12 +41,8 @@ class Writer(threading.Thread):
 
 
 def test_writer_across_leader_kills(track):
-    h.need_binaries(True)
     rng = h.seeded_rng()
-    c = track(h.Cluster(3, extra={"restart_backoff_ms": [50, 500]}))
-    c.start()
-    c.wait_node_pids()
-    c.wait_voters(3, 30)
+    c = h.started(track)
     w = Writer(c, rng)
     w.start()
     deadline = time.monotonic() + 90
