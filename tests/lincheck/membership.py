@@ -38,11 +38,7 @@ def _req(addr, method, path, obj=None, timeout=3.0):
 
 
 def status(target, nid, timeout=0.5):
-    try:
-        st, body = _req(target.http(nid), "GET", "/v1/status", timeout=timeout)
-        return body if st == 200 else None
-    except (OSError, http.client.HTTPException):
-        return None
+    return status_at(target.http(nid), timeout)
 
 
 def status_at(addr, timeout=0.5):

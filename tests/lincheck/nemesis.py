@@ -50,11 +50,7 @@ BIG_WRITES = False  # --links: some PUTs of 64-512 KiB
 SNAPSHOT_CONF = {"snapshot_entries": 200, "snapshot_bytes": 4 << 20, "snapshot_trailing": 20}
 
 
-def log(*args):
-    print("[%8.3f]" % (time.monotonic() - T0), *args, flush=True)
-
-
-T0 = time.monotonic()
+log, T0 = harness.log, harness.T0
 
 
 class CheckFailed(Exception):
@@ -281,22 +277,8 @@ def request(addr, method, path, body=None, timeout=CLIENT_TIMEOUT):
         conn.close()
 
 
-def status(target, nid, timeout=0.5):
-    try:
-        st, body = request(target.http(nid), "GET", "/v1/status", timeout=timeout)
-        return json.loads(body) if st == 200 else None
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-
-
 def find_leader(target):
-    for nid in target.ids:
-        if nid in target.paused:
-            continue
-        s = status(target, nid)
-        if s and s.get("state") == "leader":
-            return nid
-    return None
+    return membership.leader_status(target)[0]
 
 
 # --- the workload --------------------------------------------------------------------------
@@ -559,17 +541,7 @@ def check_no_lost_write(hist, finals):
 def wait_files_identical(target):
     """Every node's files/ the same, byte for byte (polls: applying may lag)."""
     def snapshot(nid):
-        root = os.path.join(target.data, nid, "files")
-        out = {}
-        for dp, _, fns in os.walk(root):
-            for fn in fns:
-                p = os.path.join(dp, fn)
-                try:
-                    with open(p, "rb") as f:
-                        out[os.path.relpath(p, root)] = f.read()
-                except OSError:
-                    pass
-        return out
+        return harness.read_tree(os.path.join(target.data, nid, "files"), vanishing=True)
 
     end = time.monotonic() + CONVERGE_BOUND
     while True:

@@ -16,11 +16,10 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+import harness  # noqa: E402
 import nodes as e2e_nodes  # noqa: E402
 
-BUILD = os.path.abspath(os.environ.get("RAFTFS_BUILD", os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")))
-RAFTNODE = os.path.join(BUILD, "raftnode")
+RAFTNODE = harness.RAFTNODE  # RAFTFS_BUILD's, else build/'s
 PREFIX = "rfl"  # every namespace this module makes starts with rfl<pid>
 SUBNET = "10.77.0."
 CLIENT_IP = SUBNET + "100"
