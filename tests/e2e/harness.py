@@ -55,6 +55,12 @@ def free_ports(count):
     return ports
 
 
+def check(cond, msg):
+    """assert that also runs under python3 -O."""
+    if not cond:
+        raise AssertionError(msg)
+
+
 def wait_until(pred, timeout, what, interval=0.02):
     """Polls pred() until it returns something truthy; fails after timeout seconds."""
     end = time.monotonic() + timeout
@@ -312,10 +318,7 @@ class Cluster:
                 except OSError:
                     pass
             time.sleep(0.05)
-        if os.environ.get("RAFTFS_KEEP_TMP"):
-            log("kept", self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tmp(self.dir)
 
     def dump_logs(self):
         print("---- raftsup output", flush=True)
@@ -349,6 +352,15 @@ def read_tree(root, digest=None, vanishing=False):
     return out
 
 
+def remove_tmp(path):
+    """Removes a test's temp dir, unless RAFTFS_KEEP_TMP (or KEEP_E2E) asks to keep it for a
+    post-mortem."""
+    if os.environ.get("RAFTFS_KEEP_TMP") or os.environ.get("KEEP_E2E"):
+        log("kept", path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class TempDir:
     """A temp dir to hand to track(): harness.run removes it after the test."""
 
@@ -356,7 +368,7 @@ class TempDir:
         self.path = tempfile.mkdtemp(prefix=prefix)
 
     def cleanup(self):
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tmp(self.path)
 
 
 FAST_RESTART = {"restart_backoff_ms": [50, 500]}  # killed nodes come back quickly

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -139,10 +138,7 @@ class Cluster:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
-        if os.environ.get("KEEP_E2E"):
-            print("kept", self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        harness.remove_tmp(self.dir)
 
     def cleanup(self):
         """For harness.run's track()."""

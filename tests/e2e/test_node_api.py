@@ -15,13 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from harness import check  # noqa: E402
 import nodes  # noqa: E402
 from nodes import Cluster, request, request_json, wait_until, rand_bytes  # noqa: E402
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def files_in(c, i):

@@ -98,6 +98,14 @@ class Nodes(nd.Cluster):
         return nd.wait_until(same, timeout, "identical files/ on %s" % ids, 0.1)
 
 
+def booted(track):
+    """Three tracked nodes started by hand: node1 bootstrapped, the others joined."""
+    h.need_binaries(True)
+    c = track(Nodes(3))
+    c.bootstrap_all()
+    return c
+
+
 def post(addr, route, obj, timeout=10.0):
     body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
     st, _, data = nd.request(addr, "POST", route, body, {"Content-Type": "application/json"},
@@ -171,9 +179,7 @@ def check_acked(c, w, ids):
 
 # ---- transfer ----------------------------------------------------------------------------
 def test_transfer_each_follower(track):
-    h.need_binaries(True)
-    c = track(Nodes(3))
-    c.bootstrap_all()
+    c = booted(track)
     w = Writer([n["http"] for n in c.nodes])
     w.start()
     nd.wait_until(lambda: len(w.acked) >= 20, 15, "first writes")
@@ -217,9 +223,7 @@ def test_transfer_each_follower(track):
 
 
 def test_transfer_bad_inputs(track):
-    h.need_binaries(True)
-    c = track(Nodes(3))
-    c.bootstrap_all()
+    c = booted(track)
     lead = c.leader_id()
     li = c.index(lead)
     fi = (li + 1) % 3
@@ -281,9 +285,7 @@ def voters(c, i):
 
 
 def test_add_remove_restart(track):
-    h.need_binaries(True)
-    c = track(Nodes(3))
-    c.bootstrap_all()
+    c = booted(track)
     files = {"a/%d" % i: os.urandom(200 + i) for i in range(10)}
     put_files(c, 0, files)
     # node4: a new host:port that only its own config file names.
@@ -339,9 +341,7 @@ def test_add_remove_restart(track):
 
 
 def test_new_address_keeps_identity(track):
-    h.need_binaries(True)
-    c = track(Nodes(3))
-    c.bootstrap_all()
+    c = booted(track)
     files = {"x/%d" % i: os.urandom(100) for i in range(5)}
     put_files(c, 0, files)
     lead = c.leader_id()
@@ -496,9 +496,7 @@ def test_sup_new_address(track):
 
 # ---- disaster recovery -------------------------------------------------------------------
 def test_force_new_cluster(track):
-    h.need_binaries(True)
-    c = track(Nodes(3))
-    c.bootstrap_all()
+    c = booted(track)
     files = {"old/%d" % i: os.urandom(500) for i in range(20)}
     put_files(c, 0, files)
     lead = c.leader_id()

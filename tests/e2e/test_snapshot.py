@@ -28,6 +28,7 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from harness import check  # noqa: E402
 import nodes  # noqa: E402
 from nodes import Cluster, free_ports, request, wait_until  # noqa: E402
 
@@ -35,11 +36,6 @@ SNAP_ENTRIES = 200
 TRAILING = 50
 PATHS = 300
 WRITERS = 8
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def body_of(path, version):
