@@ -41,20 +41,24 @@ struct fsm_snap_writer {
     struct fss_hasher *hasher; /* SHA-256 of every DATA payload, off the caller's thread */
     /* At most FSS_AIO_DEPTH DATA writes in flight (POSIX AIO), each from the buffer of a
      * recent submission (the hasher hands one out again only FSS_HASH_SLOTS - 1 submissions
-     * later, and a write waits for the one issued FSS_AIO_DEPTH before it). glibc runs the
-     * requests of one fd one after another: write k goes through fds[k % FSS_AIO_DEPTH], dups
-     * of the file's fd, so the device sees them together. All are waited for before
-     * anything else touches the file. */
+     * later, and a write waits for the one issued FSS_AIO_DEPTH before it). Write k goes
+     * through its own dup of its file's fd, aio_fd[k % FSS_AIO_DEPTH], closed when it is
+     * done: glibc runs the requests of one fd one after another, so this way the device sees
+     * them together, and a file's end does not wait for its writes (the next file's writes
+     * follow them into the queue). Waited for: before a buffered write, at END, and at free. */
     struct aiocb aio[FSS_AIO_DEPTH];
     bool aio_busy[FSS_AIO_DEPTH];
+    int aio_fd[FSS_AIO_DEPTH]; /* -1: none */
     unsigned aio_next;
-    int fd_dup[FSS_AIO_DEPTH]; /* [0] unused (fd); -1: fd */
     /* Stream state. */
     bool have_hdr, in_dedup;
     struct fsm_snap_meta meta;
     raft_index max_index; /* largest index of any file or dedup record */
     raft_index last_dedup;
     uint64_t n_files, n_dedup, bytes;
+    /* Where the caller's time went (logged at finish): waiting for a record buffer (the
+     * hasher behind) and for writes in flight (the disk behind), and inside put in all. */
+    uint64_t wait_hash_ns, wait_disk_ns, put_ns;
     /* The file being received (path is also the last path, for the order check). */
     bool have_path, in_file, skip;
     char path[FSPATH_MAX + 1];

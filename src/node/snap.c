@@ -25,11 +25,17 @@
 #include "transport.h"
 
 #define SNAP_CHUNK CODEC_SNAP_CHUNK_MAX
-#define SNAP_WINDOW 4               /* unacknowledged chunks per outgoing stream */
+/* Unacknowledged chunks per outgoing stream: 4 MiB, enough to cover a follower's pauses (a
+ * 1 MiB window kept the sender waiting ~80% of a 1 GiB stream), and at most half the peer's
+ * queue, which therefore always has room for heartbeats and appends. */
+#define SNAP_WINDOW 16
 #define SNAP_FILL_BUDGET_S 0.004    /* reading the store per chunk, at most (then send less) */
 #define SNAP_IDLE_TIMEOUT_S 10.0    /* no progress on a stream for this long: abort */
 #define SNAP_INSTALL_TIMEOUT_S 120. /* last chunk acknowledged, install still not reported */
 #define SNAP_TIMER_S 0.1            /* timeouts and retries of chunks the queue refused */
+
+_Static_assert((uint64_t)SNAP_WINDOW *SNAP_CHUNK <= TRANSPORT_QUEUE_BYTES / 2,
+               "a stream leaves room in the peer queue");
 
 struct snap_out {
     bool used;
@@ -44,6 +50,9 @@ struct snap_out {
     bool pending_last;
     bool last_sent;
     ev_tstamp started, progress;
+    /* Where the stream's time went (logged at its end): reading the store, and waiting for
+     * acknowledgements with the window full (full_since: 0 when it is not). */
+    double read_s, full_s, full_since;
 };
 
 struct snap_in {
@@ -86,6 +95,13 @@ static bool snap_warn_allow(struct node *n)
     return s->warns++ < SNAP_WARN_BURST;
 }
 
+static double snap_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double snap_mb(uint64_t bytes)
 {
     return (double)bytes / (1024.0 * 1024.0);
@@ -120,8 +136,9 @@ static void snap_out_end(struct node *n, struct snap_out *o, bool ok, raft_index
     double secs = ev_now(n->loop) - o->started;
     if (ok) {
         n->m.snapshots_sent++;
-        LOG_INFO("snapshot: sent to %s: installed at %" PRIu64 ", %.1f MiB in %.1f s", o->name,
-                 index, snap_mb(o->sent), secs);
+        LOG_INFO("snapshot: sent to %s: installed at %" PRIu64 ", %.1f MiB in %.1f s (%.2f s "
+                 "reading the store, %.2f s waiting with the window full)",
+                 o->name, index, snap_mb(o->sent), secs, o->read_s, o->full_s);
     } else {
         n->m.snapshots_failed++;
         LOG_WARN("snapshot: stream to %s at %" PRIu64 " aborted after %.1f MiB, %.1f s: %s",
@@ -142,6 +159,7 @@ static int snap_out_read(struct snap_out *o, struct raft_blob **out, bool *done)
     *done = false;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    double el = 0;
     while (have < SNAP_CHUNK && !*done) {
         size_t len = 0;
         int rv = fsm_snap_reader_next(o->rd, b->data + have, SNAP_CHUNK - have, &len, done);
@@ -151,9 +169,10 @@ static int snap_out_read(struct snap_out *o, struct raft_blob **out, bool *done)
         }
         have += len;
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        double el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
         if (el >= SNAP_FILL_BUDGET_S) break;
     }
+    o->read_s += el;
     b->len = (uint32_t)have; /* only shrinks: the allocation stays SNAP_CHUNK */
     *out = b;
     return 0;
@@ -188,6 +207,7 @@ static bool snap_out_fill(struct node *n, struct snap_out *o)
         raft_blob_unref(o->pending);
         o->pending = NULL;
     }
+    if (!o->last_sent && !o->full_since) o->full_since = snap_mono();
     return true;
 }
 
@@ -282,6 +302,10 @@ static void snap_out_ack(struct node *n, struct snap_out *o, const struct codec_
     }
     o->acked = a->offset;
     o->progress = ev_now(n->loop);
+    if (o->full_since) {
+        o->full_s += snap_mono() - o->full_since;
+        o->full_since = 0;
+    }
     if (a->status == CODEC_SNAP_INSTALLED) {
         if (!o->last_sent || a->offset != o->sent || a->index != o->index)
             snap_out_end(n, o, false, 0, "install reported before the end of the stream");

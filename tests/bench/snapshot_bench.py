@@ -103,6 +103,17 @@ def stream_phases(text):
     return marks["inst"] - marks["recv"], marks["done"] - marks["inst"]
 
 
+def where_time(c, lead, fol):
+    """Where the last stream's time went, from both logs: the follower's put (and its waits for
+    the hasher thread and the disk), the sender's reading and its waits with a full window."""
+    f = re.findall(r"snapshot staged: .*?; ([\d.]+) s in put, of it ([\d.]+) s waiting for the "
+                   r"hasher and ([\d.]+) s for writes", log_text(c, fol))
+    s = re.findall(r"snapshot: sent to .*?\(([\d.]+) s reading the store, ([\d.]+) s waiting "
+                   r"with the window full\)", log_text(c, lead))
+    out = "follower put %s s (hasher wait %s, disk wait %s)" % f[-1] if f else "follower put ?"
+    return out + ("; sender read %s s, window full %s s" % s[-1] if s else "; sender ?")
+
+
 def catchup_once(c, lead, fol, mib, want, rep):
     """Wipes fol, restarts it and waits until its files equal the leader's. Prints a line."""
     c.kill(fol)
@@ -143,13 +154,14 @@ def catchup_once(c, lead, fol, mib, want, rep):
     stream = m[-1] if m else ("?", "?", "?")
     rate = float(stream[2]) if m else 0.0
     phases = stream_phases(log_text(c, fol))
+    waits = where_time(c, lead, fol)
     print("catch-up of %d MiB: stream %s MiB in %s s = %s MiB/s; restart to identical files "
           "%.1f s = %.1f MiB/s; dd conv=fdatasync %.1f MiB/s (ratio %.0f%%), dd oflag=direct "
           "%.1f MiB/s (ratio %.0f%%); CPU s/GiB sender %.2f follower %.2f (restart to "
-          "identical files); %s; load %s"
+          "identical files); %s; %s; load %s"
           % (mib, stream[0], stream[1], stream[2], total, mib / total, dd, 100.0 * rate / dd,
              ddd, 100.0 * rate / ddd, lead_cpu * 1024 / mib, fol_cpu * 1024 / mib,
-             "receive %.2f s + install %.2f s" % phases if phases else "phases ?", load),
+             "receive %.2f s + install %.2f s" % phases if phases else "phases ?", waits, load),
           flush=True)
     return rate, ddd
 
