@@ -78,13 +78,17 @@ def wait_until(pred, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+# Straight to the node: an http_proxy in the environment must not route test traffic.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http(addr, method, path, body=None, timeout=2.0, headers=None):
     """One request; returns (status, headers dict lower-case, body bytes). Raises OSError
     when the node cannot be reached."""
     req = urllib.request.Request("http://%s%s" % (addr, path), data=body, method=method,
                                  headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with _DIRECT.open(req, timeout=timeout) as r:
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()

@@ -11,30 +11,16 @@ The target provides: ids, lock, reserved and busy (sets: nodes being cycled, nod
 nemesis fault), paused, kill(nid) (stays down until after_kill(nid) restarts it),
 wipe(nid), http(nid), raft_addr(nid)."""
 import http.client
-import json
 import os
 import shutil
+import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+import harness  # noqa: E402  (http_json: one request, JSON both ways)
+
 STEP_BOUND = 30.0  # seconds for one step (removal committed, join accepted)
-
-
-def _req(addr, method, path, obj=None, timeout=3.0):
-    host, port = addr.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        body = json.dumps(obj).encode() if obj is not None else None
-        conn.request(method, path, body=body,
-                     headers={"Content-Type": "application/json"} if body else {})
-        r = conn.getresponse()
-        data = r.read()
-        try:
-            return r.status, json.loads(data) if data else None
-        except ValueError:
-            return r.status, None
-    finally:
-        conn.close()
 
 
 def status(target, nid, timeout=0.5):
@@ -43,7 +29,7 @@ def status(target, nid, timeout=0.5):
 
 def status_at(addr, timeout=0.5):
     try:
-        st, body = _req(addr, "GET", "/v1/status", timeout=timeout)
+        st, body = harness.http_json(addr, "GET", "/v1/status", timeout=timeout)
         return body if st == 200 else None
     except (OSError, http.client.HTTPException):
         return None
@@ -148,8 +134,8 @@ class Membership(threading.Thread):
             lead, _ = leader_status(self.target, exclude=(f,))
             via = lead or self.rng.choice([n for n in self.target.ids if n != f])
             try:
-                st, body = _req(self.target.http(via), "POST", "/v1/cluster/remove", {"id": f},
-                                timeout=6.0)
+                st, body = harness.http_json(self.target.http(via), "POST", "/v1/cluster/remove",
+                                             {"id": f}, timeout=6.0)
             except (OSError, http.client.HTTPException):
                 st = 0
             return st == 200 or self.removed_committed(f)
@@ -166,8 +152,8 @@ class Membership(threading.Thread):
             if not lead:
                 return False
             try:
-                st, _ = _req(self.target.http(lead), "POST", "/v1/cluster/join", body,
-                             timeout=6.0)
+                st, _ = harness.http_json(self.target.http(lead), "POST", "/v1/cluster/join",
+                                          body, timeout=6.0)
             except (OSError, http.client.HTTPException):
                 return False
             return st in (200, 409)
