@@ -2,8 +2,10 @@
 
 Every Cluster lives in its own mkdtemp dir with its own free ports (never the demo's
 8001-8003/9001-9003); cleanup() kills every process whose command line names that dir, so
-nothing outlives a test, also when it fails. run() gives each test a hard time limit and
-maps the outcome to an exit status (0 pass, 1 fail, 77 skip).
+nothing outlives a test, also when it fails. run() (main()) is every test script's runner:
+it selects tests (names on the command line, TEST_ONLY), runs them under one hard time limit,
+cleans up what each registered (also on failure, SIGTERM or Ctrl-C) and maps the outcome to
+an exit status (0 pass, 1 fail, 77 skip), the protocol meson's test() reads.
 """
 import json
 import os
