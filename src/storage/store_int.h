@@ -75,6 +75,7 @@ struct store_segs {
     uint64_t prep_end;  /* bytes of the current segment already written once (zeros ahead
                            of end): overwriting them needs no metadata, so the batch's
                            fdatasync is a data flush, not a journal commit */
+    bool prep_failing;  /* the last store_seg_prepare failed (its warning was logged) */
     uint64_t max_bytes; /* roll size: STORE_SEG_MAX_BYTES (tests: store_seg_set_max) */
     /* Positions of the current batch's entries, in submission order (writing thread only). */
     struct store_segpos *pos;
@@ -171,6 +172,10 @@ int store_seg_read(struct store *s, struct store_segpos pos, uint32_t len, uint8
  * On an error the end goes back (the bytes are garbage to overwrite). An errno. */
 int store_seg_append(struct store *s, struct store_job *jobs, struct store_segpos *durable,
                      uint64_t *wrote);
+/* After a batch: writes zeros ahead of the end (a MiB at a time, up to the roll size) so that
+ * the next batches overwrite allocated blocks. An errno, logged once per streak of failures
+ * (the batch is already durable; a failure only means later batches append). */
+int store_seg_prepare(struct store *s);
 /* Starts the current segment's fdatasync on the syncer thread; store_seg_sync_wait waits for
  * it (an errno). Exactly one wait per start, before the next batch writes. */
 int store_seg_sync_start(struct store *s);
