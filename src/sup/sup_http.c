@@ -85,6 +85,9 @@ int sup_http_start(struct sup_http *h, const char *addr, const char *path, const
     h->body[0] = '\0';
     curl_easy_setopt(h->easy, CURLOPT_URL, url);
     curl_easy_setopt(h->easy, CURLOPT_NOSIGNAL, 1L); /* no SIGALRM: the sup owns its signals */
+    /* The nodes are the sup's own children: an http_proxy in the user's environment (set for
+     * apt or a browser) must not reroute their joins. */
+    curl_easy_setopt(h->easy, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, h->timeout_ms);
     curl_easy_setopt(h->easy, CURLOPT_CONNECTTIMEOUT_MS, h->timeout_ms);
     curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, sup_http_write_cb);

@@ -52,6 +52,27 @@ def test_bootstrap_and_joins(track):
     assert "node2 joined" in text and "node3 joined" in text, text
 
 
+def test_joins_ignore_http_proxy(track):
+    """raftsup talks to its own children directly: a proxy in the environment (here one that
+    accepts connections and never answers) must not stall the joins."""
+    import socket
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(64)
+    try:
+        proxy = "http://127.0.0.1:%d" % sink.getsockname()[1]
+        c = track(h.Cluster(3, extra=h.FAST_RESTART))
+        for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            c.env[var] = proxy
+        c.env.pop("no_proxy", None)
+        c.env.pop("NO_PROXY", None)
+        c.start()
+        c.wait_node_pids()
+        c.wait_voters(3, 30)
+    finally:
+        sink.close()
+
+
 def test_kill_leader(track):
     c = h.started(track)
     files = {"before.txt": b"written before the kill\n"}
@@ -210,6 +231,6 @@ def test_stale_node_from_earlier_run_is_killed(track):
 
 
 if __name__ == "__main__":
-    h.main([test_bootstrap_and_joins, test_kill_leader, test_kill_follower,
+    h.main([test_bootstrap_and_joins, test_joins_ignore_http_proxy, test_kill_leader, test_kill_follower,
             test_kill_two_of_three, test_sigkill_raftsup_then_restart,
             test_sigterm_then_restart_over_data, test_stale_node_from_earlier_run_is_killed], 280)
