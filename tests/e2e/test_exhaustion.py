@@ -65,6 +65,9 @@ class Env:
             except subprocess.TimeoutExpired:
                 pass
         for d in reversed(self.mounts):
+            if os.environ.get("KEEP_E2E"):  # the tmpfs goes away: keep a copy for a post-mortem
+                subprocess.run(["cp", "-a", d, d.rstrip("/") + ".kept"], capture_output=True,
+                               timeout=60)
             for _ in range(50):  # bounded: a just-killed process may still hold a file
                 if subprocess.run(["umount", d], capture_output=True, timeout=10).returncode == 0:
                     break
@@ -124,10 +127,17 @@ def check_all_read_back(env, acked, among=None, timeout=20):
     """Every acknowledged (path -> bytes) reads back, linearizably, from every node."""
     for i in (among if among is not None else range(3)):
         for path, data in acked.items():
+            seen = [None, None]
+
             def same():
                 st, body = get(env.c.http(i), path)
+                seen[:] = [st, len(body)]
                 return st == 200 and body == data
-            wait_until(same, timeout, "%s on node%d" % (path, i + 1), interval=0.1)
+            try:
+                wait_until(same, timeout, "%s on node%d" % (path, i + 1), interval=0.1)
+            except AssertionError as e:  # say what the node answered (404: a lost file)
+                raise AssertionError("%s; last GET: status %s, %s bytes"
+                                     % (e, seen[0], seen[1])) from None
 
 
 def files_tree(env, i):
@@ -154,10 +164,12 @@ def check_stores_agree(env, timeout=20):
     wait_until(converged, timeout, "every node applied the same index", interval=0.1)
     trees = [files_tree(env, i) for i in range(3)]
     assert trees[0] == trees[1] == trees[2], "files/ differ between nodes"
-    st, body = nodes.request_json(env.c.http(0), "GET", "/v1/files?prefix=")
-    assert st == 200, st
-    listed = {f["path"]: f["sha256"] for f in body["files"]}
-    assert listed == trees[0], "files/ differs from the store's listing"
+    for i in range(3):  # each node's own metadata (stale read: no forwarding) names its files/
+        st, body = nodes.request_json(env.c.http(i), "GET", "/v1/files?prefix=&stale=true")
+        assert st == 200, (i, st)
+        listed = {f["path"]: f["sha256"] for f in body["files"]}
+        assert listed == trees[i], "node%d: files/ differs from its store's listing: %r" % (
+            i + 1, set(listed.items()) ^ set(trees[i].items()))
 
 
 # ---- 1. disk full --------------------------------------------------------------------------
