@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FSS_HASH_SLOTS 8 /* record buffers: 2 MiB of DATA queued at most */
+#define FSS_HASH_SLOTS 16 /* record buffers: 4 MiB of DATA queued at most */
 
 struct fss_hasher;
 

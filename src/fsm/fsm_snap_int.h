@@ -3,7 +3,7 @@
 #ifndef RAFTFS_FSM_SNAP_INT_H
 #define RAFTFS_FSM_SNAP_INT_H
 
-#include <aio.h>
+#include <linux/aio_abi.h>
 
 #include "fsm_int.h"
 #include "fsm_sha256.h"
@@ -11,7 +11,7 @@
 #include "fsm_snap_hasher.h"
 #include "fsm_snap_spare.h"
 
-#define FSS_AIO_DEPTH 4 /* DATA writes in flight at most */
+#define FSS_AIO_DEPTH 8 /* DATA writes in flight at most */
 _Static_assert(FSS_AIO_DEPTH < FSS_HASH_SLOTS, "a buffer is reused only after its write");
 
 #define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
@@ -39,15 +39,19 @@ struct fsm_snap_writer {
     uint8_t *buf;
     size_t need, got;
     struct fss_hasher *hasher; /* SHA-256 of every DATA payload, off the caller's thread */
-    /* At most FSS_AIO_DEPTH DATA writes in flight (POSIX AIO), each from the buffer of a
-     * recent submission (the hasher hands one out again only FSS_HASH_SLOTS - 1 submissions
-     * later, and a write waits for the one issued FSS_AIO_DEPTH before it). Write k goes
-     * through its own dup of its file's fd, aio_fd[k % FSS_AIO_DEPTH], closed when it is
-     * done: glibc runs the requests of one fd one after another, so this way the device sees
-     * them together, and a file's end does not wait for its writes (the next file's writes
-     * follow them into the queue). Waited for: before a buffered write, at END, and at free. */
-    struct aiocb aio[FSS_AIO_DEPTH];
-    bool aio_busy[FSS_AIO_DEPTH];
+    /* At most FSS_AIO_DEPTH DATA writes in flight (Linux native AIO: io_submit from this
+     * thread straight to the block layer, no helper thread to wake per write as with glibc's
+     * POSIX AIO, whose thread hops under CPU contention showed as disk waits), each from the
+     * buffer of a recent submission (the hasher hands one out again only FSS_HASH_SLOTS - 1
+     * submissions later, and a write waits for the one issued FSS_AIO_DEPTH before it). Write
+     * k owns aio_fd[k % FSS_AIO_DEPTH], a dup of its file's fd (closed when it is done, so a
+     * file's end does not wait for its writes, and a misaligned or short one can be redone
+     * synchronously). Waited for: before a buffered write, at END and at free. */
+    aio_context_t aio_ctx; /* 0: none, every write is synchronous */
+    struct iocb aio[FSS_AIO_DEPTH];
+    bool aio_busy[FSS_AIO_DEPTH]; /* submitted, not yet waited for */
+    bool aio_done[FSS_AIO_DEPTH]; /* its completion was reaped into aio_res */
+    int64_t aio_res[FSS_AIO_DEPTH];
     int aio_fd[FSS_AIO_DEPTH]; /* -1: none */
     unsigned aio_next;
     /* Stream state. */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -356,27 +357,52 @@ static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len, ui
     return wr_pwrite_fd(w, w->fd, &w->fd_direct, p, len, pos);
 }
 
-/* Waits until write i is not in flight (its outcome is for wr_aio_wait_one). */
-static void wr_aio_drain_one(struct fsm_snap_writer *w, unsigned i)
+static long wr_io_getevents(aio_context_t ctx, long min, long max, struct io_event *ev)
 {
-    const struct aiocb *list[1] = {&w->aio[i]};
-    while (w->aio_busy[i] && aio_error(&w->aio[i]) == EINPROGRESS)
-        aio_suspend(list, 1, NULL);
+    return syscall(SYS_io_getevents, ctx, min, max, ev, NULL);
+}
+
+/* Reaps completions until write i's is in (others' are kept for their own waits). On an
+ * impossible failure of io_getevents, io_destroy waits for every write in flight and they
+ * all count as failed (their buffers are free again either way). */
+static void wr_aio_reap(struct fsm_snap_writer *w, unsigned i)
+{
+    while (w->aio_busy[i] && !w->aio_done[i]) {
+        struct io_event ev[FSS_AIO_DEPTH];
+        long n = wr_io_getevents(w->aio_ctx, 1, FSS_AIO_DEPTH, ev);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            LOG_ERROR("fsm: snapshot staging: io_getevents: %s", strerror(errno));
+            syscall(SYS_io_destroy, w->aio_ctx);
+            w->aio_ctx = 0;
+            for (unsigned k = 0; k < FSS_AIO_DEPTH; k++)
+                if (w->aio_busy[k] && !w->aio_done[k]) {
+                    w->aio_done[k] = true;
+                    w->aio_res[k] = -EIO;
+                }
+            return;
+        }
+        for (long k = 0; k < n; k++) {
+            unsigned j = (unsigned)ev[k].data;
+            ASSERT(j < FSS_AIO_DEPTH && w->aio_busy[j]);
+            w->aio_done[j] = true;
+            w->aio_res[j] = ev[k].res;
+        }
+    }
 }
 
 static void wr_aio_close(struct fsm_snap_writer *w, unsigned i)
 {
     if (w->aio_fd[i] >= 0) close(w->aio_fd[i]);
     w->aio_fd[i] = -1;
+    w->aio_busy[i] = w->aio_done[i] = false;
 }
 
 /* Waits until no write is in flight, outcomes dropped (the writer is being freed). */
 static void wr_aio_drain(struct fsm_snap_writer *w)
 {
     for (unsigned i = 0; i < FSS_AIO_DEPTH; i++) {
-        wr_aio_drain_one(w, i);
-        if (w->aio_busy[i]) (void)aio_return(&w->aio[i]);
-        w->aio_busy[i] = false;
+        wr_aio_reap(w, i);
         wr_aio_close(w, i);
     }
 }
@@ -387,20 +413,18 @@ static int wr_aio_wait_one(struct fsm_snap_writer *w, unsigned i)
 {
     if (!w->aio_busy[i]) return w->error;
     uint64_t t0 = wr_now_ns();
-    wr_aio_drain_one(w, i);
+    wr_aio_reap(w, i);
     w->wait_disk_ns += wr_now_ns() - t0;
-    struct aiocb *a = &w->aio[i];
-    int e = aio_error(a);
-    ssize_t n = aio_return(a);
-    w->aio_busy[i] = false;
-    size_t len = a->aio_nbytes, done = e == 0 && n > 0 ? (size_t)n : 0;
-    if (!w->error && !(e == 0 && done == len)) {
+    const struct iocb *a = &w->aio[i];
+    int64_t res = w->aio_res[i];
+    size_t len = (size_t)a->aio_nbytes, done = res > 0 ? (size_t)res : 0;
+    if (!w->error && done != len) {
         bool direct = true;
-        if (e != 0 && e != EINVAL)
-            wr_fail(w, wr_errno(e), "writing a staged file");
+        if (res < 0 && res != -EINVAL)
+            wr_fail(w, wr_errno((int)-res), "writing a staged file");
         else
-            wr_pwrite_fd(w, a->aio_fildes, &direct, (const uint8_t *)a->aio_buf + done, len - done,
-                         (uint64_t)a->aio_offset + done);
+            wr_pwrite_fd(w, w->aio_fd[i], &direct, (const uint8_t *)(uintptr_t)a->aio_buf + done,
+                         len - done, (uint64_t)a->aio_offset + done);
     }
     wr_aio_close(w, i);
     return w->error;
@@ -420,16 +444,18 @@ static int wr_aio_start(struct fsm_snap_writer *w, size_t len)
 {
     unsigned i = w->aio_next;
     if (wr_aio_wait_one(w, i)) return w->error;
-    int fd = fcntl(w->fd, F_DUPFD_CLOEXEC, 0);
+    int fd = w->aio_ctx ? fcntl(w->fd, F_DUPFD_CLOEXEC, 0) : -1;
     if (fd < 0) return wr_pwrite(w, w->buf, len, w->written);
-    struct aiocb *a = &w->aio[i];
+    struct iocb *a = &w->aio[i];
     memset(a, 0, sizeof *a);
-    a->aio_fildes = fd;
-    a->aio_buf = w->buf;
+    a->aio_data = i;
+    a->aio_lio_opcode = IOCB_CMD_PWRITE;
+    a->aio_fildes = (uint32_t)fd;
+    a->aio_buf = (uint64_t)(uintptr_t)w->buf;
     a->aio_nbytes = len;
-    a->aio_offset = (off_t)w->written;
-    a->aio_sigevent.sigev_notify = SIGEV_NONE;
-    if (aio_write(a) != 0) {
+    a->aio_offset = (int64_t)w->written;
+    struct iocb *list[1] = {a};
+    if (syscall(SYS_io_submit, w->aio_ctx, 1L, list) != 1) {
         close(fd);
         return wr_pwrite(w, w->buf, len, w->written);
     }
@@ -664,6 +690,10 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
         fsm_snap_writer_free(w);
         return rv;
     }
+    if (syscall(SYS_io_setup, (unsigned)FSS_AIO_DEPTH, &w->aio_ctx) != 0) {
+        LOG_DEBUG("fsm: snapshot staging: no native AIO (%s): synchronous writes", strerror(errno));
+        w->aio_ctx = 0;
+    }
     w->spares = fss_spares_start(w->stage_dir_fd);
     f->writer_open = true;
     *out = w;
@@ -694,6 +724,7 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
 void fsm_snap_writer_free(struct fsm_snap_writer *w)
 {
     wr_aio_drain(w); /* the writes in flight use hasher buffers (and close their fds) */
+    if (w->aio_ctx) syscall(SYS_io_destroy, w->aio_ctx);
     if (w->txn) fsm_db_abort(w->txn);
     w->txn = NULL;
     fsm_db_close_tables(&w->db);
