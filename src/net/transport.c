@@ -1,5 +1,6 @@
 /* transport.c — the transport's lifecycle, peer table and send API. Sending only encodes and
- * queues; the bytes leave from transport_out.c's write watcher, never blocking the caller. */
+ * queues; the bytes leave at the end of the loop turn (transport_out.c), never blocking the
+ * caller. */
 #include "transport.h"
 
 #include <ev.h>
@@ -137,6 +138,11 @@ int transport_new(struct ev_loop *loop, const char *cluster, const char *self_na
         free(t);
         return rv;
     }
+    /* After the owner's prepare watchers (priority 0), before a lowest-priority one that
+     * marks the end of the loop's work (the node's busy-time histogram). */
+    ev_prepare_init(&t->flush, transport_flush_cb);
+    ev_set_priority(&t->flush, EV_MINPRI + 1);
+    ev_prepare_start(loop, &t->flush);
     *out = t;
     return 0;
 }
@@ -146,6 +152,7 @@ void transport_free(struct transport *t)
     if (!t) return;
     for (size_t i = 0; i < TRANSPORT_MAX_PEERS; i++)
         if (t->peers[i].used) transport_peer_stop(&t->peers[i]);
+    ev_prepare_stop(t->loop, &t->flush);
     transport_listen_close(t);
     free(t);
 }

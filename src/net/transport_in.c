@@ -249,7 +249,8 @@ static void transport_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             transport_conn_reject(c, false, "%s", "out of memory for a frame");
             return;
         }
-        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+        size_t room = c->cap - c->len;
+        ssize_t n = recv(c->fd, c->buf + c->len, room, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
         if (n <= 0) {
             bool partial = n == 0 && c->len > 0;
@@ -268,6 +269,10 @@ static void transport_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         budget -= (size_t)n < budget ? (size_t)n : budget;
         need = transport_conn_drain(c);
         if (need == 0) return;
+        /* A read that did not fill the buffer took everything the socket had: the next recv
+         * would only say EAGAIN (one wasted call per turn). The watcher is level-triggered, so
+         * bytes arriving meanwhile wake it again. */
+        if ((size_t)n < room) return;
     }
 }
 

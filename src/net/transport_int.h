@@ -60,6 +60,7 @@ struct transport_peer {
     double backoff_s;
     ev_tstamp up_since;
     unsigned fails; /* consecutive failed attempts (for quiet logging) */
+    bool flush_due; /* UP, frames queued since the last flush and wio idle: write at prepare */
 };
 
 struct transport_conn {
@@ -98,6 +99,10 @@ struct transport {
     uint16_t port;
     ev_io lio;
     ev_timer ltimer; /* re-arms the listener after EMFILE */
+    /* Writes the frames queued during this loop turn, once every other prepare watcher (the
+     * node's ready drain) has queued its own: always active, at the lowest priority. */
+    ev_prepare flush;
+    unsigned flush_due; /* peers with flush_due set */
     uint64_t rng;
     struct transport_ratelimit in_log;
     struct transport_stats stats;
@@ -119,6 +124,8 @@ void transport_peer_start(struct transport_peer *p);
 void transport_peer_stop(struct transport_peer *p);
 /* Takes ownership of q. ERR_BUSY when the queue is over its cap (q freed). */
 int transport_peer_enqueue(struct transport_peer *p, struct transport_qframe *q);
+/* The flush prepare watcher's callback: writes every peer marked flush_due. */
+void transport_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents);
 
 /* transport_in.c */
 int transport_listen(struct transport *t, const char *listen_addr, char *err, size_t err_len);

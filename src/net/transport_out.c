@@ -1,5 +1,6 @@
 /* transport_out.c — outbound links: dial with backoff and jitter, HELLO first, then the
- * peer's bounded frame queue written with sendmsg(MSG_NOSIGNAL). Never blocks on a write. */
+ * peer's bounded frame queue written with sendmsg(MSG_NOSIGNAL) at the end of each loop turn
+ * (or when the socket drains, if it was full). Never blocks on a write. */
 #include <errno.h>
 #include <ev.h>
 #include <netdb.h>
@@ -48,6 +49,10 @@ static void transport_peer_close_fd(struct transport_peer *p)
     ev_io_stop(loop, &p->wio);
     ev_timer_stop(loop, &p->timer);
     if (p->state == TRANSPORT_UP) p->t->stats.connected_peers--;
+    if (p->flush_due) {
+        p->flush_due = false;
+        p->t->flush_due--;
+    }
     if (p->fd >= 0) close(p->fd);
     p->fd = -1;
     p->state = TRANSPORT_DOWN;
@@ -222,7 +227,12 @@ int transport_peer_enqueue(struct transport_peer *p, struct transport_qframe *q)
         p->head = q;
     p->tail = q;
     p->queued_bytes += q->f.total;
-    if (p->state == TRANSPORT_UP) ev_io_start(p->t->loop, &p->wio);
+    /* Written at this loop turn's end (transport_flush_cb), with whatever else the turn
+     * queued; a peer waiting for EPOLLOUT (wio active) is written from wio instead. */
+    if (p->state == TRANSPORT_UP && !ev_is_active(&p->wio) && !p->flush_due) {
+        p->flush_due = true;
+        p->t->flush_due++;
+    }
     return 0;
 }
 
@@ -268,23 +278,52 @@ static void transport_peer_consume(struct transport_peer *p, size_t n)
     }
 }
 
+/* Writes the queue until it is empty or the socket is full, and waits for EPOLLOUT (wio) only
+ * in the latter case: a loop turn's frames to a peer usually leave in one sendmsg, with no
+ * epoll_ctl to arm and disarm a write watcher around it. */
 static void transport_peer_flush(struct transport_peer *p)
 {
     struct transport *t = p->t;
     struct iovec iov[TRANSPORT_IOV_MAX];
     /* Bounded: a fast socket must not starve the rest of the loop. */
     for (int round = 0; round < 64 && p->head; round++) {
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)transport_peer_iov(p, iov)};
+        int n = transport_peer_iov(p, iov);
+        size_t want = 0;
+        for (int i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t w = sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             transport_peer_fail(p, strerror(errno));
             return;
         }
         t->stats.bytes_out += (uint64_t)w;
         transport_peer_consume(p, (size_t)w);
+        if ((size_t)w < want) break; /* the socket is full: another try would be EAGAIN */
     }
-    if (!p->head) ev_io_stop(t->loop, &p->wio);
+    if (p->head)
+        ev_io_start(t->loop, &p->wio);
+    else
+        ev_io_stop(t->loop, &p->wio);
+}
+
+void transport_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct transport *t = TRANSPORT_CONTAINER_OF(w, struct transport, flush);
+    /* A failing link calls on_link_down, whose owner may queue frames for a peer already
+     * passed: another pass takes those (bounded; failures are rare). */
+    for (int pass = 0; pass < 4 && t->flush_due > 0; pass++) {
+        for (size_t i = 0; i < TRANSPORT_MAX_PEERS && t->flush_due > 0; i++) {
+            struct transport_peer *p = &t->peers[i];
+            if (!p->flush_due) continue;
+            p->flush_due = false;
+            t->flush_due--;
+            if (p->state == TRANSPORT_UP && !ev_is_active(&p->wio)) transport_peer_flush(p);
+        }
+    }
 }
 
 static void transport_peer_write_cb(struct ev_loop *loop, ev_io *w, int revents)

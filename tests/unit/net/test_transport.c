@@ -860,6 +860,61 @@ static void test_snap_link_down(void)
     transport_free(b2.t);
 }
 
+/* The owner's prepare watcher (the node's ready drain) queues a frame once. */
+struct prep_send {
+    ev_prepare w;
+    struct tnode *from;
+    raft_id to;
+    bool armed;
+};
+
+static void prep_send_cb(struct ev_loop *l, ev_prepare *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct prep_send *p = (struct prep_send *)w;
+    if (!p->armed) return;
+    p->armed = false;
+    struct raft_msg m = msg(RAFT_MSG_APPEND, p->from->id, p->to, 99);
+    CHECK_EQ_U(transport_send(p->from->t, &m), 0);
+}
+
+/* Frames queued while the loop prepares to poll are written before it polls: nothing else
+ * wakes this loop (one guard timer, 2 s), so a frame left for the next turn would arrive only
+ * after the guard fired. Also the steady state: an idle link writes with no write watcher. */
+static void test_send_from_prepare(void)
+{
+    struct tnode a = {.name = "node1", .id = 11, .accept = {22}};
+    struct tnode b = {.name = "node2", .id = 22, .accept = {11}};
+    tn_start(&a, "127.0.0.1:0");
+    tn_start(&b, "127.0.0.1:0");
+    tn_link(&a, &b);
+    struct raft_msg m = msg(RAFT_MSG_VOTE, 11, 22, 0);
+    CHECK_EQ_U(transport_send(a.t, &m), 0);
+    CHECK(WAIT_FOR(b.n_msgs == 1, 5)); /* link up, HELLO written */
+    for (int round = 0; round < 3; round++) {
+        struct prep_send ps = {.from = &a, .to = 22, .armed = true};
+        ev_prepare_init(&ps.w, prep_send_cb);
+        ev_prepare_start(loop, &ps.w);
+        ev_timer guard;
+        ev_timer_init(&guard, wake_cb, 2.0, 0.);
+        ev_timer_start(loop, &guard);
+        int before = b.n_msgs;
+        ev_tstamp t0 = ev_time();
+        while (b.n_msgs == before && ev_time() - t0 < 5)
+            ev_run(loop, EVRUN_ONCE);
+        double took = ev_time() - t0;
+        ev_timer_stop(loop, &guard);
+        ev_prepare_stop(loop, &ps.w);
+        CHECK_EQ_U(b.n_msgs, before + 1);
+        CHECK(b.last.ctx == 99);
+        CHECK(took < 1.0);
+        if (took >= 1.0) fprintf(stderr, "  round %d: the frame took %.2f s\n", round, took);
+    }
+    transport_free(a.t);
+    transport_free(b.t);
+}
+
 int main(void)
 {
     log_init("test");
@@ -875,6 +930,7 @@ int main(void)
     RUN(test_queue_cap);
     RUN(test_snap_stream_with_heartbeats);
     RUN(test_snap_link_down);
+    RUN(test_send_from_prepare);
     ev_loop_destroy(loop);
     return check_report();
 }
