@@ -52,6 +52,10 @@ struct store_writer {
     struct store_job *q_head, *q_tail; /* submitted, not yet taken by the thread */
     struct store_job *d_head, *d_tail; /* written (or failed), not yet reported */
     bool stop;
+    /* The thread waits on cv for work and nobody has signalled it since: only then does a
+     * submit signal, and it does so after unlocking mu, so the woken thread does not wake
+     * into a mutex still held (a futex wait and a second wake per batch otherwise). */
+    bool idle;
     /* Thread-private: */
     int failed; /* sticky first error */
     time_t last_write, last_ckpt;
@@ -248,7 +252,10 @@ static void *writer_thread(void *arg)
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += WRITER_WAKE_S;
-            if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT) {
+            w->idle = true;
+            int e = pthread_cond_timedwait(&w->cv, &w->mu, &until);
+            w->idle = false;
+            if (e == ETIMEDOUT) {
                 pthread_mutex_unlock(&w->mu);
                 writer_maybe_checkpoint(w, false);
                 pthread_mutex_lock(&w->mu);
@@ -368,8 +375,10 @@ int store_writer_submit(struct store_writer *w, struct store_write *job)
     else
         w->q_head = j;
     w->q_tail = j;
-    pthread_cond_signal(&w->cv);
+    bool wake = w->idle;
+    w->idle = false; /* later submits before it runs need no signal of their own */
     pthread_mutex_unlock(&w->mu);
+    if (wake) pthread_cond_signal(&w->cv); /* w outlives this: only stop frees it */
     return 0;
 }
 

@@ -584,6 +584,29 @@ static void test_group_commit(void)
     st_rmtree(dir);
 }
 
+/* A job handed to an idle writer wakes it at once: jobs submitted one at a time, each after
+ * the previous one completed, finish in far less than the writer's idle wake-up (1 s) each. A
+ * missed signal would leave every job to that timeout (about 20 s in all). */
+static void test_idle_writer_wakes(void)
+{
+    const char *dir = tdir();
+    struct store *s = topen(dir);
+    struct wfix *f = wfix_start(s);
+    uint64_t t0 = st_now_us();
+    for (uint64_t i = 1; i <= 20; i++) {
+        struct store_write w;
+        st_job(&w, i, i, 1, 1, 100);
+        CHECK(store_writer_submit(f->wr, &w) == 0);
+        CHECK(run_until(f->loop, &f->d, i, 5000000));
+    }
+    uint64_t us = st_now_us() - t0;
+    fprintf(stderr, "  20 sequential jobs in %.0f ms\n", (double)us / 1e3);
+    CHECK(us < 8000000);
+    wfix_stop(f);
+    store_close(s);
+    st_rmtree(dir);
+}
+
 /* Holds the writer inside its transaction (puts done, commit not started) on request. */
 struct hold {
     pthread_mutex_t mu;
@@ -775,6 +798,7 @@ int main(void)
     RUN(test_bad_dir);
     RUN(test_large_entry);
     RUN(test_group_commit);
+    RUN(test_idle_writer_wakes);
     RUN(test_fetch_while_writing);
     RUN(test_sticky_failure);
     RUN(test_shared_env);
