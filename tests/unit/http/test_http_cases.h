@@ -184,6 +184,46 @@ static void test_bad_paths(void)
     CHECK_EQ_U(fake_calls(), before);
 }
 
+/* Builds a path of len decoded bytes (components of 200, '/'-separated), each byte written
+ * as %41 when encoded: the URL is then three times longer than the path. */
+static void long_path(char *decoded, char *raw, size_t len, bool encoded)
+{
+    size_t d = 0, w = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = i % 201 == 200 ? '/' : 'A';
+        decoded[d++] = c;
+        if (encoded && c == 'A')
+            w += (size_t)sprintf(raw + w, "%%41");
+        else
+            raw[w++] = c;
+    }
+    decoded[d] = raw[w] = '\0';
+}
+
+/* A path of exactly HTTP_PATH_MAX bytes is served, plain or percent-encoded (the decode buffer
+ * is sized from the URL); one byte more is a 400. */
+static void test_path_length_limit(void)
+{
+    static char decoded[HTTP_PATH_MAX + 2], raw[3 * HTTP_PATH_MAX + 8],
+        target[3 * HTTP_PATH_MAX + 64];
+    struct resp r;
+    fake_set_mode(FAKE_SYNC, 0);
+    for (int encoded = 0; encoded < 2; encoded++) {
+        long_path(decoded, raw, HTTP_PATH_MAX, encoded);
+        snprintf(target, sizeof target, "/v1/files/%s", raw);
+        CHECK_EQ_U(req("PUT", target, "v", 1, false, &r), 201);
+        CHECK(!strcmp(fk.last.a, decoded));
+        CHECK_EQ_U(req("GET", target, NULL, 0, false, &r), 200);
+        CHECK(!strcmp(fk.last.a, decoded));
+        int before = fake_calls();
+        long_path(decoded, raw, HTTP_PATH_MAX + 1, encoded);
+        snprintf(target, sizeof target, "/v1/files/%s", raw);
+        CHECK_EQ_U(req("PUT", target, "v", 1, false, &r), 400);
+        CHECK(is_error_json(&r, "bad_path"));
+        CHECK_EQ_U(fake_calls(), before);
+    }
+}
+
 static void test_put_body_intact(void)
 {
     struct resp r;
@@ -592,6 +632,7 @@ int main(void)
     RUN(test_routes);
     RUN(test_unknown_routes_and_methods);
     RUN(test_bad_paths);
+    RUN(test_path_length_limit);
     RUN(test_put_body_intact);
     RUN(test_too_large);
     RUN(test_bad_json);
