@@ -33,9 +33,11 @@
  * An overwrite no larger than the file (up to 64 KiB) is written into the file's own inode
  * when no other open file description of it exists (a write lease, F_SETLEASE, is granted
  * only then; while we hold it any other open waits for us): no reader can see it happen, and
- * no rename is needed. Any other overwrite writes into a pooled spare inode and swaps it with
- * the target (RENAME_EXCHANGE); the old inode becomes a spare. DELETE moves the inode into the
- * pool too.
+ * no rename is needed. The lease stays on the file's cached fd between overwrites and a
+ * thread of the store releases it as soon as another open breaks it (src/fsm/fsm_fdc.h):
+ * such an open waits microseconds; a non-blocking one fails once with EWOULDBLOCK. Any other
+ * overwrite writes into a pooled spare inode and swaps it with the target (RENAME_EXCHANGE);
+ * the old inode becomes a spare. DELETE moves the inode into the pool too.
  * An inode that may be open elsewhere (a reader's fd from fsm_open_read, or any other process)
  * is never recycled: before reuse we take a write lease (F_SETLEASE), which the kernel refuses
  * while any other open file description of the inode exists; such an inode is unlinked and
@@ -49,7 +51,7 @@
  *
  * Threads: every call is made from one thread (the node's loop); fsm_checkpoint_sync() may also
  * run on another thread. Internally two optional threads pre-create spare inodes and take
- * periodic checkpoints (struct fsm_options). */
+ * periodic checkpoints (struct fsm_options); a third releases broken write leases. */
 #ifndef RAFTFS_FSM_H
 #define RAFTFS_FSM_H
 

@@ -378,128 +378,30 @@ static int files_write(struct fsm_spare *s, const uint8_t *body, uint64_t len)
     return 0;
 }
 
-/* ---- fd cache ----------------------------------------------------------------------------
- * An overwrite in place used to cost openat + fstat + lease + pwrite + unlock + close; keeping
- * the fd of a recently written path open saves the openat (a path walk) and the close.
+/* ---- fd cache (fsm_fdc.h) --------------------------------------------------------------------
  * Invariant: a cached fd's inode is the one at files/<path>, or is linked nowhere (st_nlink 0,
  * which the in-place check refuses). Every rename or unlink of an inode at files/<path> in
  * this process drops <path> first (fsm_files_put before installing a spare,
  * fsm_files_remove, files_mkparents), and a snapshot install's swap of files/ drops them all
- * (fsm_files_reopen_files). A cached fd holds no lease, so no opener ever waits for it; it is
- * an open file description, though, so the in-place check sees a reader's fd as it always
- * did, and an inode leaves the cache before it can reach spare/ (where files_recycle's lease
- * test would take our fd for a reader's). Apply thread only. */
+ * (fsm_files_reopen_files). Dropping closes the fd, which ends its lease: an inode leaves the
+ * cache before it can reach spare/ (where files_recycle's lease test would take our fd for a
+ * reader's). */
 
-static uint64_t fdc_hash(const char *path, size_t len)
+static void files_fdc_drop(struct fsm_files *ff, const char *path, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)path[i]) * 1099511628211ull;
-    return h;
-}
-
-static void fdc_init(struct fsm_fdcache *c)
-{
-    memset(c, 0, sizeof *c);
-    struct rlimit rl;
-    size_t cap = FSM_FDC_MAX;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 8 < cap)
-        cap = (size_t)(rl.rlim_cur / 8); /* most fds stay for connections and the log */
-    size_t nb = 16;
-    while (nb < cap)
-        nb *= 2;
-    c->buckets = cap ? calloc(nb, sizeof *c->buckets) : NULL;
-    c->n_buckets = c->buckets ? nb : 0;
-    c->cap = c->buckets ? cap : 0;
-}
-
-/* Unhooks e from its chain and the recency list. */
-static void fdc_detach(struct fsm_fdcache *c, struct fsm_fdc_entry *e)
-{
-    struct fsm_fdc_entry **pp = &c->buckets[e->hash & (c->n_buckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    c->n--;
-}
-
-/* The entry of path, out of the cache (the caller owns it and its fd), or NULL. */
-static struct fsm_fdc_entry *fdc_take(struct fsm_fdcache *c, const char *path, size_t len)
-{
-    if (c->n == 0) return NULL;
-    uint64_t h = fdc_hash(path, len);
-    struct fsm_fdc_entry *e = c->buckets[h & (c->n_buckets - 1)];
-    while (e && (e->hash != h || e->len != len || memcmp(e->path, path, len) != 0))
-        e = e->hnext;
-    if (e) fdc_detach(c, e);
-    return e;
-}
-
-static void fdc_free(struct fsm_fdc_entry *e)
-{
-    close(e->fd);
-    free(e);
-}
-
-/* Closes the cached fd of path, if any. */
-static void fdc_drop(struct fsm_fdcache *c, const char *path, size_t len)
-{
-    struct fsm_fdc_entry *e = fdc_take(c, path, len);
-    if (e) fdc_free(e);
-}
-
-/* Caches fd (lease-free, on the inode now at files/path) and owns it from here: closed when
- * it cannot be kept. e: the entry taken for path earlier (reused), or NULL. */
-static void fdc_put(struct fsm_fdcache *c, struct fsm_fdc_entry *e, const char *path, size_t len,
-                    int fd)
-{
-    if (!e && c->cap > 0 && (e = malloc(sizeof *e + len)) != NULL) {
-        e->hash = fdc_hash(path, len);
-        e->len = len;
-        memcpy(e->path, path, len);
-    }
-    if (!e || c->cap == 0) {
-        free(e);
-        close(fd);
-        return;
-    }
-    e->fd = fd;
-    if (c->n >= c->cap) { /* the least recently written path leaves */
-        struct fsm_fdc_entry *old = c->tail;
-        fdc_detach(c, old);
-        fdc_free(old);
-    }
-    struct fsm_fdc_entry **b = &c->buckets[e->hash & (c->n_buckets - 1)];
-    e->hnext = *b;
-    *b = e;
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head) c->head->prev = e;
-    c->head = e;
-    if (!c->tail) c->tail = e;
-    c->n++;
-}
-
-static void fdc_clear(struct fsm_fdcache *c)
-{
-    while (c->head) {
-        struct fsm_fdc_entry *e = c->head;
-        fdc_detach(c, e);
-        fdc_free(e);
-    }
+    fdc_lock(&ff->fdc);
+    fdc_drop(&ff->fdc, path, len);
+    fdc_unlock(&ff->fdc);
 }
 
 uint64_t fsm_files_fd_cache_hits(const struct fsm_files *ff)
 {
     return ff->fdc.hits;
+}
+
+uint64_t fsm_files_lease_breaks(struct fsm_files *ff)
+{
+    return atomic_load(&ff->fdc.breaks);
 }
 
 /* mkdir -p of path's parents; a non-directory in the way is replaced (crash leftovers). */
@@ -513,7 +415,7 @@ static int files_mkparents(struct fsm_files *ff, const char *path, size_t len)
         if (mkdirat(ff->files_fd, buf, 0755) == 0 || errno != EEXIST) continue;
         struct stat st;
         if (fstatat(ff->files_fd, buf, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
-            fdc_drop(&ff->fdc, buf, i);
+            files_fdc_drop(ff, buf, i);
             unlinkat(ff->files_fd, buf, 0);
             if (mkdirat(ff->files_fd, buf, 0755) != 0) return files_errno(errno);
         }
@@ -560,43 +462,53 @@ static int files_open_rw(struct fsm_files *ff, const char *path, size_t len)
     return fd;
 }
 
+/* The entry of path, from the cache (*hit) or freshly opened (O_RDWR), or NULL. fdc lock
+ * held. */
+static struct fsm_fdc_entry *files_fdc_get(struct fsm_files *ff, const char *path, size_t len,
+                                           bool *hit)
+{
+    struct fsm_fdc_entry *e = fdc_take(&ff->fdc, path, len);
+    *hit = e != NULL;
+    if (e) return e;
+    int fd = files_open_rw(ff, path, len);
+    return fd < 0 ? NULL : fdc_entry_new(&ff->fdc, path, len, fd);
+}
+
 /* Overwrites files/path in place when no reader can tell: the inode is open nowhere else (the
  * kernel grants a write lease only then, and while we hold it any other open of the inode
- * waits for our F_UNLCK), it has no other name, and the body fits in the file's current size
- * (no block to allocate, so no ENOSPC half-way). Every open of files/ in this process happens
- * on this thread, so none can start inside the window. Saves the rename exchange, the
- * recycling of the old inode and two dirty directory blocks: ~10 us of CPU per 1 KiB
- * overwrite here. The fd comes from the cache when it can and goes back to it only after the
- * lease is released. *done false: nothing was changed, the caller uses a spare. Returns an
- * ERR_* when a write in place failed (the file may then be torn: the failure is fatal, replay
- * rewrites it). */
+ * waits until we release it), it has no other name, and the body fits in the file's current
+ * size (no block to allocate, so no ENOSPC half-way). The lease is kept after the write and
+ * released when something else opens the inode (fsm_fdc.h): the fd cache lock, held from here
+ * to the end of the write, keeps that release out of the write. Saves the rename exchange,
+ * the recycling of the old inode and two dirty directory blocks: ~10 us of CPU per 1 KiB
+ * overwrite here, and with the lease kept two fcntl()s more. *done false: nothing was
+ * changed, the caller uses a spare. Returns an ERR_* when a write in place failed (the file
+ * may then be torn: the failure is fatal, replay rewrites it). */
 static int files_put_in_place(struct fsm_files *ff, const char *path, size_t len,
                               const uint8_t *body, uint64_t body_len, bool *done)
 {
     *done = false;
     if (body_len == 0 || body_len > FSM_IN_PLACE_MAX) return 0; /* truncating to 0 flushes */
-    struct fsm_fdc_entry *e = fdc_take(&ff->fdc, path, len);
-    int fd = e ? e->fd : files_open_rw(ff, path, len);
-    if (fd < 0) return 0;
+    if (!fdc_in_place_ok(&ff->fdc)) return 0; /* lease-break-time 0: a lease protects nobody */
+    fdc_lock(&ff->fdc);
+    bool hit;
+    struct fsm_fdc_entry *e = files_fdc_get(ff, path, len, &hit);
     struct stat st;
     int rv = 0;
-    bool leased = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
-                  (uint64_t)st.st_size >= body_len && fcntl(fd, F_SETLEASE, F_WRLCK) == 0;
+    bool leased = e && fstat(e->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+                  (uint64_t)st.st_size >= body_len && fdc_lease(&ff->fdc, e);
     if (leased) {
-        struct fsm_spare s = {.fd = fd, .size = (uint64_t)st.st_size};
+        struct fsm_spare s = {.fd = e->fd, .size = (uint64_t)st.st_size};
         rv = files_write(&s, body, body_len);
         *done = true;
         ff->in_place++;
-        if (e) ff->fdc.hits++;
+        if (hit) ff->fdc.hits++;
     }
-    if (leased && rv == 0 && fcntl(fd, F_SETLEASE, F_UNLCK) == 0) {
-        fdc_put(&ff->fdc, e, path, len, fd);
-        return 0;
-    }
-    /* Not kept: the close also ends a lease still held (it belongs to the open file
-     * description, whose only reference fd is: never dup'ed, O_CLOEXEC, no fork). */
-    free(e);
-    close(fd);
+    if (leased && rv == 0 && fdc_settle(&ff->fdc, e))
+        fdc_put(&ff->fdc, e);
+    else
+        fdc_entry_free(e); /* the close also ends a lease still held */
+    fdc_unlock(&ff->fdc);
     return rv;
 }
 
@@ -615,7 +527,7 @@ int fsm_files_put(struct fsm_files *ff, const char *path, size_t len, const uint
         return rv;
     }
     /* The inode at path is about to go to spare/: its fd must not stay open (fd cache). */
-    fdc_drop(&ff->fdc, path, len);
+    files_fdc_drop(ff, path, len);
     bool exchanged = false;
     int e = files_install(ff, path, len, &s, &exchanged);
     if (e) {
@@ -624,9 +536,11 @@ int fsm_files_put(struct fsm_files *ff, const char *path, size_t len, const uint
         return files_errno(e);
     }
     /* Its inode now lives at files/path: kept open for a later overwrite in place. */
-    if (body_len > 0 && body_len <= FSM_IN_PLACE_MAX)
-        fdc_put(&ff->fdc, NULL, path, len, s.fd);
-    else
+    if (body_len > 0 && body_len <= FSM_IN_PLACE_MAX) {
+        fdc_lock(&ff->fdc);
+        fdc_put(&ff->fdc, fdc_entry_new(&ff->fdc, path, len, s.fd));
+        fdc_unlock(&ff->fdc);
+    } else
         close(s.fd);
     if (exchanged) files_recycle(ff, s.name);
     return 0;
@@ -658,7 +572,7 @@ int fsm_files_remove(struct fsm_files *ff, const char *path, size_t len)
         if (tmp_fd >= 0) close(tmp_fd);
         return 0;
     }
-    fdc_drop(&ff->fdc, path, len);
+    files_fdc_drop(ff, path, len);
     char name[24];
     files_spare_name(ff, name);
     /* Into spare/ rather than unlink: the inode may be recycled, sparing a create later. */
@@ -687,15 +601,37 @@ static int files_openat_beneath(int dirfd, const char *leaf)
     return fd;
 }
 
+/* O_RDONLY|O_NONBLOCK open of files/path; an errno on failure. Our own leases: the one on
+ * path's cached fd is released first (the opener would only get EWOULDBLOCK: in-process opens
+ * never wait for the lease thread), and if the open still meets a lease being broken (an
+ * inode cached under another name, never expected) every lease is released and it is tried
+ * once more. */
+static int files_open_read_fd(struct fsm_files *ff, const char *path, size_t len, int *fd)
+{
+    fdc_lock(&ff->fdc);
+    fdc_unlease(&ff->fdc, path, len);
+    fdc_unlock(&ff->fdc);
+    int e = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int dirfd, tmp_fd;
+        const char *leaf;
+        e = files_at(ff, path, len, &dirfd, &leaf, &tmp_fd);
+        *fd = e ? -1 : files_openat_beneath(dirfd, leaf);
+        if (*fd < 0 && !e) e = errno;
+        if (tmp_fd >= 0) close(tmp_fd);
+        if (*fd >= 0 || e != EWOULDBLOCK || attempt > 0) break;
+        fdc_lock(&ff->fdc);
+        fdc_unlease_all(&ff->fdc);
+        fdc_unlock(&ff->fdc);
+    }
+    return *fd >= 0 ? 0 : e;
+}
+
 int fsm_files_open_read(struct fsm_files *ff, const char *path, size_t len, int *fd_out)
 {
-    int dirfd, tmp_fd;
-    const char *leaf;
-    int e = files_at(ff, path, len, &dirfd, &leaf, &tmp_fd);
-    int fd = e ? -1 : files_openat_beneath(dirfd, leaf);
-    if (fd < 0 && !e) e = errno;
-    if (tmp_fd >= 0) close(tmp_fd);
-    if (fd < 0) return e == ENOENT || e == ENOTDIR ? ERR_NOTFOUND : e == ELOOP ? ERR_BUSY : ERR_IO;
+    int fd;
+    int e = files_open_read_fd(ff, path, len, &fd);
+    if (e) return e == ENOENT || e == ENOTDIR ? ERR_NOTFOUND : e == ELOOP ? ERR_BUSY : ERR_IO;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -718,7 +654,9 @@ int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir)
 {
     char p[PATH_MAX];
     if ((size_t)snprintf(p, sizeof p, "%s/files", node_dir) >= sizeof p) return ERR_INVALID;
+    fdc_lock(&ff->fdc);
     fdc_clear(&ff->fdc); /* every cached fd is on an inode of the tree swapped out */
+    fdc_unlock(&ff->fdc);
     int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         LOG_ERROR("fsm: open %s: %s", p, strerror(errno));
@@ -853,9 +791,11 @@ static void files_scan_trash_cb(struct fsm_files *ff, const char *name)
     fsm_files_rmtree(ff->trash_fd, name, NULL);
 }
 
-/* A lease we hold is broken by any other open of its inode, and the kernel then signals us
- * with SIGIO, whose default action ends the process: ignore it (the opener just waits for our
- * F_UNLCK, microseconds later). A handler the program installed itself is left alone. */
+/* A lease broken by another open signals its holder. The leases kept on cached fds signal
+ * FSM_LEASE_SIG to the fd cache's lease thread (fsm_fdc.h); the short lease files_recycle
+ * takes to test a spare, and an overflowing real-time signal queue, raise SIGIO, whose default
+ * action ends the process: ignore it (the lease thread blocks SIGIO and still reads the ones
+ * sent to it through its signalfd). A handler the program installed itself is left alone. */
 static void files_ignore_sigio(void)
 {
     struct sigaction old;
@@ -916,10 +856,7 @@ void fsm_files_close(struct fsm_files *ff)
     for (size_t i = 0; i < ff->n_pool; i++)
         close(ff->pool[i].fd);
     ff->n_pool = 0;
-    fdc_clear(&ff->fdc);
-    free(ff->fdc.buckets);
-    ff->fdc.buckets = NULL;
-    ff->fdc.cap = ff->fdc.n_buckets = 0;
+    fdc_fini(&ff->fdc);
     int *fds[] = {&ff->files_fd, &ff->spare_fd, &ff->trash_fd};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
         if (*fds[i] >= 0) close(*fds[i]);

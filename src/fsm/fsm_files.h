@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "fsm.h"
+#include "fsm_fdc.h"
 
 /* Spares at most this big keep their blocks when recycled (a same-size overwrite then needs
  * no truncate); bigger ones are truncated so the pool never pins much disk. */
@@ -29,29 +30,6 @@ struct fsm_spare {
     int fd;        /* O_RDWR, ours alone */
     uint64_t size; /* current length of the inode's content */
     char name[24]; /* its name in spare/ */
-};
-
-/* An fd kept open on files/<path> after a write (see fsm_files.c "fd cache"). */
-struct fsm_fdc_entry {
-    struct fsm_fdc_entry *hnext;       /* hash chain */
-    struct fsm_fdc_entry *prev, *next; /* recency list, most recent first */
-    uint64_t hash;
-    int fd; /* O_RDWR, holds no lease while cached */
-    size_t len;
-    char path[]; /* len bytes */
-};
-
-/* At most this many fds are cached, and never more than an eighth of RLIMIT_NOFILE (a build
- * with -DFSM_FDC_MAX=0 caches none, for A/B runs). */
-#ifndef FSM_FDC_MAX
-#define FSM_FDC_MAX 4096
-#endif
-
-struct fsm_fdcache {
-    struct fsm_fdc_entry **buckets; /* n_buckets (a power of two) chains */
-    size_t n_buckets, n, cap;
-    struct fsm_fdc_entry *head, *tail;
-    uint64_t hits;
 };
 
 struct fsm_files {
@@ -73,7 +51,7 @@ struct fsm_files {
     _Atomic uint64_t next_id; /* next fresh name in spare/ or trash/ */
     _Atomic uint64_t created, precreated, recycled, pinned;
     _Atomic uint64_t in_place; /* overwrites written into the file's own inode */
-    struct fsm_fdcache fdc;    /* apply thread only */
+    struct fsm_fdcache fdc;    /* its own lock; fsm_fdc.h */
 };
 
 /* Creates the directories when absent, removes leftovers of a crash, fills the pool from
@@ -102,6 +80,8 @@ int fsm_files_reopen_files(struct fsm_files *ff, const char *node_dir);
 bool fsm_files_rmtree(int dirfd, const char *name, const _Atomic bool *stop);
 /* Overwrites in place that found their fd in the cache (no open or close). */
 uint64_t fsm_files_fd_cache_hits(const struct fsm_files *ff);
+/* Write leases of cached fds released because another open broke them (fsm_fdc.h). */
+uint64_t fsm_files_lease_breaks(struct fsm_files *ff);
 
 /* syncfs() of the file system holding files/. ERR_IO. */
 int fsm_files_sync(struct fsm_files *ff);

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +160,21 @@ static ino_t ino_of(struct tenv *t, const char *path)
     return stat(p, &st) == 0 ? st.st_ino : 0;
 }
 
+/* A non-blocking open of path retried until it gets in (10 s at most, far less than the
+ * kernel's lease-break-time of 45 s): -1 when a lease still blocks it then. *blocked counts
+ * the tries that met a lease (EWOULDBLOCK). */
+static int open_polled(const char *path, unsigned *blocked)
+{
+    double deadline = now_s() + 10;
+    int fd;
+    while ((fd = open(path, O_RDONLY | O_NONBLOCK)) < 0 && errno == EWOULDBLOCK &&
+           now_s() < deadline) {
+        (*blocked)++;
+        sched_yield();
+    }
+    return fd;
+}
+
 /* An overwrite that fits the file goes into its own inode when nobody has it open; a longer
  * one, or one while a reader holds the file, swaps in a spare (the reader keeps the old). */
 static void test_fsm_overwrite_in_place(void)
@@ -171,12 +188,15 @@ static void test_fsm_overwrite_in_place(void)
     CHECK(ino != 0);
     fsm_get_stats(t.f, &s0);
     CHECK_EQ_U(put(t.f, 2, 2, "d/f", "abcdefghij", &r), 0); /* same size */
-    /* No lease outlives the put: one still held would make this open fail (EWOULDBLOCK),
-     * and any blocking open wait for the kernel's lease-break timeout (45 s). */
+    /* The lease outlives the put (kept for the next overwrite), not another open: a
+     * non-blocking open meets it once, then gets in as soon as the store has released it
+     * (polled; the kernel itself would let it in only after lease-break-time, 45 s). */
     char full[256];
     snprintf(full, sizeof full, "%s/files/d/f", t.dir);
-    int nb = open(full, O_RDONLY | O_NONBLOCK);
+    unsigned blocked = 0;
+    int nb = open_polled(full, &blocked);
     CHECK(nb >= 0);
+    CHECK(blocked > 0);
     if (nb >= 0) close(nb);
     CHECK(file_is(&t, "d/f", "abcdefghij") && ino_of(&t, "d/f") == ino);
     CHECK_EQ_U(put(t.f, 3, 3, "d/f", "xyz", &r), 0); /* shorter: truncated */
@@ -223,18 +243,34 @@ static void test_fsm_overwrite_in_place(void)
 
 /* What the torn-read test's reader saw. */
 struct torn_report {
-    unsigned reads, torn, errors;
+    unsigned reads, torn, errors, stuck;
 };
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
 /* Reads path over and over in a loop (another process: its opens break our write leases)
- * until stop_fd reports EOF; every read must be exactly one of the bodies the writer puts. */
+ * until stop_fd reports EOF; every read must be exactly one of the bodies the writer puts.
+ * An open that waits 5 s for a lease (the store must release it at once: the kernel would
+ * after 45 s) is interrupted by SIGALRM and counted as stuck. */
 static struct torn_report torn_reader(const char *path, int stop_fd, size_t len_ab, size_t len_c)
 {
     static char buf[70000];
     struct torn_report r = {0};
+    struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART: the open fails, EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
     char c;
     while (read(stop_fd, &c, 1) < 0) {
+        alarm(5);
         int fd = open(path, O_RDONLY);
+        alarm(0);
+        if (fd < 0 && errno == EINTR) {
+            r.stuck++;
+            continue;
+        }
         size_t n = 0;
         ssize_t k = 1;
         while (fd >= 0 && n < sizeof buf && (k = read(fd, buf + n, sizeof buf - n)) > 0)
@@ -302,11 +338,206 @@ static void test_fsm_in_place_never_torn(void)
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CHECK_EQ_U(rep.torn, 0);
     CHECK_EQ_U(rep.errors, 0);
+    CHECK_EQ_U(rep.stuck, 0);
     CHECK(rep.reads > 10);
     CHECK(s1.overwrites_in_place > s0.overwrites_in_place + 10); /* else the test proves nothing */
     fprintf(stderr, "  %u puts, %llu in place, %u reads\n", i - 2,
             (unsigned long long)(s1.overwrites_in_place - s0.overwrites_in_place), rep.reads);
     t_fini(&t);
+}
+
+/* What a child saw opening a leased file. */
+struct lease_report {
+    int open_errno;   /* 0: it got in */
+    unsigned blocked; /* non-blocking tries that met the lease first */
+    char body[32];
+};
+
+/* In a child (another process): opens path as open_polled does and reads it. */
+static void lease_child(const char *path, int res_fd)
+{
+    for (int fd = 3; fd < 1024; fd++) /* the store's fds stay the parent's alone */
+        if (fd != res_fd) close(fd);
+    struct lease_report rep = {0};
+    int fd = open_polled(path, &rep.blocked);
+    rep.open_errno = fd < 0 ? errno : 0;
+    if (fd >= 0 && read(fd, rep.body, sizeof rep.body - 1) < 0) rep.open_errno = EIO;
+    if (fd >= 0) close(fd);
+    _exit(write(res_fd, &rep, sizeof rep) == sizeof rep ? 0 : 1);
+}
+
+static struct lease_report lease_open_elsewhere(const char *path)
+{
+    struct lease_report rep = {.open_errno = -1};
+    int res[2];
+    CHECK(pipe(res) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) lease_child(path, res[1]);
+    close(res[1]);
+    CHECK_EQ_U(read(res[0], &rep, sizeof rep), sizeof rep);
+    close(res[0]);
+    int status = -1;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return rep;
+}
+
+/* After an overwrite in place the cached fd keeps its write lease (another process's
+ * non-blocking open meets it), and that open breaks it: the store's lease thread releases it
+ * at once, with no apply in between, so the opener gets in (polled, 10 s at most; the kernel
+ * would wait 45 s) and reads the whole last version. The next overwrite goes in place again
+ * once the other process closed the file. */
+static void test_fsm_lease_released_on_break(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    struct fsm_stats s0, s1;
+    CHECK_EQ_U(put(t.f, 1, 1, "l/f", "version-1", &r), 0);
+    fsm_get_stats(t.f, &s0);
+    CHECK_EQ_U(put(t.f, 2, 2, "l/f", "version-2", &r), 0);
+    fsm_get_stats(t.f, &s1);
+    CHECK_EQ_U(s1.overwrites_in_place, s0.overwrites_in_place + 1);
+    uint64_t b0 = fsm_files_lease_breaks(&t.f->ff);
+    char full[256];
+    snprintf(full, sizeof full, "%s/files/l/f", t.dir);
+    for (int round = 0; round < 3; round++) {
+        struct lease_report rep = lease_open_elsewhere(full);
+        CHECK_EQ_U(rep.open_errno, 0);
+        CHECK(rep.blocked > 0); /* the lease was still held */
+        char want[16];
+        snprintf(want, sizeof want, "version-%d", 2 + round);
+        CHECK(!strcmp(rep.body, want));
+        double deadline = now_s() + 10; /* the count may trail the release */
+        while (fsm_files_lease_breaks(&t.f->ff) < b0 + 1 + (uint64_t)round && now_s() < deadline)
+            sched_yield();
+        CHECK_EQ_U(fsm_files_lease_breaks(&t.f->ff), b0 + 1 + (uint64_t)round);
+        fsm_get_stats(t.f, &s0);
+        snprintf(want, sizeof want, "version-%d", 3 + round);
+        CHECK_EQ_U(put(t.f, 3 + (raft_index)round, 3 + (unsigned)round, "l/f", want, &r), 0);
+        fsm_get_stats(t.f, &s1);
+        CHECK_EQ_U(s1.overwrites_in_place, s0.overwrites_in_place + 1);
+    }
+    /* This process's own plain open breaks it the same way (it waits for the lease thread). */
+    CHECK(file_is(&t, "l/f", "version-5"));
+    CHECK_EQ_U(fsm_files_lease_breaks(&t.f->ff), b0 + 4);
+    t_fini(&t);
+}
+
+/* A read of a file just overwritten in place (a GET, the snapshot reader: an open in this
+ * process) gets in at once, with no break for the lease thread to handle: the store releases
+ * that path's lease before opening. The reader's fd then keeps the next overwrite out of the
+ * inode. Many leased paths, read in turn. */
+static void test_fsm_read_leased_file(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_result r;
+    char p[32], body[32];
+    raft_index i = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int k = 0; k < 20; k++) {
+            snprintf(p, sizeof p, "r/%d", k);
+            snprintf(body, sizeof body, "body-%d-%d", k, round);
+            i++;
+            CHECK_EQ_U(put(t.f, i, (unsigned)i, p, body, &r), 0);
+        }
+    }
+    struct fsm_stats s0, s1;
+    uint64_t b0 = fsm_files_lease_breaks(&t.f->ff);
+    for (int k = 0; k < 20; k++) {
+        snprintf(p, sizeof p, "r/%d", k);
+        snprintf(body, sizeof body, "body-%d-1", k);
+        int fd = -1;
+        struct fsm_meta m;
+        CHECK_EQ_U(fsm_open_read(t.f, p, &fd, &m), 0);
+        char got[32] = "";
+        CHECK(fd >= 0 && pread(fd, got, sizeof got - 1, 0) == (ssize_t)strlen(body));
+        CHECK(!strcmp(got, body) && m.size == strlen(body));
+        fsm_get_stats(t.f, &s0);
+        snprintf(body, sizeof body, "BODY-%d-2", k);
+        i++;
+        CHECK_EQ_U(put(t.f, i, (unsigned)i, p, body, &r), 0); /* not under the reader */
+        fsm_get_stats(t.f, &s1);
+        CHECK_EQ_U(s1.overwrites_in_place, s0.overwrites_in_place);
+        CHECK(file_is(&t, p, body));
+        memset(got, 0, sizeof got);
+        CHECK(pread(fd, got, sizeof got - 1, 0) > 0 && got[0] == 'b');
+        if (fd >= 0) close(fd);
+    }
+    CHECK_EQ_U(fsm_files_lease_breaks(&t.f->ff), b0);
+    t_fini(&t);
+}
+
+/* Streams a's snapshot (as of its applied index) into b and installs it. */
+static void snapshot_into(struct fsm *a, struct fsm *b)
+{
+    struct fsm_snap_reader *rd = NULL;
+    struct fsm_snap_writer *w = NULL;
+    CHECK_EQ_U(fsm_snap_reader_open(a, fsm_applied(a), 1, NULL, &rd), 0);
+    CHECK_EQ_U(fsm_snap_writer_open(b, &w), 0);
+    static uint8_t buf[65536];
+    bool done = false;
+    while (rd && w && !done) {
+        size_t len = 0;
+        int rv = fsm_snap_reader_next(rd, buf, sizeof buf, &len, &done);
+        CHECK_EQ_U(rv, 0);
+        if (rv == 0) rv = fsm_snap_writer_put(w, buf, len);
+        CHECK_EQ_U(rv, 0);
+        if (rv) break;
+    }
+    fsm_snap_reader_close(rd);
+    struct fsm_snap_meta m = {0};
+    CHECK_EQ_U(fsm_snap_writer_finish(w, &m), 0);
+    raft_blob_unref(m.conf);
+    CHECK_EQ_U(m.index, fsm_applied(a));
+    CHECK_EQ_U(fsm_snap_install(b, w), 0);
+}
+
+/* A snapshot of a store whose files all hold write leases (overwritten in place, fds cached):
+ * the reader's opens (this process, O_NONBLOCK) get in without a break, the copy has every
+ * file's last version, and overwrites go in place again afterwards. */
+static void test_fsm_snapshot_of_leased_files(void)
+{
+    struct tenv a, b;
+    t_init(&a);
+    t_init(&b);
+    struct fsm_result r;
+    char p[32], body[32];
+    raft_index i = 0;
+    for (int round = 0; round < 4; round++) {
+        for (int k = 0; k < 40; k++) {
+            snprintf(p, sizeof p, "l%d/f%d", k % 4, k);
+            snprintf(body, sizeof body, "v%d-of-%d", round, k);
+            i++;
+            CHECK_EQ_U(put(a.f, i, (unsigned)i, p, body, &r), 0);
+        }
+    }
+    struct fsm_stats s0, s1;
+    fsm_get_stats(a.f, &s0);
+    CHECK_EQ_U(s0.overwrites_in_place, 120);
+    uint64_t b0 = fsm_files_lease_breaks(&a.f->ff);
+    snapshot_into(a.f, b.f);
+    CHECK_EQ_U(fsm_files_lease_breaks(&a.f->ff), b0); /* released before each open */
+    CHECK_EQ_U(fsm_applied(b.f), i);
+    for (int k = 0; k < 40; k++) {
+        snprintf(p, sizeof p, "l%d/f%d", k % 4, k);
+        snprintf(body, sizeof body, "v3-of-%d", k);
+        CHECK(file_is(&b, p, body));
+        snprintf(body, sizeof body, "v4-of-%d", k);
+        i++;
+        CHECK_EQ_U(put(a.f, i, (unsigned)i, p, body, &r), 0);
+        CHECK_EQ_U(put(b.f, i, (unsigned)i, p, body, &r), 0); /* b: fds of the new tree */
+    }
+    fsm_get_stats(a.f, &s1);
+    CHECK_EQ_U(s1.overwrites_in_place, s0.overwrites_in_place + 40);
+    for (int k = 0; k < 40; k++) {
+        snprintf(p, sizeof p, "l%d/f%d", k % 4, k);
+        snprintf(body, sizeof body, "v4-of-%d", k);
+        CHECK(file_is(&a, p, body) && file_is(&b, p, body));
+    }
+    t_fini(&a);
+    t_fini(&b);
 }
 
 /* The store keeps an fd on a file it wrote (fd cache): it follows the path through removal
@@ -1143,6 +1374,9 @@ int main(void)
     RUN(test_fsm_overwrite_in_place);
     RUN(test_fsm_in_place_never_torn);
     RUN(test_fsm_files_fd_cache);
+    RUN(test_fsm_lease_released_on_break);
+    RUN(test_fsm_read_leased_file);
+    RUN(test_fsm_snapshot_of_leased_files);
     RUN(test_fsm_checkpoint_histogram);
     RUN(test_fsm_delete_then_create_reuses_inodes);
     RUN(test_fsm_duplicate_request_id);
