@@ -11,8 +11,12 @@
 #include "fsm_snap_hasher.h"
 #include "fsm_snap_spare.h"
 
-#define FSS_AIO_DEPTH 8 /* DATA writes in flight at most */
-_Static_assert(FSS_AIO_DEPTH < FSS_HASH_SLOTS, "a buffer is reused only after its write");
+#define FSS_AIO_GROUP 4 /* consecutive DATA payloads of a file per write (1 MiB) */
+#define FSS_AIO_DEPTH 3 /* writes in flight at most */
+/* A hasher buffer is handed out again FSS_HASH_SLOTS submissions later: by then its write is
+ * waited for (wr_buf), and it cannot be in the group still being gathered. */
+_Static_assert((FSS_AIO_DEPTH + 1) * FSS_AIO_GROUP <= FSS_HASH_SLOTS,
+               "a buffer is reused only after its write");
 
 #define FSS_STAGE_DIR "raft/snap-in"   /* under node_dir: the staging area */
 #define FSS_STAGE_TABLES "fsm_snapin_" /* staged BDB tables, in the environment's home */
@@ -39,21 +43,30 @@ struct fsm_snap_writer {
     uint8_t *buf;
     size_t need, got;
     struct fss_hasher *hasher; /* SHA-256 of every DATA payload, off the caller's thread */
-    /* At most FSS_AIO_DEPTH DATA writes in flight (Linux native AIO: io_submit from this
-     * thread straight to the block layer, no helper thread to wake per write as with glibc's
-     * POSIX AIO, whose thread hops under CPU contention showed as disk waits), each from the
-     * buffer of a recent submission (the hasher hands one out again only FSS_HASH_SLOTS - 1
-     * submissions later, and a write waits for the one issued FSS_AIO_DEPTH before it). Write
-     * k owns aio_fd[k % FSS_AIO_DEPTH], a dup of its file's fd (closed when it is done, so a
-     * file's end does not wait for its writes, and a misaligned or short one can be redone
-     * synchronously). Waited for: before a buffered write, at END and at free. */
+    /* DATA payloads are written with O_DIRECT straight from the hasher's buffers they are
+     * in: up to FSS_AIO_GROUP consecutive payloads of a file gathered into one write (a
+     * PWRITEV of their buffers: fewer, larger requests, and ext4 converts a write's unwritten
+     * extent once per request), at most FSS_AIO_DEPTH writes in flight (Linux native AIO:
+     * io_submit from this thread straight to the block layer; glibc's POSIX AIO woke a helper
+     * thread per write, and under CPU contention its scheduling showed as disk waits). A group
+     * goes out when full, at its file's last payload, or before a buffered write. Write k owns
+     * aio_fd[k % FSS_AIO_DEPTH], a dup of its file's fd (closed when it is done, so a file's
+     * end does not wait for its writes, and a misaligned or short one can be redone
+     * synchronously). Waited for: to reuse a buffer (wr_buf), before a buffered write, at END
+     * and at free. */
     aio_context_t aio_ctx; /* 0: none, every write is synchronous */
     struct iocb aio[FSS_AIO_DEPTH];
-    bool aio_busy[FSS_AIO_DEPTH]; /* submitted, not yet waited for */
-    bool aio_done[FSS_AIO_DEPTH]; /* its completion was reaped into aio_res */
+    struct iovec aio_iov[FSS_AIO_DEPTH][FSS_AIO_GROUP];
+    uint64_t aio_first[FSS_AIO_DEPTH]; /* hasher submission number of its first payload */
+    bool aio_busy[FSS_AIO_DEPTH];      /* submitted, not yet waited for */
+    bool aio_done[FSS_AIO_DEPTH];      /* its completion was reaped into aio_res */
     int64_t aio_res[FSS_AIO_DEPTH];
     int aio_fd[FSS_AIO_DEPTH]; /* -1: none */
     unsigned aio_next;
+    struct iovec grp[FSS_AIO_GROUP]; /* the group being gathered (current file) */
+    unsigned grp_n;
+    uint64_t grp_off, grp_first; /* its file offset and first submission number */
+    uint64_t n_sub;              /* DATA payloads submitted to the hasher so far */
     /* Stream state. */
     bool have_hdr, in_dedup;
     struct fsm_snap_meta meta;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,10 +72,14 @@ static uint64_t wr_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* The record buffer (taken from the hasher when none is held: may wait for it). */
+static void wr_aio_reuse(struct fsm_snap_writer *w, uint64_t sub);
+
+/* The record buffer (taken from the hasher when none is held: may wait for it, and for the
+ * write of its previous payload). */
 static uint8_t *wr_buf(struct fsm_snap_writer *w)
 {
     if (!w->buf) {
+        if (w->n_sub >= FSS_HASH_SLOTS) wr_aio_reuse(w, w->n_sub - FSS_HASH_SLOTS);
         uint64_t t0 = wr_now_ns();
         w->buf = fss_hasher_buf(w->hasher);
         w->wait_hash_ns += wr_now_ns() - t0;
@@ -407,6 +412,31 @@ static void wr_aio_drain(struct fsm_snap_writer *w)
     }
 }
 
+/* Write i's bytes from done on, synchronously through its fd (O_DIRECT while it can). */
+static void wr_aio_redo(struct fsm_snap_writer *w, unsigned i, size_t done)
+{
+    const struct iocb *a = &w->aio[i];
+    uint64_t pos = (uint64_t)a->aio_offset;
+    bool direct = true;
+    for (unsigned k = 0; k < a->aio_nbytes && !w->error; k++) {
+        const struct iovec *v = &w->aio_iov[i][k];
+        size_t skip = done < v->iov_len ? done : v->iov_len;
+        done -= skip;
+        if (skip < v->iov_len)
+            wr_pwrite_fd(w, w->aio_fd[i], &direct, (const uint8_t *)v->iov_base + skip,
+                         v->iov_len - skip, pos + skip);
+        pos += v->iov_len;
+    }
+}
+
+static size_t wr_aio_len(const struct fsm_snap_writer *w, unsigned i)
+{
+    size_t len = 0;
+    for (unsigned k = 0; k < w->aio[i].aio_nbytes; k++)
+        len += w->aio_iov[i][k].iov_len;
+    return len;
+}
+
 /* Waits for write i, if in flight, and closes its fd: a short one is finished and one the
  * device refused as misaligned (EINVAL) is redone, synchronously (buffered). */
 static int wr_aio_wait_one(struct fsm_snap_writer *w, unsigned i)
@@ -415,16 +445,13 @@ static int wr_aio_wait_one(struct fsm_snap_writer *w, unsigned i)
     uint64_t t0 = wr_now_ns();
     wr_aio_reap(w, i);
     w->wait_disk_ns += wr_now_ns() - t0;
-    const struct iocb *a = &w->aio[i];
     int64_t res = w->aio_res[i];
-    size_t len = (size_t)a->aio_nbytes, done = res > 0 ? (size_t)res : 0;
+    size_t len = wr_aio_len(w, i), done = res > 0 ? (size_t)res : 0;
     if (!w->error && done != len) {
-        bool direct = true;
         if (res < 0 && res != -EINVAL)
             wr_fail(w, wr_errno((int)-res), "writing a staged file");
         else
-            wr_pwrite_fd(w, w->aio_fd[i], &direct, (const uint8_t *)(uintptr_t)a->aio_buf + done,
-                         len - done, (uint64_t)a->aio_offset + done);
+            wr_aio_redo(w, i, done);
     }
     wr_aio_close(w, i);
     return w->error;
@@ -438,43 +465,62 @@ static int wr_aio_wait(struct fsm_snap_writer *w)
     return w->error;
 }
 
-/* Starts writing buf[0..len) (aligned, whole blocks) at the current file offset, after the
- * write issued FSS_AIO_DEPTH before it. Synchronous when the system cannot queue it. */
-static int wr_aio_start(struct fsm_snap_writer *w, size_t len)
+/* Waits for the write of hasher submission `sub` (its buffer is about to be reused). */
+static void wr_aio_reuse(struct fsm_snap_writer *w, uint64_t sub)
 {
-    unsigned i = w->aio_next;
-    if (wr_aio_wait_one(w, i)) return w->error;
-    int fd = w->aio_ctx ? fcntl(w->fd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (fd < 0) return wr_pwrite(w, w->buf, len, w->written);
+    ASSERT(w->grp_n == 0 || w->grp_first > sub);
+    for (unsigned i = 0; i < FSS_AIO_DEPTH; i++)
+        if (w->aio_busy[i] && w->aio_first[i] <= sub) wr_aio_wait_one(w, i);
+}
+
+/* Sends the gathered group (aligned, whole blocks) as one write, after the write issued
+ * FSS_AIO_DEPTH before it. Synchronous when the system cannot queue it. */
+static int wr_grp_submit(struct fsm_snap_writer *w)
+{
+    unsigned n = w->grp_n, i = w->aio_next;
+    w->grp_n = 0;
+    if (n == 0 || wr_aio_wait_one(w, i)) return w->error;
     struct iocb *a = &w->aio[i];
     memset(a, 0, sizeof *a);
+    memcpy(w->aio_iov[i], w->grp, n * sizeof w->grp[0]);
     a->aio_data = i;
-    a->aio_lio_opcode = IOCB_CMD_PWRITE;
-    a->aio_fildes = (uint32_t)fd;
-    a->aio_buf = (uint64_t)(uintptr_t)w->buf;
-    a->aio_nbytes = len;
-    a->aio_offset = (int64_t)w->written;
+    a->aio_lio_opcode = IOCB_CMD_PWRITEV;
+    a->aio_buf = (uint64_t)(uintptr_t)w->aio_iov[i];
+    a->aio_nbytes = n;
+    a->aio_offset = (int64_t)w->grp_off;
+    w->aio_fd[i] = w->aio_ctx ? fcntl(w->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    a->aio_fildes = (uint32_t)w->aio_fd[i];
     struct iocb *list[1] = {a};
-    if (syscall(SYS_io_submit, w->aio_ctx, 1L, list) != 1) {
-        close(fd);
-        return wr_pwrite(w, w->buf, len, w->written);
+    if (w->aio_fd[i] < 0 || syscall(SYS_io_submit, w->aio_ctx, 1L, list) != 1) {
+        if (w->aio_fd[i] < 0) w->aio_fd[i] = w->fd;
+        wr_aio_redo(w, i, 0);
+        if (w->aio_fd[i] == w->fd) w->aio_fd[i] = -1;
+        wr_aio_close(w, i);
+        return w->error;
     }
-    w->aio_fd[i] = fd;
+    w->aio_first[i] = w->grp_first;
     w->aio_busy[i] = true;
     w->aio_next = (i + 1) % FSS_AIO_DEPTH;
     return 0;
 }
 
-/* Writes one DATA record's payload, in buf, at the current file offset. */
+/* Writes one DATA record's payload, in buf (hasher submission n_sub - 1), at the current file
+ * offset: gathered into the group, sent when it is full or the file ends. */
 static int wr_data_out(struct fsm_snap_writer *w, size_t len)
 {
     bool aligned = len % FSS_DIO_ALIGN == 0 && w->written % FSS_DIO_ALIGN == 0;
     if (!w->fd_direct || !aligned) {
         /* Buffered and direct writes of one file must not overlap in time. */
-        if (wr_aio_wait(w)) return w->error;
+        if (wr_grp_submit(w) || wr_aio_wait(w)) return w->error;
         return wr_pwrite(w, w->buf, len, w->written);
     }
-    return wr_aio_start(w, len);
+    if (w->grp_n == 0) {
+        w->grp_off = w->written;
+        w->grp_first = w->n_sub - 1;
+    }
+    w->grp[w->grp_n++] = (struct iovec){.iov_base = w->buf, .iov_len = len};
+    if (w->grp_n == FSS_AIO_GROUP || w->written + len == w->size) return wr_grp_submit(w);
+    return 0;
 }
 
 static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
@@ -488,6 +534,7 @@ static int wr_rec_data(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     bool last = w->written + len == w->size;
     /* Hashing first: the thread starts while this one issues the write. */
     fss_hasher_submit(w->hasher, len, last ? w->want_sha : NULL, w->seq);
+    w->n_sub++;
     int rv = w->skip ? 0 : wr_data_out(w, len);
     w->buf = NULL; /* the write in flight and the hasher have it */
     if (rv) return rv;
@@ -553,7 +600,7 @@ static int wr_rec_end(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     if (fsm_be_get64(p + 8) != w->n_files || fsm_be_get64(p + 16) != w->n_dedup ||
         fsm_be_get64(p + 24) != w->bytes)
         return wr_fail(w, ERR_CORRUPT, "counts do not match");
-    if (wr_aio_wait(w) || wr_hash_check(w, true)) return w->error;
+    if (wr_grp_submit(w) || wr_aio_wait(w) || wr_hash_check(w, true)) return w->error;
     w->meta.index_end = end;
     w->finished = true;
     return 0;
