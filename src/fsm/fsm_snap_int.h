@@ -67,6 +67,7 @@ struct fsm_snap_writer {
     unsigned grp_n;
     uint64_t grp_off, grp_first; /* its file offset and first submission number */
     uint64_t n_sub;              /* DATA payloads submitted to the hasher so far */
+    uint64_t n_writes;           /* writes of gathered groups (tests) */
     /* Stream state. */
     bool have_hdr, in_dedup;
     struct fsm_snap_meta meta;

@@ -480,6 +480,7 @@ static int wr_grp_submit(struct fsm_snap_writer *w)
     unsigned n = w->grp_n, i = w->aio_next;
     w->grp_n = 0;
     if (n == 0 || wr_aio_wait_one(w, i)) return w->error;
+    w->n_writes++;
     struct iocb *a = &w->aio[i];
     memset(a, 0, sizeof *a);
     memcpy(w->aio_iov[i], w->grp, n * sizeof w->grp[0]);

@@ -956,9 +956,9 @@ static void check_hash_paths(struct tenv *t, bool threaded)
 }
 
 /* Staged writes: a new file is preallocated to its announced size before its first DATA
- * (O_DIRECT writes into allocated extents run concurrently on ext4), a file's end leaves its
- * writes in flight (the next file's follow them), END waits for all of them, and the content
- * is right after the install. */
+ * (O_DIRECT writes into allocated extents run concurrently on ext4), FSS_AIO_GROUP payloads
+ * go out as one write, a file's end leaves its writes in flight (the next file's follow
+ * them), END waits for all of them, and the content is right after the install. */
 static bool writes_in_flight(const struct fsm_snap_writer *w)
 {
     for (unsigned i = 0; i < FSS_AIO_DEPTH; i++)
@@ -989,7 +989,8 @@ static void test_snap_writes_queued(void)
         fprintf(stderr, "no native AIO here: writes are synchronous\n");
     uint64_t rng = 9;
     CHECK_EQ_U(feed(w, s + fend, len - fend, &rng), 0);
-    CHECK(!writes_in_flight(w)); /* END waited for every write */
+    CHECK(!writes_in_flight(w));                          /* END waited for every write */
+    CHECK_EQ_U(w->n_writes, 3 * HS_RECS / FSS_AIO_GROUP); /* whole groups of one file */
     struct fsm_snap_meta m;
     CHECK_EQ_U(fsm_snap_writer_finish(w, &m), 0);
     raft_blob_unref(m.conf);
