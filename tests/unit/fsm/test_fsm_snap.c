@@ -1218,8 +1218,8 @@ int main(void)
     RUN(test_snap_install_crash);
     RUN(test_snap_memory_bounded);
     RUN(test_snap_misuse);
-    /* After test_snap_install_crash: its child would inherit glibc's idle AIO helper threads'
-     * bookkeeping (not the threads) from this test's many writes and wait forever. */
+    /* After test_snap_install_crash (forks): kept there from when staged writes used glibc's
+     * POSIX AIO, whose idle helper threads' bookkeeping a child inherited (native AIO now). */
     RUN(test_snap_hash_thread);
     RUN(test_snap_writes_queued);
     return check_report();
