@@ -83,6 +83,9 @@ struct store_segs {
     /* The syncer thread: fdatasync of the current segment in parallel with the BDB commit. */
     pthread_t sync_th;
     bool sync_started, sync_stop, sync_busy;
+    /* Who sleeps on sync_cv (under sync_mu): a side is signalled only when it sleeps, and
+     * after the lock is dropped, so a wake never lands on a mutex still held. */
+    bool sync_idle, sync_waiting;
     int sync_fd, sync_err;
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;

@@ -214,8 +214,11 @@ static void *seg_syncer(void *arg)
     pthread_setname_np(pthread_self(), "store-syncer"); /* for top -H, perf sched, gdb */
     pthread_mutex_lock(&g->sync_mu);
     for (;;) {
-        while (!g->sync_busy && !g->sync_stop)
+        while (!g->sync_busy && !g->sync_stop) {
+            g->sync_idle = true;
             pthread_cond_wait(&g->sync_cv, &g->sync_mu);
+            g->sync_idle = false;
+        }
         if (!g->sync_busy) break;
         int fd = g->sync_fd;
         pthread_mutex_unlock(&g->sync_mu);
@@ -223,7 +226,10 @@ static void *seg_syncer(void *arg)
         pthread_mutex_lock(&g->sync_mu);
         g->sync_err = e;
         g->sync_busy = false;
-        pthread_cond_broadcast(&g->sync_cv);
+        bool wake = g->sync_waiting; /* else the writer sees !sync_busy before it would wait */
+        pthread_mutex_unlock(&g->sync_mu);
+        if (wake) pthread_cond_broadcast(&g->sync_cv);
+        pthread_mutex_lock(&g->sync_mu);
     }
     pthread_mutex_unlock(&g->sync_mu);
     return NULL;
@@ -272,8 +278,9 @@ int store_seg_sync_start(struct store *s)
     ASSERT(!g->sync_busy);
     g->sync_fd = g->files[g->n - 1].fd;
     g->sync_busy = true;
-    pthread_cond_broadcast(&g->sync_cv);
+    bool wake = g->sync_idle; /* else the syncer sees sync_busy before it would sleep */
     pthread_mutex_unlock(&g->sync_mu);
+    if (wake) pthread_cond_broadcast(&g->sync_cv);
     return 0;
 }
 
@@ -281,8 +288,11 @@ int store_seg_sync_wait(struct store *s)
 {
     struct store_segs *g = &s->segs;
     pthread_mutex_lock(&g->sync_mu);
-    while (g->sync_busy)
+    while (g->sync_busy) {
+        g->sync_waiting = true;
         pthread_cond_wait(&g->sync_cv, &g->sync_mu);
+        g->sync_waiting = false;
+    }
     int e = g->sync_err;
     pthread_mutex_unlock(&g->sync_mu);
     return e;
