@@ -7,7 +7,10 @@
            many bytes on the same file system, twice: conv=fdatasync (through the page cache,
            which a VM's host may cache too) and oflag=direct (O_DIRECT, bypassing our page
            cache: the honest disk rate). REPS catch-ups (wipe, restart) reuse one loaded
-           cluster. RAFTFS_BENCH_PERF=DIR records `perf record -a -g` during each catch-up
+           cluster. Each line also says where the stream's time went, from both nodes' logs:
+           the follower's time inside put (and in it, waiting for the hasher thread and for
+           the disk) and the sender's time reading the store and waiting with a full window.
+           RAFTFS_BENCH_PERF=DIR records `perf record -a -g` during each catch-up
            into DIR/all-N.data (it prints the leader's and the follower's pids).
   stall    raftbench write latency (p50/p99/p99.9) with compaction running about every
            second (snapshot_entries small) vs compaction effectively off.
