@@ -49,6 +49,10 @@ struct fsm {
         reader_min;   /* smallest S among open readers, 0 when none (see fsm_dedup_keep_from) */
     uint64_t epoch;   /* bumped by an install: older readers are stale */
     bool writer_open; /* one incoming snapshot at a time */
+    /* Native AIO context (aio_context_t) of the snapshot writers, set up by the first one and
+     * destroyed at close (io_destroy waits an RCU grace period, ~20-30 ms): 0 when none. A
+     * writer drains its writes before it is freed, so none is in flight between writers. */
+    unsigned long snap_aio;
     int install_stop_after; /* test hook: 0 off, k: install stops after step k */
     /* Removes old trees moved to trash/ by an install, off the caller's thread. */
     pthread_t trash_thread;
@@ -65,7 +69,9 @@ raft_index fsm_dedup_keep_from(const struct fsm *f);
  * record into f->snap and, when an install was cut short by a crash, finishes it (the BDB
  * side committed: the files/ exchange is redone or confirmed). ERR_IO/ERR_CORRUPT. */
 int fsm_snap_recover(struct fsm *f, char *err, size_t err_len);
-/* Joins the trash thread (fsm_close). */
+/* Joins the trash thread and destroys the snapshot writers' AIO context (fsm_close). */
 void fsm_snap_shutdown(struct fsm *f);
+/* fsm_snap_write.c: destroys f->snap_aio, if any (no writer may be open). */
+void fsm_snap_aio_close(struct fsm *f);
 
 #endif

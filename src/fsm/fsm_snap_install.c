@@ -139,6 +139,7 @@ static void trash_kick(struct fsm *f)
 
 void fsm_snap_shutdown(struct fsm *f)
 {
+    fsm_snap_aio_close(f);
     if (!f->trash_joinable) return;
     atomic_store(&f->trash_stop, true);
     pthread_join(f->trash_thread, NULL);

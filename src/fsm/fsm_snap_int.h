@@ -4,6 +4,7 @@
 #define RAFTFS_FSM_SNAP_INT_H
 
 #include <linux/aio_abi.h>
+#include <sys/uio.h>
 
 #include "fsm_int.h"
 #include "fsm_sha256.h"
@@ -14,7 +15,9 @@
 #define FSS_AIO_GROUP 4 /* consecutive DATA payloads of a file per write (1 MiB) */
 #define FSS_AIO_DEPTH 3 /* writes in flight at most */
 /* A hasher buffer is handed out again FSS_HASH_SLOTS submissions later: by then its write is
- * waited for (wr_buf), and it cannot be in the group still being gathered. */
+ * waited for (wr_buf, by submission number: every DATA payload is submitted, also those that
+ * start no AIO write: a skipped file's, and writes done synchronously because no fd could be
+ * dup'ed or io_submit refused), and it cannot be in the group still being gathered. */
 _Static_assert((FSS_AIO_DEPTH + 1) * FSS_AIO_GROUP <= FSS_HASH_SLOTS,
                "a buffer is reused only after its write");
 
@@ -53,15 +56,18 @@ struct fsm_snap_writer {
      * aio_fd[k % FSS_AIO_DEPTH], a dup of its file's fd (closed when it is done, so a file's
      * end does not wait for its writes, and a misaligned or short one can be redone
      * synchronously). Waited for: to reuse a buffer (wr_buf), before a buffered write, at END
-     * and at free. */
-    aio_context_t aio_ctx; /* 0: none, every write is synchronous */
+     * and at free. The context is the fsm's (f->snap_aio), shared by its writers one at a
+     * time. */
+    aio_context_t aio_ctx;               /* 0: none, every write is synchronous */
+    const struct fss_aio_test *test_aio; /* fsm_snap_test_aio when opened */
     struct iocb aio[FSS_AIO_DEPTH];
     struct iovec aio_iov[FSS_AIO_DEPTH][FSS_AIO_GROUP];
     uint64_t aio_first[FSS_AIO_DEPTH]; /* hasher submission number of its first payload */
     bool aio_busy[FSS_AIO_DEPTH];      /* submitted, not yet waited for */
     bool aio_done[FSS_AIO_DEPTH];      /* its completion was reaped into aio_res */
     int64_t aio_res[FSS_AIO_DEPTH];
-    int aio_fd[FSS_AIO_DEPTH]; /* -1: none */
+    int aio_fd[FSS_AIO_DEPTH];        /* -1: none */
+    uint64_t aio_file[FSS_AIO_DEPTH]; /* n_files when issued: whose file description */
     unsigned aio_next;
     struct iovec grp[FSS_AIO_GROUP]; /* the group being gathered (current file) */
     unsigned grp_n;
@@ -82,7 +88,7 @@ struct fsm_snap_writer {
     char path[FSPATH_MAX + 1];
     size_t path_len;
     int fd;
-    bool fd_direct; /* fd is O_DIRECT (cleared for an unaligned tail) */
+    bool fd_direct; /* fd's description is O_DIRECT (cleared with it: wr_buffered) */
     bool no_direct; /* the file system refused O_DIRECT once: buffered from then on */
     uint64_t size, written;
     raft_index findex;
@@ -100,6 +106,20 @@ int fsm_snap_writer_flush(struct fsm_snap_writer *w);
 /* Tests: writers opened while this is set hash on the caller's thread (as before the
  * hasher thread), for A/B runs and to compare both ways. */
 extern bool fsm_snap_test_inline_hash;
+/* Tests: writers opened while fsm_snap_test_aio is set take their native-AIO calls from it
+ * (a NULL member: the real call), so a test can model a device that reads a write's buffers
+ * only when it is reaped (as O_DIRECT AIO may), fail a submission or a dup (EMFILE), return
+ * short or failed completions, or run without an AIO context. submit and getevents are set
+ * together: the writer then uses FSS_AIO_TEST_CTX, not the fsm's context. */
+#define FSS_AIO_TEST_CTX ((aio_context_t)1)
+struct fss_aio_test {
+    bool no_ctx;                    /* no AIO context: every write synchronous */
+    int (*dup)(int fd);             /* F_DUPFD_CLOEXEC of fd; -1 and errno on failure */
+    long (*submit)(struct iocb *a); /* io_submit of one iocb: 1, or -1 and errno */
+    /* io_getevents(min, max, ev) without a timeout: count, or -1 and errno. */
+    long (*getevents)(long min, long max, struct io_event *ev);
+};
+extern const struct fss_aio_test *fsm_snap_test_aio;
 /* Frees the writer's memory and fds (staged data stays where it is). */
 void fsm_snap_writer_free(struct fsm_snap_writer *w);
 

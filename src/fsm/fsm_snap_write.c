@@ -311,14 +311,20 @@ static int wr_rec_file(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
     return rv;
 }
 
-/* Drops O_DIRECT from fd's file (its open file description: every dup of it): the rest of
- * it goes through the page cache. */
-static int wr_buffered(struct fsm_snap_writer *w, int fd)
+static int wr_aio_wait(struct fsm_snap_writer *w);
+
+/* Drops O_DIRECT from fd's open file description, shared by every dup of file number `file`
+ * (n_files when it was received): the rest of that file goes through the page cache.
+ * Buffered and direct writes of one file must not overlap in time, so every write in flight
+ * is waited for first (rare: an unaligned tail, a short write, a device that wants a larger
+ * alignment). w->fd_direct follows the description when it is the current file's. */
+static int wr_buffered(struct fsm_snap_writer *w, int fd, uint64_t file)
 {
+    if (wr_aio_wait(w)) return w->error;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
         return wr_fail(w, wr_errno(errno), "clearing O_DIRECT");
-    if (fd == w->fd) w->fd_direct = false;
+    if (file == w->n_files && w->fd >= 0) w->fd_direct = false;
     return 0;
 }
 
@@ -330,15 +336,16 @@ static size_t wr_direct_len(const uint8_t *p, uint64_t off, size_t n)
     return n - n % FSS_DIO_ALIGN;
 }
 
-/* Writes p[0..len) at offset pos of fd (O_DIRECT while *direct), synchronously. */
-static int wr_pwrite_fd(struct fsm_snap_writer *w, int fd, bool *direct, const uint8_t *p,
-                        size_t len, uint64_t pos)
+/* Writes p[0..len) at offset pos of fd, a dup of file number `file`'s fd (O_DIRECT while
+ * *direct), synchronously. */
+static int wr_pwrite_fd(struct fsm_snap_writer *w, int fd, uint64_t file, bool *direct,
+                        const uint8_t *p, size_t len, uint64_t pos)
 {
     for (size_t off = 0; off < len;) {
         size_t n = len - off;
         if (*direct) {
             size_t d = wr_direct_len(p + off, pos + off, n);
-            if (d == 0 && wr_buffered(w, fd)) return w->error;
+            if (d == 0 && wr_buffered(w, fd, file)) return w->error;
             *direct = d != 0;
             if (d) n = d;
         }
@@ -346,7 +353,7 @@ static int wr_pwrite_fd(struct fsm_snap_writer *w, int fd, bool *direct, const u
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && errno == EINVAL && *direct) {
             /* The device wants a larger alignment: go buffered for this file. */
-            if (wr_buffered(w, fd)) return w->error;
+            if (wr_buffered(w, fd, file)) return w->error;
             *direct = false;
             continue;
         }
@@ -359,12 +366,64 @@ static int wr_pwrite_fd(struct fsm_snap_writer *w, int fd, bool *direct, const u
 /* The current file's bytes p[0..len) at pos, synchronously. */
 static int wr_pwrite(struct fsm_snap_writer *w, const uint8_t *p, size_t len, uint64_t pos)
 {
-    return wr_pwrite_fd(w, w->fd, &w->fd_direct, p, len, pos);
+    return wr_pwrite_fd(w, w->fd, w->n_files, &w->fd_direct, p, len, pos);
 }
 
-static long wr_io_getevents(aio_context_t ctx, long min, long max, struct io_event *ev)
+const struct fss_aio_test *fsm_snap_test_aio;
+
+/* The native-AIO calls (or a test's, fsm_snap_test_aio). */
+static long wr_io_getevents(struct fsm_snap_writer *w, long min, long max, struct io_event *ev)
 {
-    return syscall(SYS_io_getevents, ctx, min, max, ev, NULL);
+    if (w->test_aio && w->test_aio->getevents) return w->test_aio->getevents(min, max, ev);
+    return syscall(SYS_io_getevents, w->aio_ctx, min, max, ev, NULL);
+}
+
+static long wr_io_submit(struct fsm_snap_writer *w, struct iocb *a)
+{
+    if (w->test_aio && w->test_aio->submit) return w->test_aio->submit(a);
+    struct iocb *list[1] = {a};
+    return syscall(SYS_io_submit, w->aio_ctx, 1L, list);
+}
+
+static int wr_dup(struct fsm_snap_writer *w, int fd)
+{
+    if (w->test_aio && w->test_aio->dup) return w->test_aio->dup(fd);
+    return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+/* The fsm's AIO context, set up by its first writer (io_destroy costs an RCU grace period,
+ * so it lives until fsm_close). 0 when the kernel has none to give (EAGAIN: fs.aio-max-nr;
+ * the next writer tries again): synchronous writes. */
+static aio_context_t wr_aio_ctx(struct fsm *f)
+{
+    if (f->snap_aio == 0) {
+        aio_context_t ctx = 0;
+        if (syscall(SYS_io_setup, (unsigned)FSS_AIO_DEPTH, &ctx) != 0) {
+            LOG_DEBUG("fsm: snapshot staging: no native AIO (%s): synchronous writes",
+                      strerror(errno));
+            return 0;
+        }
+        f->snap_aio = ctx;
+    }
+    return f->snap_aio;
+}
+
+void fsm_snap_aio_close(struct fsm *f)
+{
+    ASSERT(!f->writer_open);
+    if (f->snap_aio) syscall(SYS_io_destroy, (aio_context_t)f->snap_aio);
+    f->snap_aio = 0;
+}
+
+/* io_getevents failed (it cannot, short of a bug): io_destroy waits for every write in flight
+ * (their buffers are free again), and the next writer sets up a new context. */
+static void wr_aio_ctx_lost(struct fsm_snap_writer *w)
+{
+    if (w->aio_ctx && w->aio_ctx == w->f->snap_aio) { /* not a test's stand-in */
+        syscall(SYS_io_destroy, w->aio_ctx);
+        w->f->snap_aio = 0;
+    }
+    w->aio_ctx = 0;
 }
 
 /* Reaps completions until write i's is in (others' are kept for their own waits). On an
@@ -374,12 +433,11 @@ static void wr_aio_reap(struct fsm_snap_writer *w, unsigned i)
 {
     while (w->aio_busy[i] && !w->aio_done[i]) {
         struct io_event ev[FSS_AIO_DEPTH];
-        long n = wr_io_getevents(w->aio_ctx, 1, FSS_AIO_DEPTH, ev);
+        long n = wr_io_getevents(w, 1, FSS_AIO_DEPTH, ev);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             LOG_ERROR("fsm: snapshot staging: io_getevents: %s", strerror(errno));
-            syscall(SYS_io_destroy, w->aio_ctx);
-            w->aio_ctx = 0;
+            wr_aio_ctx_lost(w);
             for (unsigned k = 0; k < FSS_AIO_DEPTH; k++)
                 if (w->aio_busy[k] && !w->aio_done[k]) {
                     w->aio_done[k] = true;
@@ -412,19 +470,25 @@ static void wr_aio_drain(struct fsm_snap_writer *w)
     }
 }
 
-/* Write i's bytes from done on, synchronously through its fd (O_DIRECT while it can). */
+/* Write i's bytes from done on, synchronously through its fd (O_DIRECT while it can: its
+ * description may have gone buffered already). */
 static void wr_aio_redo(struct fsm_snap_writer *w, unsigned i, size_t done)
 {
     const struct iocb *a = &w->aio[i];
     uint64_t pos = (uint64_t)a->aio_offset;
-    bool direct = true;
+    int fl = fcntl(w->aio_fd[i], F_GETFL);
+    if (fl < 0) {
+        wr_fail(w, wr_errno(errno), "writing a staged file");
+        return;
+    }
+    bool direct = (fl & O_DIRECT) != 0;
     for (unsigned k = 0; k < a->aio_nbytes && !w->error; k++) {
         const struct iovec *v = &w->aio_iov[i][k];
         size_t skip = done < v->iov_len ? done : v->iov_len;
         done -= skip;
         if (skip < v->iov_len)
-            wr_pwrite_fd(w, w->aio_fd[i], &direct, (const uint8_t *)v->iov_base + skip,
-                         v->iov_len - skip, pos + skip);
+            wr_pwrite_fd(w, w->aio_fd[i], w->aio_file[i], &direct,
+                         (const uint8_t *)v->iov_base + skip, v->iov_len - skip, pos + skip);
         pos += v->iov_len;
     }
 }
@@ -438,13 +502,14 @@ static size_t wr_aio_len(const struct fsm_snap_writer *w, unsigned i)
 }
 
 /* Waits for write i, if in flight, and closes its fd: a short one is finished and one the
- * device refused as misaligned (EINVAL) is redone, synchronously (buffered). */
+ * device refused as misaligned (EINVAL) is redone, synchronously (buffered if need be). */
 static int wr_aio_wait_one(struct fsm_snap_writer *w, unsigned i)
 {
     if (!w->aio_busy[i]) return w->error;
     uint64_t t0 = wr_now_ns();
     wr_aio_reap(w, i);
     w->wait_disk_ns += wr_now_ns() - t0;
+    w->aio_busy[i] = w->aio_done[i] = false; /* done: a redo going buffered waits for the rest */
     int64_t res = w->aio_res[i];
     size_t len = wr_aio_len(w, i), done = res > 0 ? (size_t)res : 0;
     if (!w->error && done != len) {
@@ -489,10 +554,12 @@ static int wr_grp_submit(struct fsm_snap_writer *w)
     a->aio_buf = (uint64_t)(uintptr_t)w->aio_iov[i];
     a->aio_nbytes = n;
     a->aio_offset = (int64_t)w->grp_off;
-    w->aio_fd[i] = w->aio_ctx ? fcntl(w->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    w->aio_file[i] = w->n_files;
+    w->aio_fd[i] = w->aio_ctx ? wr_dup(w, w->fd) : -1;
     a->aio_fildes = (uint32_t)w->aio_fd[i];
-    struct iocb *list[1] = {a};
-    if (w->aio_fd[i] < 0 || syscall(SYS_io_submit, w->aio_ctx, 1L, list) != 1) {
+    /* Synchronous when no fd is left to dup (EMFILE) or the kernel refuses the submission:
+     * the group's buffers are still reused only by submission number (wr_buf). */
+    if (w->aio_fd[i] < 0 || wr_io_submit(w, a) != 1) {
         if (w->aio_fd[i] < 0) w->aio_fd[i] = w->fd;
         wr_aio_redo(w, i, 0);
         if (w->aio_fd[i] == w->fd) w->aio_fd[i] = -1;
@@ -738,10 +805,11 @@ int fsm_snap_writer_open(struct fsm *f, struct fsm_snap_writer **out)
         fsm_snap_writer_free(w);
         return rv;
     }
-    if (syscall(SYS_io_setup, (unsigned)FSS_AIO_DEPTH, &w->aio_ctx) != 0) {
-        LOG_DEBUG("fsm: snapshot staging: no native AIO (%s): synchronous writes", strerror(errno));
-        w->aio_ctx = 0;
-    }
+    w->test_aio = fsm_snap_test_aio;
+    if (w->test_aio && (w->test_aio->no_ctx || w->test_aio->submit))
+        w->aio_ctx = w->test_aio->no_ctx ? 0 : FSS_AIO_TEST_CTX; /* the test's device */
+    else
+        w->aio_ctx = wr_aio_ctx(f);
     w->spares = fss_spares_start(w->stage_dir_fd);
     f->writer_open = true;
     *out = w;
@@ -771,8 +839,9 @@ int fsm_snap_writer_finish(struct fsm_snap_writer *w, struct fsm_snap_meta *out)
 
 void fsm_snap_writer_free(struct fsm_snap_writer *w)
 {
-    wr_aio_drain(w); /* the writes in flight use hasher buffers (and close their fds) */
-    if (w->aio_ctx) syscall(SYS_io_destroy, w->aio_ctx);
+    /* The writes in flight use hasher buffers (and close their fds); the context stays the
+     * fsm's, empty. */
+    wr_aio_drain(w);
     if (w->txn) fsm_db_abort(w->txn);
     w->txn = NULL;
     fsm_db_close_tables(&w->db);
