@@ -11,7 +11,8 @@
  * compares the digest with the announced one and, on a mismatch, the hasher fails for good
  * (fss_hasher_failed, fss_hasher_drain), naming the stream record of that file's last DATA.
  * A buffer is handed out again only after its payload was hashed and FSS_HASH_SLOTS - 1
- * later ones were submitted (the caller's one write in flight is from the newest).
+ * later ones were submitted; the hasher knows nothing of writes: the caller waits for the
+ * write of a buffer's previous payload itself (fsm_snap_write.c, wr_buf).
  * Without a thread (pthread_create failed, or !threaded) the same calls hash inline. */
 #ifndef RAFTFS_FSM_SNAP_HASHER_H
 #define RAFTFS_FSM_SNAP_HASHER_H
