@@ -35,7 +35,12 @@
  * only then; while we hold it any other open waits for us): no reader can see it happen, and
  * no rename is needed. The lease stays on the file's cached fd between overwrites and a
  * thread of the store releases it as soon as another open breaks it (src/fsm/fsm_fdc.h):
- * such an open waits microseconds; a non-blocking one fails once with EWOULDBLOCK. Any other
+ * such an open waits microseconds; a non-blocking one fails once with EWOULDBLOCK. If the
+ * store does not release it in time (process stopped, thread starved), the kernel lets the
+ * opener in after /proc/sys/fs/lease-break-time seconds (0: never): the lease is therefore
+ * trusted only for half of that after it was last confirmed, then checked (F_GETLEASE) before
+ * the next write in place. Limit: one write in place (<= 64 KiB into allocated blocks) that
+ * itself lasts longer than lease-break-time cannot be protected (logged). Any other
  * overwrite writes into a pooled spare inode and swaps it with the target (RENAME_EXCHANGE);
  * the old inode becomes a spare. DELETE moves the inode into the pool too.
  * An inode that may be open elsewhere (a reader's fd from fsm_open_read, or any other process)

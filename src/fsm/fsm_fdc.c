@@ -10,12 +10,17 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
-/* How often the lease thread re-reads lease-break-time. */
-#define FDC_LBT_CHECK_MS 5000
+/* How often the lease thread re-reads lease-break-time (its smallest non-zero value is 1 s). */
+#define FDC_LBT_CHECK_MS 1000
+/* Backoff of the lease thread after a transient poll error (doubling up to the max). */
+#define FDC_RETRY_MIN_MS 1
+#define FDC_RETRY_MAX_MS 1000
+#define FDC_LBT_PROC "/proc/sys/fs/lease-break-time"
 #define FDC_THREAD_STACK (64u * 1024u)
 
 static uint64_t fdc_hash(const char *path, size_t len)
@@ -141,9 +146,24 @@ void fdc_clear(struct fsm_fdcache *c)
     }
 }
 
-bool fdc_lease(struct fsm_fdcache *c, struct fsm_fdc_entry *e)
+int64_t fdc_now(const struct fsm_fdcache *c)
 {
-    if (e->leased) return true;
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + c->test_clock_ns;
+}
+
+/* The flag of a lease confirmed at `confirmed` may be trusted at `now`: no break begun since
+ * can have timed out yet (with half of lease-break-time to spare; 0: never times out). */
+static bool fdc_trusted(const struct fsm_fdcache *c, int64_t confirmed, int64_t now)
+{
+    int64_t lbt = atomic_load_explicit(&c->lbt_ms, memory_order_relaxed);
+    return lbt == 0 || now - confirmed < lbt * 1000000 / 2;
+}
+
+/* Takes a fresh lease on e (confirmed at now). */
+static bool fdc_lease_fresh(struct fsm_fdcache *c, struct fsm_fdc_entry *e, int64_t now)
+{
     if (c->hold && !e->owned) {
         /* Set before the lease: taking one sets the owner (to the whole process) only when
          * the description has none yet. */
@@ -152,7 +172,39 @@ bool fdc_lease(struct fsm_fdcache *c, struct fsm_fdc_entry *e)
     }
     if (fcntl(e->fd, F_SETLEASE, F_WRLCK) != 0) return false;
     e->leased = true;
+    e->confirmed = now;
     return true;
+}
+
+static bool fdc_release(struct fsm_fdc_entry *e);
+
+bool fdc_lease(struct fsm_fdcache *c, struct fsm_fdc_entry *e)
+{
+    int64_t now = fdc_now(c); /* before any fcntl: a break can only begin after it */
+    if (e->leased) {
+        if (fdc_trusted(c, e->confirmed, now)) return true;
+        c->checks++;
+        if (fcntl(e->fd, F_GETLEASE) == F_WRLCK) {
+            e->confirmed = now;
+            return true;
+        }
+        /* Broken and timed out by the kernel (or being broken): whoever opened the inode may
+         * be reading it. Let go of what is left (a read lease, or nothing: then F_UNLCK fails,
+         * harmlessly); the fresh lease below is refused while that open lasts. */
+        c->lapsed++;
+        fdc_release(e);
+    }
+    return fdc_lease_fresh(c, e, now);
+}
+
+void fdc_written(struct fsm_fdcache *c, const struct fsm_fdc_entry *e)
+{
+    int64_t lbt = atomic_load_explicit(&c->lbt_ms, memory_order_relaxed);
+    int64_t took = fdc_now(c) - e->confirmed;
+    if (lbt > 0 && took >= lbt * 1000000)
+        LOG_WARN("fsm: a write in place of %.*s ended %lld ms after its lease was confirmed "
+                 "(lease-break-time %lld ms): a reader may have seen it half done",
+                 (int)e->len, e->path, (long long)(took / 1000000), (long long)lbt);
 }
 
 /* F_UNLCK also clears the description's owner and signal (lease_modify: f_delown, signum 0):
@@ -187,23 +239,36 @@ void fdc_unlease_all(struct fsm_fdcache *c)
         if (e->leased) fdc_release(e);
 }
 
-bool fdc_in_place_ok(struct fsm_fdcache *c)
-{
-    return atomic_load_explicit(&c->in_place_ok, memory_order_relaxed);
-}
-
 /* ---- the lease thread --------------------------------------------------------------------- */
 
-/* False only when /proc/sys/fs/lease-break-time reads 0 (an opener is let in at once). */
-static bool fdc_lbt_ok(void)
+/* lease-break-time in ms, read from path; 1 s (the smallest non-zero value, the safe guess)
+ * when it cannot be read. */
+static int64_t fdc_lbt_read(const char *path)
 {
-    FILE *fp = fopen("/proc/sys/fs/lease-break-time", "re");
+    FILE *fp = fopen(path, "re");
     long v = 1;
     if (fp) {
-        if (fscanf(fp, "%ld", &v) != 1) v = 1;
+        if (fscanf(fp, "%ld", &v) != 1 || v < 0) v = 1;
         fclose(fp);
     }
-    return v > 0;
+    return (int64_t)v * 1000;
+}
+
+static void fdc_lbt_update(struct fsm_fdcache *c)
+{
+    char path[sizeof c->lbt_path];
+    pthread_mutex_lock(&c->lock);
+    memcpy(path, c->lbt_path, sizeof path);
+    pthread_mutex_unlock(&c->lock);
+    atomic_store(&c->lbt_ms, fdc_lbt_read(path[0] ? path : FDC_LBT_PROC));
+}
+
+void fdc_test_lbt_file(struct fsm_fdcache *c, const char *path)
+{
+    pthread_mutex_lock(&c->lock);
+    snprintf(c->lbt_path, sizeof c->lbt_path, "%s", path);
+    pthread_mutex_unlock(&c->lock);
+    fdc_lbt_update(c);
 }
 
 /* A break of fd's lease: released, when fd is still cached and leased. (A signal may name an
@@ -245,6 +310,35 @@ static void fdc_drain(struct fsm_fdcache *c)
     }
 }
 
+static int64_t fdc_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* poll() of the thread's fds until the lease-break-time deadline (tests may make it fail). */
+static int fdc_poll(struct fsm_fdcache *c, struct pollfd p[2], int64_t deadline)
+{
+    if (atomic_load_explicit(&c->test_poll_fails, memory_order_relaxed) > 0) {
+        errno = atomic_load(&c->test_poll_errno);
+        atomic_fetch_sub(&c->test_poll_fails, 1);
+        return -1;
+    }
+    int64_t wait = deadline - fdc_mono_ms();
+    return poll(p, 2, wait < 0 ? 0 : (int)wait);
+}
+
+/* The thread stops for good: no lease may outlive it (nobody would release it on a break). */
+static void fdc_thread_gone(struct fsm_fdcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->hold = false;
+    fdc_unlease_all(c);
+    pthread_mutex_unlock(&c->lock);
+    atomic_store(&c->thread_done, true);
+}
+
 static void *fdc_lease_main(void *arg)
 {
     struct fsm_fdcache *c = arg;
@@ -254,16 +348,27 @@ static void *fdc_lease_main(void *arg)
     pthread_mutex_unlock(&c->lock);
     struct pollfd p[2] = {{.fd = c->sig_fd, .events = POLLIN},
                           {.fd = c->stop_fd, .events = POLLIN}};
+    int64_t lbt_at = fdc_mono_ms() + FDC_LBT_CHECK_MS;
+    int retry_ms = FDC_RETRY_MIN_MS;
     for (;;) {
-        int n = poll(p, 2, FDC_LBT_CHECK_MS);
-        if (n < 0 && errno != EINTR) {
-            LOG_ERROR("fsm: lease thread: poll: %s", strerror(errno));
+        int n = fdc_poll(c, p, lbt_at);
+        if (n < 0 && errno != EINTR && errno != EAGAIN && errno != ENOMEM) {
+            LOG_ERROR("fsm: lease thread: poll: %s (leases now taken per write)", strerror(errno));
             break;
         }
+        if (n < 0 && errno != EINTR) { /* transient: back off (breaks wait meanwhile) */
+            poll(NULL, 0, retry_ms);
+            retry_ms = retry_ms * 2 > FDC_RETRY_MAX_MS ? FDC_RETRY_MAX_MS : retry_ms * 2;
+        }
+        if (n >= 0) retry_ms = FDC_RETRY_MIN_MS;
         if (n > 0 && p[1].revents) break;
         if (n > 0 && p[0].revents) fdc_drain(c);
-        if (n == 0) atomic_store(&c->in_place_ok, fdc_lbt_ok());
+        if (fdc_mono_ms() >= lbt_at) {
+            fdc_lbt_update(c);
+            lbt_at = fdc_mono_ms() + FDC_LBT_CHECK_MS;
+        }
     }
+    fdc_thread_gone(c);
     return NULL;
 }
 
@@ -321,7 +426,7 @@ void fdc_init(struct fsm_fdcache *c)
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->started, NULL);
     c->sig_fd = c->stop_fd = -1;
-    atomic_store(&c->in_place_ok, fdc_lbt_ok());
+    atomic_store(&c->lbt_ms, fdc_lbt_read(FDC_LBT_PROC));
     struct rlimit rl;
     size_t cap = FSM_FDC_MAX;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 8 < cap)
@@ -333,7 +438,7 @@ void fdc_init(struct fsm_fdcache *c)
     c->n_buckets = c->buckets ? nb : 0;
     c->cap = c->buckets ? cap : 0;
     if (c->cap == 0) return; /* nothing is cached, so no lease is ever kept */
-    c->hold = fdc_start(c);
+    c->hold = c->joinable = fdc_start(c);
     if (!c->hold) LOG_WARN("fsm: no lease thread: overwrites in place take a lease each");
 }
 
@@ -343,12 +448,12 @@ void fdc_fini(struct fsm_fdcache *c)
     fdc_clear(c); /* first: a lease outliving the thread would hold openers for the full
                    * lease-break-time */
     pthread_mutex_unlock(&c->lock);
-    if (c->hold) {
+    if (c->joinable) {
         uint64_t one = 1;
         if (write(c->stop_fd, &one, sizeof one) != sizeof one)
             LOG_ERROR("fsm: cannot stop the lease thread");
         pthread_join(c->thread, NULL);
-        c->hold = false;
+        c->hold = c->joinable = false;
     }
     if (c->sig_fd >= 0) close(c->sig_fd);
     if (c->stop_fd >= 0) close(c->stop_fd);

@@ -12,13 +12,33 @@
  * thread wake-up: microseconds, against the kernel's own limit of
  * /proc/sys/fs/lease-break-time seconds, after which it would drop our lease itself.
  *
+ * When the lease is not released in time (the process stopped by SIGSTOP, a debugger or a
+ * cgroup freeze, the lease thread starved or gone), the kernel itself downgrades or removes it
+ * lease-break-time seconds after the break began, and the opener gets in: `leased` is then
+ * stale. So the flag is trusted only for a while after the lease was last confirmed (taken,
+ * or F_GETLEASE == F_WRLCK: during a break F_GETLEASE already reports the target type): the
+ * kernel can have dropped it only if a break began after that confirmation and
+ * lease-break-time has passed since. Within half of lease-break-time of the confirmation
+ * (CLOCK_BOOTTIME, which counts while the process is stopped or the machine suspended) an
+ * overwrite trusts the flag; beyond, it confirms with F_GETLEASE first (one fcntl per fd per
+ * ~22 s at the default 45 s), and when the lease is gone it lets go of what is left and takes
+ * a fresh one, which the kernel refuses while the opener has the file open (the overwrite
+ * then uses a spare inode). lease-break-time 0 means the kernel never times a lease out (an
+ * opener waits until the holder releases it): the flag is then always trustworthy. The value
+ * is re-read every second (FDC_LBT_CHECK_MS); an admin lowering it by more than half takes
+ * effect at the next read.
+ * Limit: a single overwrite in place that itself lasts longer than lease-break-time (an I/O
+ * stall mid-write, the process stopped mid-write) cannot be protected by a lease: a reader
+ * let in by the kernel meanwhile may see it half done. Overwrites in place are at most 64 KiB
+ * into already allocated blocks; one that took that long is logged (fdc_written).
+ *
  * Invariants:
  *  - A cached fd's inode is the one at files/<path>, or is linked nowhere (see fsm_files.c).
- *  - An entry with `leased` holds a write lease whose break signal goes to the lease thread
- *    (F_SETOWN_EX to its tid, F_SETSIG FSM_LEASE_SIG, both set before the lease is taken), or
- *    is being written under the lock. Entries that could not be set up so (`owned` false) and
- *    every entry when the thread is not running drop the lease right after their write, as
- *    before.
+ *  - An entry with `leased` held a write lease when last confirmed (`confirmed`), whose break
+ *    signal goes to the lease thread (F_SETOWN_EX to its tid, F_SETSIG FSM_LEASE_SIG, both
+ *    set before the lease is taken), or is being written under the lock. Entries that could
+ *    not be set up so (`owned` false) and every entry when the thread is not running drop the
+ *    lease right after their write, as before.
  *  - Every lease is dropped with its fd: eviction, fdc_drop before a rename or unlink of the
  *    inode at files/<path> (so no leased inode ever reaches spare/, where files_recycle's own
  *    lease test would fail on it), fdc_clear at a snapshot install's swap of files/ and at close.
@@ -29,8 +49,9 @@
  *    handler is installed when the signal had its default action, so a stray one never ends
  *    the process. An overflowing real-time queue makes the kernel send SIGIO instead (to the
  *    same thread, also read through the signalfd): then every leased fd is checked.
- *  - With lease-break-time 0 the kernel lets an opener in at once, so no lease protects a
- *    reader: no overwrite goes in place then (checked at open and every few seconds).
+ *  - `hold` is true only while the lease thread runs: a thread that must stop (a poll error
+ *    other than EINTR/EAGAIN/ENOMEM, which it retries with a backoff) first sets it false and
+ *    releases every lease, under the lock.
  * Lock order: c->lock is taken alone (never while holding the store's pool lock). */
 #ifndef RAFTFS_FSM_FDC_H
 #define RAFTFS_FSM_FDC_H
@@ -52,9 +73,10 @@ struct fsm_fdc_entry {
     struct fsm_fdc_entry *hnext;       /* hash chain */
     struct fsm_fdc_entry *prev, *next; /* recency list, most recent first */
     uint64_t hash;
-    int fd;      /* O_RDWR */
-    bool owned;  /* its next lease's break signal goes to the lease thread (until F_UNLCK) */
-    bool leased; /* holds a write lease (see the invariants above) */
+    int fd;            /* O_RDWR */
+    bool owned;        /* its next lease's break signal goes to the lease thread (until F_UNLCK) */
+    bool leased;       /* holds a write lease (see the invariants above) */
+    int64_t confirmed; /* CLOCK_BOOTTIME ns (fdc_now) just before the lease was last confirmed */
     size_t len;
     char path[]; /* len bytes */
 };
@@ -75,14 +97,23 @@ struct fsm_fdcache {
     struct fsm_fdc_entry **by_fd; /* the entry of cached fd k at [k] (by_fd_cap slots) */
     size_t by_fd_cap;
     uint64_t hits;
+    uint64_t checks; /* F_GETLEASE confirmations of leases held past the trusted window */
+    uint64_t lapsed; /* of those, leases the kernel had dropped or downgraded */
     /* The lease thread. */
     bool hold; /* running: leases are kept between writes */
+    bool joinable;
     pthread_t thread;
     pthread_cond_t started;
     pid_t tid;
     int sig_fd, stop_fd;      /* signalfd (FSM_LEASE_SIG, SIGIO), eventfd */
-    _Atomic bool in_place_ok; /* lease-break-time > 0 */
+    _Atomic int64_t lbt_ms;   /* lease-break-time (re-read by the lease thread) */
     _Atomic uint64_t breaks;  /* leases released because something else opened their inode */
+    _Atomic bool thread_done; /* the lease thread has left its loop */
+    /* Test hooks (tests only; 0 / empty otherwise). */
+    int64_t test_clock_ns;            /* added to fdc_now (set on the apply thread) */
+    _Atomic int test_poll_errno;      /* the lease thread's next polls fail with it ... */
+    _Atomic unsigned test_poll_fails; /* ... this many times */
+    char lbt_path[128];               /* read instead of /proc/sys/fs/lease-break-time */
 };
 
 /* Sets the cache up and starts the lease thread (without it, leases are taken per write). */
@@ -107,8 +138,12 @@ void fdc_put(struct fsm_fdcache *c, struct fsm_fdc_entry *e);
 /* Closes the cached fd of path, if any. */
 void fdc_drop(struct fsm_fdcache *c, const char *path, size_t len);
 void fdc_clear(struct fsm_fdcache *c);
-/* Makes e hold a write lease (true), or false: the inode is open elsewhere. */
+/* Makes e hold a write lease (true), or false: the inode is open elsewhere. A lease held since
+ * longer than the trusted window is confirmed first (F_GETLEASE); a lapsed one is replaced. */
 bool fdc_lease(struct fsm_fdcache *c, struct fsm_fdc_entry *e);
+/* After a write in place under e's lease: logs a write that outlasted what its lease can
+ * vouch for (lease-break-time since the confirmation). */
+void fdc_written(struct fsm_fdcache *c, const struct fsm_fdc_entry *e);
 /* After a write under e's lease: keeps the lease when the lease thread will release it on a
  * break, otherwise releases it now. False when the release failed (e must not be cached). */
 bool fdc_settle(struct fsm_fdcache *c, struct fsm_fdc_entry *e);
@@ -117,7 +152,9 @@ void fdc_unlease(struct fsm_fdcache *c, const char *path, size_t len);
 /* Releases every lease held. */
 void fdc_unlease_all(struct fsm_fdcache *c);
 
-/* False when overwrites must not go in place (lease-break-time 0). Any thread. */
-bool fdc_in_place_ok(struct fsm_fdcache *c);
+/* CLOCK_BOOTTIME in ns (plus the test offset). */
+int64_t fdc_now(const struct fsm_fdcache *c);
+/* Test hook: lease-break-time is read from path (re-read at once, then every second). */
+void fdc_test_lbt_file(struct fsm_fdcache *c, const char *path);
 
 #endif

@@ -449,7 +449,11 @@ static int files_install(struct fsm_files *ff, const char *path, size_t len,
     return 0;
 }
 
-#define FSM_IN_PLACE_MAX (64u * 1024u) /* longer overwrites would hold the lease too long */
+/* Longer overwrites would hold the lease (and an opener) too long; a write in place must also
+ * end well within lease-break-time of its lease's confirmation, after which the kernel may let
+ * an opener in (fsm_fdc.h): 64 KiB into allocated blocks takes microseconds, barring an I/O
+ * stall, which fdc_written logs. */
+#define FSM_IN_PLACE_MAX (64u * 1024u)
 
 /* O_RDWR fd on files/path, or -1. */
 static int files_open_rw(struct fsm_files *ff, const char *path, size_t len)
@@ -479,17 +483,18 @@ static struct fsm_fdc_entry *files_fdc_get(struct fsm_files *ff, const char *pat
  * waits until we release it), it has no other name, and the body fits in the file's current
  * size (no block to allocate, so no ENOSPC half-way). The lease is kept after the write and
  * released when something else opens the inode (fsm_fdc.h): the fd cache lock, held from here
- * to the end of the write, keeps that release out of the write. Saves the rename exchange,
- * the recycling of the old inode and two dirty directory blocks: ~10 us of CPU per 1 KiB
- * overwrite here, and with the lease kept two fcntl()s more. *done false: nothing was
- * changed, the caller uses a spare. Returns an ERR_* when a write in place failed (the file
- * may then be torn: the failure is fatal, replay rewrites it). */
+ * to the end of the write, keeps that release out of the write. A lease kept since longer than
+ * half of lease-break-time is confirmed with F_GETLEASE first (the kernel drops a lease whose
+ * break the holder did not answer in time, e.g. while the process was stopped). Saves the
+ * rename exchange, the recycling of the old inode and two dirty directory blocks: ~10 us of
+ * CPU per 1 KiB overwrite here, and with the lease kept two fcntl()s more. *done false:
+ * nothing was changed, the caller uses a spare. Returns an ERR_* when a write in place failed
+ * (the file may then be torn: the failure is fatal, replay rewrites it). */
 static int files_put_in_place(struct fsm_files *ff, const char *path, size_t len,
                               const uint8_t *body, uint64_t body_len, bool *done)
 {
     *done = false;
     if (body_len == 0 || body_len > FSM_IN_PLACE_MAX) return 0; /* truncating to 0 flushes */
-    if (!fdc_in_place_ok(&ff->fdc)) return 0; /* lease-break-time 0: a lease protects nobody */
     fdc_lock(&ff->fdc);
     bool hit;
     struct fsm_fdc_entry *e = files_fdc_get(ff, path, len, &hit);
@@ -500,6 +505,7 @@ static int files_put_in_place(struct fsm_files *ff, const char *path, size_t len
     if (leased) {
         struct fsm_spare s = {.fd = e->fd, .size = (uint64_t)st.st_size};
         rv = files_write(&s, body, body_len);
+        fdc_written(&ff->fdc, e);
         *done = true;
         ff->in_place++;
         if (hit) ff->fdc.hits++;
