@@ -27,6 +27,7 @@ _Static_assert((FSS_AIO_DEPTH + 1) * FSS_AIO_GROUP <= FSS_HASH_SLOTS,
 struct fsm_snap_writer {
     struct fsm *f;
     int error;                 /* sticky: every later call returns it */
+    char why[128];             /* what the first error was about (logged; tests read it) */
     bool finished;             /* the END record was accepted */
     char stage[PATH_MAX];      /* node_dir/raft/snap-in */
     int stage_fd;              /* its files/ subdirectory: the staged tree */

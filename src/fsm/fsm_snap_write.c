@@ -4,7 +4,8 @@
  * files/ or the live tables; memory is the hasher's FSS_HASH_SLOTS record buffers.
  *
  * Content is hashed on the hasher's thread (fsm_snap_hasher.h), pipelined with this one:
- * a DATA record is CRC-checked here, its write started (from the hasher's buffer it is in)
+ * a DATA record's header is CRC-checked here (its content is not: the file's SHA-256 checks
+ * it, fsm_snap_fmt.h), its write started (from the hasher's buffer it is in)
  * and the same buffer queued for hashing. A file's metadata is staged at its end before its
  * digest is known; nothing staged is installed before fsm_snap_writer_finish, and the END
  * record (also finish) waits for every digest: a mismatch fails the stream there at the
@@ -39,6 +40,7 @@ static int wr_fail_at(struct fsm_snap_writer *w, uint64_t seq, int rv, const cha
 {
     if (!w->error) {
         w->error = rv;
+        snprintf(w->why, sizeof w->why, "%s", why);
         if (rv == ERR_CORRUPT)
             LOG_WARN("fsm: snapshot stream rejected (record %llu): %s", (unsigned long long)seq,
                      why);
@@ -645,7 +647,17 @@ static int wr_rec_hdr(struct fsm_snap_writer *w, const uint8_t *p, size_t len)
 {
     if (len < FSS_HDR_FIXED || memcmp(p, FSS_MAGIC, 8) != 0)
         return wr_fail(w, ERR_CORRUPT, "not a snapshot stream");
-    if (fss_get32(p + 8) != FSS_VERSION) return wr_fail(w, ERR_CORRUPT, "unknown version");
+    uint32_t version = fss_get32(p + 8);
+    if (version != FSS_VERSION) {
+        /* Another release's sender: its records may be checked differently (version 1 CRCs
+         * DATA content): refused before any of them is parsed. */
+        char why[128];
+        snprintf(why, sizeof why,
+                 "stream format version %u, this node reads only version %u (nodes of "
+                 "different releases?)",
+                 version, FSS_VERSION);
+        return wr_fail(w, ERR_CORRUPT, why);
+    }
     uint32_t clen = fss_get32(p + 28);
     if (clen != len - FSS_HDR_FIXED) return wr_fail(w, ERR_CORRUPT, "bad header length");
     w->meta.index = fsm_be_get64(p + 12);

@@ -553,7 +553,8 @@ static size_t rec_put(uint8_t *dst, uint64_t seq, uint8_t type, const void *payl
     memcpy(h + 5, payload, len);
     for (int i = 0; i < 8; i++)
         s[i] = (uint8_t)(seq >> (56 - 8 * i));
-    uLong c = crc32(crc32(crc32(0L, Z_NULL, 0), s, 8), h, (uInt)(5 + len));
+    /* Format version 2: a DATA record's CRC leaves its content out (the SHA-256 checks it). */
+    uLong c = crc32(crc32(crc32(0L, Z_NULL, 0), s, 8), h, (uInt)(type == 3 ? 5 : 5 + len));
     uint8_t *t = h + 5 + len;
     t[0] = (uint8_t)(c >> 24), t[1] = (uint8_t)(c >> 16), t[2] = (uint8_t)(c >> 8),
     t[3] = (uint8_t)c;
@@ -574,7 +575,7 @@ static void be64(uint8_t *p, uint64_t v)
 static void sb_hdr(struct sb *b, uint64_t s)
 {
     uint8_t p[32] = "raftfsnp";
-    p[11] = 1;
+    p[11] = 2; /* format version */
     be64(p + 12, s);
     be64(p + 20, TERM);
     sb_rec(b, 1, p, 32);
@@ -605,7 +606,8 @@ static void sb_end(struct sb *b, uint64_t s_end, uint64_t files, uint64_t dedup,
 
 /* Feeds a stream to a new writer of t, in random pieces: the result of put/finish. The store
  * and its files/ must stay untouched. */
-static int try_stream(struct tenv *t, const uint8_t *data, size_t len, uint64_t seed)
+static int try_stream_why(struct tenv *t, const uint8_t *data, size_t len, uint64_t seed, char *why,
+                          size_t why_cap)
 {
     struct fsm_snap_writer *w;
     CHECK_EQ_U(fsm_snap_writer_open(t->f, &w), 0);
@@ -614,11 +616,17 @@ static int try_stream(struct tenv *t, const uint8_t *data, size_t len, uint64_t 
     struct fsm_snap_meta m;
     if (rv == 0) rv = fsm_snap_writer_finish(w, &m);
     if (rv == 0) raft_blob_unref(m.conf);
+    if (why) snprintf(why, why_cap, "%s", w->why);
     if (rv)
         CHECK_EQ_U(fsm_snap_install(t->f, w), ERR_INVALID); /* refused, and consumed */
     else
         fsm_snap_writer_abort(w);
     return rv;
+}
+
+static int try_stream(struct tenv *t, const uint8_t *data, size_t len, uint64_t seed)
+{
+    return try_stream_why(t, data, len, seed, NULL, 0);
 }
 
 /* DATA records of any length at any offset (another sender may cut files differently): the
@@ -778,7 +786,25 @@ static void test_snap_hostile_streams(void)
     t_fini(&t);
 }
 
-/* Every single flipped byte and every truncation of a real stream is refused. */
+#define WHY_SHA "file content does not match its SHA-256"
+#define WHY_CRC "CRC mismatch"
+
+/* The type of the record whose payload holds byte i of stream s (0: i is in no payload, but
+ * in a record's header or CRC). */
+static uint8_t payload_type_at(const uint8_t *s, size_t len, size_t i)
+{
+    for (size_t off = 0; off + 5 <= len;) {
+        size_t plen = ((size_t)s[off] << 24) | ((size_t)s[off + 1] << 16) |
+                      ((size_t)s[off + 2] << 8) | s[off + 3];
+        if (i >= off + 5 && i < off + 5 + plen) return s[off + 4];
+        off += 5 + plen + 4;
+    }
+    return 0;
+}
+
+/* Every single flipped byte and every truncation of a real stream is refused: a flipped
+ * content byte (DATA payload, which no CRC covers: format version 2) by the file's SHA-256,
+ * a flipped byte of any other record's payload by its CRC. */
 static void test_snap_flip_and_truncate(void)
 {
     struct tenv a, b;
@@ -794,12 +820,27 @@ static void test_snap_flip_and_truncate(void)
     uint8_t *s = stream_bytes(a.f, &len);
     CHECK(len > 100 && len < 2000);
     CHECK_EQ_U(try_stream(&b, s, len, 1), 0);
+    CHECK_EQ_U(s[5 + 11], 2); /* the reader writes format version 2 */
+    size_t n_data = 0, n_other = 0;
     for (size_t i = 0; i < len; i++) {
+        uint8_t type = payload_type_at(s, len, i);
+        char why[128];
         s[i] ^= (uint8_t)(1u << (i % 8));
-        CHECK_EQ_U(try_stream(&b, s, len, i), ERR_CORRUPT);
+        CHECK_EQ_U(try_stream_why(&b, s, len, i, why, sizeof why), ERR_CORRUPT);
+        if (type == 3) {
+            n_data++;
+            if (strcmp(why, WHY_SHA) != 0) fprintf(stderr, "DATA byte %zu: %s\n", i, why);
+            CHECK(strcmp(why, WHY_SHA) == 0);
+        } else if (type != 0) {
+            n_other++;
+            if (strcmp(why, WHY_CRC) != 0) fprintf(stderr, "byte %zu: %s\n", i, why);
+            CHECK(strcmp(why, WHY_CRC) == 0);
+        }
         s[i] ^= (uint8_t)(1u << (i % 8));
         CHECK_EQ_U(try_stream(&b, s, i, i), ERR_CORRUPT);
     }
+    CHECK_EQ_U(n_data, strlen("first file") + strlen("second"));
+    CHECK(n_other > 100);
     char *after = dump_state(&b);
     CHECK(strcmp(before, after) == 0);
     free(before);
@@ -807,6 +848,47 @@ static void test_snap_flip_and_truncate(void)
     free(s);
     t_fini(&a);
     t_fini(&b);
+}
+
+/* Another format version is refused at the header, with a log line naming both versions,
+ * before any record of it is parsed: a version 1 stream (whose DATA CRCs cover content) and
+ * a future one alike. Version 1's HDR record is CRC'd as in version 2, so an old receiver
+ * reads a new stream's version and refuses it the same way. */
+static void test_snap_version(void)
+{
+    struct tenv t;
+    t_init(&t);
+    CHECK_EQ_U(put(t.f, 1, 1, "mine", "keep me"), 0);
+    char *before = dump_state(&t);
+    struct sb *b = calloc(1, sizeof *b);
+    for (uint8_t v = 0; v <= 3; v++) {
+        memset(b, 0, sizeof *b);
+        sb_hdr(b, 10);
+        b->buf[5 + 11] = v;
+        /* Re-seal the header record: only its version differs. */
+        b->len = 0, b->seq = 0;
+        uint8_t p[32];
+        memcpy(p, b->buf + 5, 32);
+        sb_rec(b, 1, p, 32);
+        sb_file(b, 3, "x", "one", NULL, 0);
+        sb_end(b, 10, 1, 0, 3);
+        char why[128], want[64];
+        int rv = try_stream_why(&t, b->buf, b->len, v, why, sizeof why);
+        if (v == 2) {
+            CHECK_EQ_U(rv, 0);
+            continue;
+        }
+        CHECK_EQ_U(rv, ERR_CORRUPT);
+        snprintf(want, sizeof want, "stream format version %u, this node reads only version 2", v);
+        if (strncmp(why, want, strlen(want)) != 0) fprintf(stderr, "version %u: %s\n", v, why);
+        CHECK(strncmp(why, want, strlen(want)) == 0);
+    }
+    char *after = dump_state(&t);
+    CHECK(strcmp(before, after) == 0);
+    free(after);
+    free(before);
+    free(b);
+    t_fini(&t);
 }
 
 /* ---- The hashing thread ------------------------------------------------------------------------
@@ -825,7 +907,7 @@ static uint8_t *hash_stream(size_t n, size_t bad, size_t *len, size_t *file_end,
     uint64_t seq = 0;
     size_t off = 0;
     uint8_t h[32] = "raftfsnp";
-    h[11] = 1;
+    h[11] = 2; /* format version */
     be64(h + 12, 10);
     be64(h + 20, TERM);
     off += rec_put(s + off, seq++, 1, h, 32);
@@ -953,6 +1035,42 @@ static void check_hash_paths(struct tenv *t, bool threaded)
     free(want);
     free(got);
     fsm_snap_test_inline_hash = false;
+}
+
+/* A flipped byte in the last DATA record of the last file, which no CRC covers, is caught by
+ * the file's SHA-256 at END (the hasher held back on that record, so the verdict is END's
+ * wait, not an earlier put's): the stream fails and nothing is installed. */
+static void test_snap_last_data_flip(void)
+{
+    struct tenv t;
+    t_init(&t);
+    CHECK_EQ_U(put(t.f, 1, 1, "mine", "keep me"), 0);
+    char *before = dump_state(&t);
+    size_t len, fend, eoff;
+    uint8_t *s = hash_stream(3, 3, &len, &fend, &eoff);
+    s[eoff - 4 - 1] ^= 0x10; /* the last content byte: before the last DATA's CRC */
+    struct fsm_snap_writer *w;
+    struct fsm_snap_meta m;
+    fss_hasher_test_hold_seq = 3 * (1 + HS_RECS);
+    fss_hasher_test_hold_ms = 300;
+    CHECK_EQ_U(fsm_snap_writer_open(t.f, &w), 0);
+    fss_hasher_test_hold_ms = 0;
+    CHECK_EQ_U(fsm_snap_writer_put(w, s, eoff), 0); /* every record before END accepted */
+    CHECK_EQ_U(fsm_snap_writer_put(w, s + eoff, len - eoff), ERR_CORRUPT);
+    CHECK(strcmp(w->why, WHY_SHA) == 0);
+    CHECK(!w->finished);
+    CHECK_EQ_U(fsm_snap_writer_finish(w, &m), ERR_CORRUPT);
+    CHECK_EQ_U(fsm_snap_install(t.f, w), ERR_INVALID); /* refused, and consumed */
+    CHECK(hash_threads_gone());
+    /* Unflipped, the same stream installs (so the flip is what failed it). */
+    s[eoff - 4 - 1] ^= 0x10;
+    CHECK_EQ_U(try_stream(&t, s, len, 7), 0);
+    char *after = dump_state(&t);
+    CHECK(strcmp(before, after) == 0);
+    free(after);
+    free(before);
+    free(s);
+    t_fini(&t);
 }
 
 /* Staged writes: a new file is preallocated to its announced size before its first DATA
@@ -1215,6 +1333,7 @@ int main(void)
     RUN(test_snap_odd_records);
     RUN(test_snap_hostile_streams);
     RUN(test_snap_flip_and_truncate);
+    RUN(test_snap_version);
     RUN(test_snap_install_crash);
     RUN(test_snap_memory_bounded);
     RUN(test_snap_misuse);
@@ -1222,5 +1341,6 @@ int main(void)
      * POSIX AIO, whose idle helper threads' bookkeeping a child inherited (native AIO now). */
     RUN(test_snap_hash_thread);
     RUN(test_snap_writes_queued);
+    RUN(test_snap_last_data_flip);
     return check_report();
 }

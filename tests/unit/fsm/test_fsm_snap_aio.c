@@ -153,7 +153,8 @@ static void sb_rec(struct sb *b, uint8_t type, const void *payload, size_t len)
     memcpy(h + 5, payload, len);
     for (int i = 0; i < 8; i++)
         s[i] = (uint8_t)(b->seq >> (56 - 8 * i));
-    uLong c = crc32(crc32(crc32(0L, Z_NULL, 0), s, 8), h, (uInt)(5 + len));
+    /* Format version 2: a DATA record's CRC leaves its content out (the SHA-256 checks it). */
+    uLong c = crc32(crc32(crc32(0L, Z_NULL, 0), s, 8), h, (uInt)(type == 3 ? 5 : 5 + len));
     uint8_t *t = h + 5 + len;
     t[0] = (uint8_t)(c >> 24), t[1] = (uint8_t)(c >> 16), t[2] = (uint8_t)(c >> 8),
     t[3] = (uint8_t)c;
@@ -172,7 +173,7 @@ static void be64(uint8_t *p, uint64_t v)
 static void sb_hdr(struct sb *b)
 {
     uint8_t p[32] = "raftfsnp";
-    p[11] = 1;
+    p[11] = 2; /* format version */
     be64(p + 12, S_INDEX);
     be64(p + 20, 7);
     sb_rec(b, 1, p, 32);
