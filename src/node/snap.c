@@ -33,6 +33,12 @@
 #define SNAP_IDLE_TIMEOUT_S 10.0    /* no progress on a stream for this long: abort */
 #define SNAP_INSTALL_TIMEOUT_S 120. /* last chunk acknowledged, install still not reported */
 #define SNAP_TIMER_S 0.1            /* timeouts and retries of chunks the queue refused */
+/* After a failed stream to a peer, the next waits 0.1 s, doubling to 5 s; an installed one
+ * resets it. Without it a follower that refuses every stream (nodes of different stream
+ * formats, a staging area it cannot write) was offered a new one every ~25 ms, each logged on
+ * both sides. */
+#define SNAP_BACKOFF_MIN_S 0.1
+#define SNAP_BACKOFF_MAX_S 5.0
 
 _Static_assert((uint64_t)SNAP_WINDOW *SNAP_CHUNK <= TRANSPORT_QUEUE_BYTES / 2,
                "a stream leaves room in the peer queue");
@@ -75,7 +81,14 @@ struct node_snap {
     /* Tests: RAFTFS_TEST_SNAP_CRASH=after_fsm_install makes the node die between the file
      * store's install and the core's, the window node_snap_boot repairs. */
     bool crash_after_install;
+    /* Tests: RAFTFS_TEST_SNAP_REFUSE=1 makes the node refuse every incoming stream. */
+    bool refuse_all;
     uint64_t last_session;
+    struct snap_backoff {
+        raft_id peer; /* 0: a free slot */
+        unsigned fails;
+        ev_tstamp not_before;
+    } backoff[RAFT_MAX_NODES];
     struct snap_out out[RAFT_MAX_NODES];
     struct snap_in in;
 };
@@ -129,6 +142,35 @@ static void snap_out_free(struct snap_out *o)
     memset(o, 0, sizeof *o);
 }
 
+/* The backoff slot of peer (taking a free one, or reusing the oldest), never NULL. */
+static struct snap_backoff *snap_backoff_of(struct node_snap *s, raft_id peer)
+{
+    struct snap_backoff *b = &s->backoff[0];
+    for (size_t i = 0; i < RAFT_MAX_NODES; i++) {
+        if (s->backoff[i].peer == peer) return &s->backoff[i];
+        if (s->backoff[i].not_before < b->not_before) b = &s->backoff[i];
+    }
+    memset(b, 0, sizeof *b);
+    b->peer = peer;
+    return b;
+}
+
+static void snap_backoff_note(struct node *n, raft_id peer, bool ok)
+{
+    struct snap_backoff *b = snap_backoff_of(n->snap, peer);
+    if (ok) {
+        b->fails = 0;
+        b->not_before = 0;
+        return;
+    }
+    double wait = SNAP_BACKOFF_MIN_S;
+    for (unsigned i = 0; i < b->fails && wait < SNAP_BACKOFF_MAX_S; i++)
+        wait *= 2;
+    if (wait > SNAP_BACKOFF_MAX_S) wait = SNAP_BACKOFF_MAX_S;
+    b->fails++;
+    b->not_before = ev_now(n->loop) + wait;
+}
+
 /* Ends o. ok: the follower installed the state at `index`. */
 static void snap_out_end(struct node *n, struct snap_out *o, bool ok, raft_index index,
                          const char *why)
@@ -147,6 +189,7 @@ static void snap_out_end(struct node *n, struct snap_out *o, bool ok, raft_index
     raft_id peer = o->peer;
     raft_index s_index = o->index;
     snap_out_free(o);
+    snap_backoff_note(n, peer, ok);
     raft_report_snapshot(n->raft, peer, ok ? index : s_index, ok);
 }
 
@@ -257,6 +300,11 @@ void node_snap_on_request(struct node *n, const struct raft_msg *m)
 {
     struct node_snap *s = n->snap;
     if (snap_out_find(s, m->to)) return; /* still streaming (the core re-asks after a while) */
+    if (ev_now(n->loop) < snap_backoff_of(s, m->to)->not_before) {
+        /* The last stream to it failed just now; the core asks again after its next probe. */
+        raft_report_snapshot(n->raft, m->to, m->index, false);
+        return;
+    }
     if (!transport_peer_connected(n->tr, m->to)) {
         /* Nothing to stream over; the core asks again after its next probe. */
         raft_report_snapshot(n->raft, m->to, m->index, false);
@@ -402,6 +450,11 @@ static void snap_in_finish(struct node *n)
 static bool snap_in_begin(struct node *n, raft_id from, const struct codec_snap_chunk *c)
 {
     struct snap_in *in = &n->snap->in;
+    if (n->snap->refuse_all) {
+        snap_send_ack(n, from, c->session, 0, CODEC_SNAP_ABORT, 0,
+                      "refusing every stream (RAFTFS_TEST_SNAP_REFUSE)");
+        return false;
+    }
     if (in->active) {
         bool newer = c->term > in->term || (c->term == in->term && c->session > in->session);
         if (!newer) {
@@ -526,6 +579,8 @@ int node_snap_init(struct node *n)
     s->n = n;
     const char *crash = getenv("RAFTFS_TEST_SNAP_CRASH");
     s->crash_after_install = crash && strcmp(crash, "after_fsm_install") == 0;
+    const char *refuse = getenv("RAFTFS_TEST_SNAP_REFUSE");
+    s->refuse_all = refuse && strcmp(refuse, "1") == 0;
     ev_timer_init(&s->timer, snap_timer_cb, SNAP_TIMER_S, SNAP_TIMER_S);
     s->timer.data = s;
     ev_timer_start(n->loop, &s->timer);

@@ -268,6 +268,35 @@ def test_crash_between_installs_repaired_at_boot(c, expect):
     converged(c, expect)
 
 
+def test_refused_streams_back_off(c, expect):
+    """A follower that refuses every stream (test hook) is offered a new one after a backoff
+    (0.1 s doubling to 5 s), not every ~25 ms; once it accepts again it catches up."""
+    lead = c.leader()
+    fol = (lead + 1) % 3
+    c.kill(fol)
+    wipe(c, fol)
+    write_load(c, lead, 600, 8000, expect)
+    refused = "refused by the follower: refusing every stream"
+    before = log_text(c, lead).count(refused)
+    os.environ["RAFTFS_TEST_SNAP_REFUSE"] = "1"
+    try:
+        c.start(fol)
+    finally:
+        del os.environ["RAFTFS_TEST_SNAP_REFUSE"]
+    wait_until(lambda: log_text(c, lead).count(refused) > before, 30, "a refused stream")
+    # A measuring window, not synchronisation: how many offers fit in 3 s. With the backoff
+    # at most 0.1+0.2+0.4+0.8+1.6 s pass between the first five; without it, ~100 offers.
+    t0, n0 = time.monotonic(), log_text(c, lead).count(refused)
+    wait_until(lambda: time.monotonic() - t0 >= 3.0, 10, "the window", interval=0.1)
+    offers = log_text(c, lead).count(refused) - n0
+    print("  %d refused offers in 3 s" % offers, flush=True)
+    check(offers <= 8, "%d streams offered in 3 s to a follower that refuses them" % offers)
+    c.kill(fol)
+    c.start(fol)
+    converged(c, expect)
+    check("snapshot: installed at" in log_text(c, fol), "no snapshot installed after all")
+
+
 def test_idle_wiped_follower(c, expect):
     """A follower that had every entry is wiped and restarted while nothing is written: the
     leader's progress says it matches up to the last entry, so its rejections of heartbeats
@@ -399,4 +428,5 @@ if __name__ == "__main__":
     # Each test builds on the state the one before left: stop at the first failure.
     harness.main([test_wiped_follower_catches_up_by_snapshot, test_kill_during_install,
                   test_crash_between_installs_repaired_at_boot, test_bad_snapshot_frames,
-                  test_idle_wiped_follower], 230, setup, stop_at_failure=True)
+                  test_idle_wiped_follower, test_refused_streams_back_off], 230, setup,
+                 stop_at_failure=True)
