@@ -113,14 +113,14 @@ size_t fsm_files_pool_size(struct fsm_files *ff)
     return n;
 }
 
-/* Resolves path for a *at() call. PATH_MAX counts the NUL, so a 4096-byte path cannot go to
- * the kernel in one piece: then its parent directory is opened first (*tmp_fd, closed by the
- * caller). Returns 0 or an errno. */
-static int files_at(struct fsm_files *ff, const char *path, size_t len, int *dirfd,
-                    const char **leaf, int *tmp_fd)
+/* Resolves path, relative to root_fd, for a *at() call. PATH_MAX counts the NUL, so a
+ * 4096-byte path cannot go to the kernel in one piece: then its parent directory is opened
+ * first (*tmp_fd, closed by the caller). Returns 0 or an errno. */
+int fsm_path_at(int root_fd, const char *path, size_t len, int *dirfd, const char **leaf,
+                int *tmp_fd)
 {
     *tmp_fd = -1;
-    *dirfd = ff->files_fd;
+    *dirfd = root_fd;
     *leaf = path;
     if (len < PATH_MAX) return 0;
     const char *slash = memrchr(path, '/', len);
@@ -130,11 +130,17 @@ static int files_at(struct fsm_files *ff, const char *path, size_t len, int *dir
     ASSERT(dlen < sizeof dir);
     memcpy(dir, path, dlen);
     dir[dlen] = '\0';
-    int fd = openat(ff->files_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(root_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return errno;
     *tmp_fd = *dirfd = fd;
     *leaf = slash + 1;
     return 0;
+}
+
+static int files_at(struct fsm_files *ff, const char *path, size_t len, int *dirfd,
+                    const char **leaf, int *tmp_fd)
+{
+    return fsm_path_at(ff->files_fd, path, len, dirfd, leaf, tmp_fd);
 }
 
 /* One scan of directory cur: files unlinked, empty directories removed. 1 with the name of

@@ -119,27 +119,11 @@ int fsm_snap_writer_flush(struct fsm_snap_writer *w)
     return rv;
 }
 
-/* Resolves path for a *at() call in the staged tree (a 4096-byte path does not fit
- * PATH_MAX: its parent is opened first, *tmp_fd, closed by the caller). Returns an errno. */
+/* Resolves path for a *at() call in the staged tree (fsm_path_at). Returns an errno. */
 static int wr_at(struct fsm_snap_writer *w, const char *path, size_t len, int *dirfd,
                  const char **leaf, int *tmp_fd)
 {
-    *tmp_fd = -1;
-    *dirfd = w->stage_fd;
-    *leaf = path;
-    if (len < PATH_MAX) return 0;
-    const char *slash = memrchr(path, '/', len);
-    ASSERT(slash);
-    char dir[PATH_MAX];
-    size_t dlen = (size_t)(slash - path);
-    ASSERT(dlen < sizeof dir);
-    memcpy(dir, path, dlen);
-    dir[dlen] = '\0';
-    int fd = openat(w->stage_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return errno;
-    *tmp_fd = *dirfd = fd;
-    *leaf = slash + 1;
-    return 0;
+    return fsm_path_at(w->stage_fd, path, len, dirfd, leaf, tmp_fd);
 }
 
 /* mkdir -p of path's parents in the staged tree (only ever directories we made). */
