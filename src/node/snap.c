@@ -87,7 +87,7 @@ struct node_snap {
     struct snap_backoff {
         raft_id peer; /* 0: a free slot */
         unsigned fails;
-        ev_tstamp not_before;
+        double last_fail, not_before; /* snap_mono(): a wall-clock step must not stretch it */
     } backoff[RAFT_MAX_NODES];
     struct snap_out out[RAFT_MAX_NODES];
     struct snap_in in;
@@ -163,12 +163,15 @@ static void snap_backoff_note(struct node *n, raft_id peer, bool ok)
         b->not_before = 0;
         return;
     }
+    double now = snap_mono();
+    if (now - b->last_fail > 2 * SNAP_BACKOFF_MAX_S) b->fails = 0; /* an old streak is over */
     double wait = SNAP_BACKOFF_MIN_S;
     for (unsigned i = 0; i < b->fails && wait < SNAP_BACKOFF_MAX_S; i++)
         wait *= 2;
     if (wait > SNAP_BACKOFF_MAX_S) wait = SNAP_BACKOFF_MAX_S;
     b->fails++;
-    b->not_before = ev_now(n->loop) + wait;
+    b->last_fail = now;
+    b->not_before = now + wait;
 }
 
 /* Ends o. ok: the follower installed the state at `index`. */
@@ -300,7 +303,7 @@ void node_snap_on_request(struct node *n, const struct raft_msg *m)
 {
     struct node_snap *s = n->snap;
     if (snap_out_find(s, m->to)) return; /* still streaming (the core re-asks after a while) */
-    if (ev_now(n->loop) < snap_backoff_of(s, m->to)->not_before) {
+    if (snap_mono() < snap_backoff_of(s, m->to)->not_before) {
         /* The last stream to it failed just now; the core asks again after its next probe. */
         raft_report_snapshot(n->raft, m->to, m->index, false);
         return;
