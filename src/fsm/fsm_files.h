@@ -54,15 +54,15 @@ struct fsm_files {
     struct fsm_fdcache fdc;    /* its own lock; fsm_fdc.h */
 };
 
-/* Creates the directories when absent, removes leftovers of a crash, fills the pool from
- * spare/. With target > 0 a thread pre-creates spares (off the apply path) whenever the pool
- * holds fewer than target. ERR_IO with a message. */
 /* path (validated, relative) for a *at() call under root_fd: *dirfd and *leaf to pass on;
  * *tmp_fd, when not -1, is a parent directory opened for a path too long for PATH_MAX and must
  * be closed by the caller after the call. Returns 0 or an errno. */
 int fsm_path_at(int root_fd, const char *path, size_t len, int *dirfd, const char **leaf,
                 int *tmp_fd);
 
+/* Creates the directories when absent, removes leftovers of a crash, fills the pool from
+ * spare/. With target > 0 a thread pre-creates spares (off the apply path) whenever the pool
+ * holds fewer than target. ERR_IO with a message. */
 int fsm_files_open(struct fsm_files *ff, const char *node_dir, unsigned target, char *err,
                    size_t err_len);
 size_t fsm_files_pool_size(struct fsm_files *ff);
