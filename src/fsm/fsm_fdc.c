@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,9 @@
 
 #include "log.h"
 
-/* How often the lease thread re-reads lease-break-time (its smallest non-zero value is 1 s). */
+/* The oldest cached lease-break-time a flag is judged by: the lease thread re-reads it this
+ * often, and the apply thread itself when the lease thread is late (its smallest non-zero
+ * value is 1 s). */
 #define FDC_LBT_CHECK_MS 1000
 /* Backoff of the lease thread after a transient poll error (doubling up to the max). */
 #define FDC_RETRY_MIN_MS 1
@@ -150,8 +153,11 @@ int64_t fdc_now(const struct fsm_fdcache *c)
 {
     struct timespec ts;
     clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + c->test_clock_ns;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec +
+           atomic_load_explicit(&c->test_clock_ns, memory_order_relaxed);
 }
+
+static bool fdc_lbt_refresh(struct fsm_fdcache *c);
 
 /* The flag of a lease confirmed at `confirmed` may be trusted at `now`: no break begun since
  * can have timed out yet (with half of lease-break-time to spare; 0: never times out). */
@@ -181,6 +187,11 @@ static bool fdc_release(struct fsm_fdc_entry *e);
 bool fdc_lease(struct fsm_fdcache *c, struct fsm_fdc_entry *e)
 {
     int64_t now = fdc_now(c); /* before any fcntl: a break can only begin after it */
+    /* A flag is judged only by a value at most FDC_LBT_CHECK_MS old (a starved lease thread
+     * must not hide a change); a change released every cached lease, e (out of the cache) too. */
+    if (now - c->lbt_read_at > (int64_t)FDC_LBT_CHECK_MS * 1000000 && fdc_lbt_refresh(c) &&
+        e->leased)
+        fdc_release(e);
     if (e->leased) {
         if (fdc_trusted(c, e->confirmed, now)) return true;
         c->checks++;
@@ -241,34 +252,48 @@ void fdc_unlease_all(struct fsm_fdcache *c)
 
 /* ---- the lease thread --------------------------------------------------------------------- */
 
-/* lease-break-time in ms, read from path; 1 s (the smallest non-zero value, the safe guess)
- * when it cannot be read. */
+/* lease-break-time in ms, read from path. 1 s (the smallest non-zero value, the safe guess)
+ * when it cannot be read or is negative, and when above INT_MAX/1000 s: the kernel's int
+ * product lease_break_time * HZ then overflows, and an opener may get in at once. */
 static int64_t fdc_lbt_read(const char *path)
 {
     FILE *fp = fopen(path, "re");
-    long v = 1;
+    long long v = -1;
+    char buf[32];
     if (fp) {
-        if (fscanf(fp, "%ld", &v) != 1 || v < 0) v = 1;
+        char *end = buf;
+        errno = 0;
+        if (fgets(buf, sizeof buf, fp)) v = strtoll(buf, &end, 10);
+        if (end == buf || errno != 0) v = -1;
         fclose(fp);
     }
+    if (v < 0 || v > INT_MAX / 1000) v = 1;
     return (int64_t)v * 1000;
 }
 
-static void fdc_lbt_update(struct fsm_fdcache *c)
+/* Re-reads lease-break-time (c->lock held); true when it changed. The kernel fixes a break's
+ * timeout from the value when the break begins, so a lease confirmed under the old value must
+ * not be judged by the new one: a change releases every cached lease (retaken, confirmed under
+ * the new value, at their next writes). */
+static bool fdc_lbt_refresh(struct fsm_fdcache *c)
 {
-    char path[sizeof c->lbt_path];
-    pthread_mutex_lock(&c->lock);
-    memcpy(path, c->lbt_path, sizeof path);
-    pthread_mutex_unlock(&c->lock);
-    atomic_store(&c->lbt_ms, fdc_lbt_read(path[0] ? path : FDC_LBT_PROC));
+    c->lbt_read_at = fdc_now(c); /* before the read: the value is at least this fresh */
+    int64_t v = fdc_lbt_read(c->lbt_path[0] ? c->lbt_path : FDC_LBT_PROC);
+    int64_t old = atomic_load(&c->lbt_ms);
+    if (v == old) return false;
+    atomic_store(&c->lbt_ms, v);
+    fdc_unlease_all(c);
+    LOG_INFO("fsm: lease-break-time now %lld ms (was %lld): kept leases released", (long long)v,
+             (long long)old);
+    return true;
 }
 
 void fdc_test_lbt_file(struct fsm_fdcache *c, const char *path)
 {
     pthread_mutex_lock(&c->lock);
     snprintf(c->lbt_path, sizeof c->lbt_path, "%s", path);
+    fdc_lbt_refresh(c);
     pthread_mutex_unlock(&c->lock);
-    fdc_lbt_update(c);
 }
 
 /* A break of fd's lease: released, when fd is still cached and leased. (A signal may name an
@@ -356,15 +381,22 @@ static void *fdc_lease_main(void *arg)
             LOG_ERROR("fsm: lease thread: poll: %s (leases now taken per write)", strerror(errno));
             break;
         }
-        if (n < 0 && errno != EINTR) { /* transient: back off (breaks wait meanwhile) */
+        if (n < 0 && errno != EINTR) { /* transient: back off */
             poll(NULL, 0, retry_ms);
             retry_ms = retry_ms * 2 > FDC_RETRY_MAX_MS ? FDC_RETRY_MAX_MS : retry_ms * 2;
+            fdc_drain(c); /* non-blocking: breaks are answered while poll keeps failing */
         }
         if (n >= 0) retry_ms = FDC_RETRY_MIN_MS;
+        if (n > 0 && ((p[0].revents | p[1].revents) & (POLLERR | POLLNVAL))) {
+            LOG_ERROR("fsm: lease thread: poll error on its fds (leases now taken per write)");
+            break; /* would spin: the condition stays */
+        }
         if (n > 0 && p[1].revents) break;
         if (n > 0 && p[0].revents) fdc_drain(c);
         if (fdc_mono_ms() >= lbt_at) {
-            fdc_lbt_update(c);
+            pthread_mutex_lock(&c->lock);
+            if (!atomic_load(&c->test_lbt_starved)) fdc_lbt_refresh(c);
+            pthread_mutex_unlock(&c->lock);
             lbt_at = fdc_mono_ms() + FDC_LBT_CHECK_MS;
         }
     }
@@ -427,6 +459,7 @@ void fdc_init(struct fsm_fdcache *c)
     pthread_cond_init(&c->started, NULL);
     c->sig_fd = c->stop_fd = -1;
     atomic_store(&c->lbt_ms, fdc_lbt_read(FDC_LBT_PROC));
+    c->lbt_read_at = fdc_now(c);
     struct rlimit rl;
     size_t cap = FSM_FDC_MAX;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 8 < cap)

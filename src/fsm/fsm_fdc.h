@@ -24,9 +24,17 @@
  * ~22 s at the default 45 s), and when the lease is gone it lets go of what is left and takes
  * a fresh one, which the kernel refuses while the opener has the file open (the overwrite
  * then uses a spare inode). lease-break-time 0 means the kernel never times a lease out (an
- * opener waits until the holder releases it): the flag is then always trustworthy. The value
- * is re-read every second (FDC_LBT_CHECK_MS); an admin lowering it by more than half takes
- * effect at the next read.
+ * opener waits until the holder releases it): the flag is then always trustworthy.
+ * Changes of lease-break-time: the kernel fixes a break's timeout from the value when the
+ * break begins, so a flag confirmed under one value must never be judged by another (10 -> 45
+ * while a break begun under 10 is pending: we would trust for 22.5 s a lease gone at 10 s;
+ * 45 -> 0: for ever). So (a) a flag is judged only by a value read at most FDC_LBT_CHECK_MS
+ * (1 s) ago: the lease thread re-reads it every second, and fdc_lease re-reads it itself when
+ * the cached copy is older (a starved lease thread cannot hide a change); (b) any re-read that
+ * finds a new value releases every lease, under the lock: they are retaken, confirmed under
+ * the new value, at their next writes. Values above INT_MAX/1000 s (the kernel's int product
+ * lease_break_time * HZ overflows: openers may get in at once), negative or unreadable ones
+ * count as 1 s.
  * Limit: a single overwrite in place that itself lasts longer than lease-break-time (an I/O
  * stall mid-write, the process stopped mid-write) cannot be protected by a lease: a reader
  * let in by the kernel meanwhile may see it half done. Overwrites in place are at most 64 KiB
@@ -50,8 +58,10 @@
  *    the process. An overflowing real-time queue makes the kernel send SIGIO instead (to the
  *    same thread, also read through the signalfd): then every leased fd is checked.
  *  - `hold` is true only while the lease thread runs: a thread that must stop (a poll error
- *    other than EINTR/EAGAIN/ENOMEM, which it retries with a backoff) first sets it false and
- *    releases every lease, under the lock.
+ *    other than EINTR/EAGAIN/ENOMEM, which it retries with a backoff, answering breaks
+ *    meanwhile; POLLERR/POLLNVAL on its fds) first sets it false and releases every lease,
+ *    under the lock.
+ *  - Every lease held was confirmed under the current lbt_ms (a change releases them all).
  * Lock order: c->lock is taken alone (never while holding the store's pool lock). */
 #ifndef RAFTFS_FSM_FDC_H
 #define RAFTFS_FSM_FDC_H
@@ -106,11 +116,13 @@ struct fsm_fdcache {
     pthread_cond_t started;
     pid_t tid;
     int sig_fd, stop_fd;      /* signalfd (FSM_LEASE_SIG, SIGIO), eventfd */
-    _Atomic int64_t lbt_ms;   /* lease-break-time (re-read by the lease thread) */
+    _Atomic int64_t lbt_ms;   /* lease-break-time (written under the lock, see fdc_lease) */
+    int64_t lbt_read_at;      /* fdc_now when lbt_ms was last read */
     _Atomic uint64_t breaks;  /* leases released because something else opened their inode */
     _Atomic bool thread_done; /* the lease thread has left its loop */
     /* Test hooks (tests only; 0 / empty otherwise). */
-    int64_t test_clock_ns;            /* added to fdc_now (set on the apply thread) */
+    _Atomic int64_t test_clock_ns;    /* added to fdc_now */
+    _Atomic bool test_lbt_starved;    /* the lease thread no longer re-reads lease-break-time */
     _Atomic int test_poll_errno;      /* the lease thread's next polls fail with it ... */
     _Atomic unsigned test_poll_fails; /* ... this many times */
     char lbt_path[128];               /* read instead of /proc/sys/fs/lease-break-time */
@@ -154,7 +166,8 @@ void fdc_unlease_all(struct fsm_fdcache *c);
 
 /* CLOCK_BOOTTIME in ns (plus the test offset). */
 int64_t fdc_now(const struct fsm_fdcache *c);
-/* Test hook: lease-break-time is read from path (re-read at once, then every second). */
+/* Test hook: lease-break-time is read from path (re-read at once, then every second; a
+ * changed value releases every lease). */
 void fdc_test_lbt_file(struct fsm_fdcache *c, const char *path);
 
 #endif

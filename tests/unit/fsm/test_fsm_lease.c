@@ -188,8 +188,11 @@ static void test_lease_checked_only_past_window(void)
     c->test_clock_ns += 1000000 * SEC;
     PUT_G(0);
     CHECK_EQ_U(c->checks, 1);
-    set_lbt(&t, "1\n", true);
-    PUT_G(1); /* 10^6 s since: checked */
+    set_lbt(&t, "1\n", true); /* a change: released, retaken at the next write */
+    PUT_G(1);
+    CHECK_EQ_U(c->checks, 1);
+    c->test_clock_ns += 1 * SEC; /* past 0.5 s: checked */
+    PUT_G(0);
     CHECK_EQ_U(c->checks, 2);
     CHECK_EQ_U(in_place(&t), n0 + (i - 2));
     t_fini(&t);
@@ -293,6 +296,79 @@ static void test_lbt_reread(void)
     t_fini(&t);
 }
 
+/* lease-break-time changes while a break of a kept lease is pending (the kernel timed it out
+ * under the value in force when it began): the lease confirmed at 0 with `from` is timed out
+ * (a reader gets in), the value becomes `to` and the clock moves by `secs`; the next overwrite
+ * must not go in place under the reader (which sees one version: 2 = torn). With
+ * `starved`, the lease thread no longer re-reads the value: the apply thread must see the
+ * change itself. */
+static void lbt_change_case(const char *from, const char *to, int64_t secs, bool starved)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_fdcache *c = &t.f->ff.fdc;
+    set_lbt(&t, from, true);
+    atomic_store(&c->test_lbt_starved, starved);
+    CHECK_EQ_U(put(t.f, 1, 1, "v", bodies[0]), 0);
+    uint64_t n0 = in_place(&t);
+    CHECK_EQ_U(put(t.f, 2, 2, "v", bodies[1]), 0);
+    CHECK_EQ_U(in_place(&t), n0 + 1);
+    CHECK_EQ_U(kernel_lease(&t, "v"), F_WRLCK);
+    kernel_times_out(&t, "v");
+    char path[256];
+    snprintf(path, sizeof path, "%s/files/v", t.dir);
+    int ready, go;
+    pid_t pid = start_reader(path, &ready, &go);
+    char x = 0;
+    CHECK(read(ready, &x, 1) == 1 && x == 'x');
+    set_lbt(&t, to, !starved); /* starved: only the file changes */
+    c->test_clock_ns += secs * SEC;
+    CHECK_EQ_U(put(t.f, 3, 3, "v", bodies[2]), 0);
+    CHECK_EQ_U(in_place(&t), n0 + 1); /* a spare, not the reader's inode */
+    CHECK(write(go, "g", 1) == 1);
+    CHECK_EQ_U(wait_status(pid), 0); /* 2: torn */
+    close(ready);
+    close(go);
+    CHECK_EQ_U(put(t.f, 4, 4, "v", bodies[0]), 0); /* reader gone: in place again */
+    CHECK_EQ_U(in_place(&t), n0 + 2);
+    t_fini(&t);
+}
+
+/* 10 -> 45 twelve seconds after the confirmation: the kernel timed the break out at 10 s, 45
+ * would trust the flag for 22.5 s. */
+static void test_lbt_raised_releases(void)
+{
+    lbt_change_case("10\n", "45\n", 12, false);
+}
+
+/* 45 -> 0 after 46 s: 0 would trust the flag for ever. */
+static void test_lbt_zeroed_releases(void)
+{
+    lbt_change_case("45\n", "0\n", 46, false);
+}
+
+/* 45 -> 1 (2 s later) while the lease thread does not re-read: the apply thread re-reads a
+ * value older than a second itself, and the change releases. */
+static void test_lbt_change_seen_by_apply_thread(void)
+{
+    lbt_change_case("45\n", "1\n", 2, true);
+}
+
+/* A value whose kernel product lease_break_time * HZ overflows int counts as 1 s. */
+static void test_lbt_clamped(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_fdcache *c = &t.f->ff.fdc;
+    set_lbt(&t, "3000000\n", true);
+    CHECK_EQ_U(atomic_load(&c->lbt_ms), 1000);
+    set_lbt(&t, "2147483\n", true); /* INT_MAX / 1000: kept */
+    CHECK_EQ_U(atomic_load(&c->lbt_ms), 2147483000);
+    set_lbt(&t, "99999999999999999999999\n", true);
+    CHECK_EQ_U(atomic_load(&c->lbt_ms), 1000);
+    t_fini(&t);
+}
+
 int main(void)
 {
     for (int i = 0; i < 3; i++)
@@ -301,5 +377,9 @@ int main(void)
     RUN(test_lease_checked_only_past_window);
     RUN(test_lease_thread_exit_releases_leases);
     RUN(test_lbt_reread);
+    RUN(test_lbt_raised_releases);
+    RUN(test_lbt_zeroed_releases);
+    RUN(test_lbt_change_seen_by_apply_thread);
+    RUN(test_lbt_clamped);
     return check_report();
 }
