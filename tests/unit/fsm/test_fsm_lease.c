@@ -274,6 +274,35 @@ static void test_lease_thread_exit_releases_leases(void)
     t_fini(&t);
 }
 
+/* While poll keeps failing transiently, breaks are still answered (drained at each retry):
+ * an outside open gets in long before the kernel's lease-break-time. */
+static void test_breaks_answered_while_poll_fails(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_fdcache *c = &t.f->ff.fdc;
+    char path[256];
+    snprintf(path, sizeof path, "%s/files/r", t.dir);
+    CHECK_EQ_U(put(t.f, 1, 1, "r", bodies[0]), 0);
+    CHECK_EQ_U(put(t.f, 2, 2, "r", bodies[1]), 0);
+    CHECK_EQ_U(kernel_lease(&t, "r"), F_WRLCK);
+    atomic_store(&c->test_poll_errno, EAGAIN);
+    atomic_store(&c->test_poll_fails, 1000000);
+    double deadline = now_s() + 10; /* first, the thread is in its failing loop */
+    while (atomic_load(&c->test_poll_fails) == 1000000 && now_s() < deadline)
+        sched_yield();
+    CHECK(atomic_load(&c->test_poll_fails) < 1000000);
+    deadline = now_s() + 10;
+    int e;
+    while ((e = open_once_elsewhere(path)) == EWOULDBLOCK && now_s() < deadline)
+        sched_yield();
+    CHECK_EQ_U(e, 0);
+    CHECK(atomic_load(&c->test_poll_fails) > 0); /* answered while still failing */
+    atomic_store(&c->test_poll_fails, 0);
+    CHECK(!atomic_load(&c->thread_done));
+    t_fini(&t);
+}
+
 /* F4: lease-break-time is re-read on a deadline (about every second), not only after seconds
  * of silence. */
 static void test_lbt_reread(void)
@@ -347,11 +376,13 @@ static void test_lbt_zeroed_releases(void)
     lbt_change_case("45\n", "0\n", 46, false);
 }
 
-/* 45 -> 1 (2 s later) while the lease thread does not re-read: the apply thread re-reads a
- * value older than a second itself, and the change releases. */
+/* Changes while the lease thread does not re-read: the apply thread re-reads a value older
+ * than a second itself (45 -> 1: 2 s would still be trusted under 45), and a change releases
+ * the lease of the entry it is writing, out of the cache meanwhile (10 -> 45). */
 static void test_lbt_change_seen_by_apply_thread(void)
 {
     lbt_change_case("45\n", "1\n", 2, true);
+    lbt_change_case("10\n", "45\n", 12, true);
 }
 
 /* A value whose kernel product lease_break_time * HZ overflows int counts as 1 s. */
@@ -377,6 +408,7 @@ int main(void)
     RUN(test_lease_checked_only_past_window);
     RUN(test_lease_thread_exit_releases_leases);
     RUN(test_lbt_reread);
+    RUN(test_breaks_answered_while_poll_fails);
     RUN(test_lbt_raised_releases);
     RUN(test_lbt_zeroed_releases);
     RUN(test_lbt_change_seen_by_apply_thread);
