@@ -350,6 +350,12 @@ static int fdc_poll(struct fsm_fdcache *c, struct pollfd p[2], int64_t deadline)
         atomic_fetch_sub(&c->test_poll_fails, 1);
         return -1;
     }
+    short r = atomic_exchange(&c->test_poll_revents, 0);
+    if (r) {
+        p[0].revents = r;
+        p[1].revents = 0;
+        return 1;
+    }
     int64_t wait = deadline - fdc_mono_ms();
     return poll(p, 2, wait < 0 ? 0 : (int)wait);
 }

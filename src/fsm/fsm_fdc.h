@@ -125,6 +125,7 @@ struct fsm_fdcache {
     _Atomic bool test_lbt_starved;    /* the lease thread no longer re-reads lease-break-time */
     _Atomic int test_poll_errno;      /* the lease thread's next polls fail with it ... */
     _Atomic unsigned test_poll_fails; /* ... this many times */
+    _Atomic short test_poll_revents;  /* the next poll reports these on the signalfd */
     char lbt_path[128];               /* read instead of /proc/sys/fs/lease-break-time */
 };
 

@@ -6,6 +6,7 @@
  * past the window in which it may trust its flag. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -303,6 +304,25 @@ static void test_breaks_answered_while_poll_fails(void)
     t_fini(&t);
 }
 
+/* POLLNVAL (or POLLERR) on the thread's fds ends it like a fatal poll error (it used to try
+ * a read and poll again, spinning): no lease stays behind it. */
+static void test_poll_nval_ends_thread(void)
+{
+    struct tenv t;
+    t_init(&t);
+    struct fsm_fdcache *c = &t.f->ff.fdc;
+    CHECK_EQ_U(put(t.f, 1, 1, "n", bodies[0]), 0);
+    CHECK_EQ_U(put(t.f, 2, 2, "n", bodies[1]), 0);
+    CHECK_EQ_U(kernel_lease(&t, "n"), F_WRLCK);
+    atomic_store(&c->test_poll_revents, POLLNVAL);
+    CHECK(wait_until_bool(&c->thread_done));
+    fdc_lock(c);
+    CHECK(!c->hold);
+    fdc_unlock(c);
+    CHECK_EQ_U(kernel_lease(&t, "n"), F_UNLCK);
+    t_fini(&t);
+}
+
 /* F4: lease-break-time is re-read on a deadline (about every second), not only after seconds
  * of silence. */
 static void test_lbt_reread(void)
@@ -409,6 +429,7 @@ int main(void)
     RUN(test_lease_thread_exit_releases_leases);
     RUN(test_lbt_reread);
     RUN(test_breaks_answered_while_poll_fails);
+    RUN(test_poll_nval_ends_thread);
     RUN(test_lbt_raised_releases);
     RUN(test_lbt_zeroed_releases);
     RUN(test_lbt_change_seen_by_apply_thread);
