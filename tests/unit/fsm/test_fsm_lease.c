@@ -228,6 +228,14 @@ static bool wait_until_bool(_Atomic bool *b)
     return atomic_load(b);
 }
 
+/* name written twice (the second overwrite goes in place): its cached fd keeps the lease. */
+static void leased_file(struct tenv *t, const char *name)
+{
+    CHECK_EQ_U(put(t->f, 1, 1, name, bodies[0]), 0);
+    CHECK_EQ_U(put(t->f, 2, 2, name, bodies[1]), 0);
+    CHECK_EQ_U(kernel_lease(t, name), F_WRLCK);
+}
+
 /* F2: transient poll errors are retried (the thread goes on releasing broken leases); a fatal
  * one ends the thread, which first stops keeping leases and releases them all: an outside open
  * then gets in at once, and later overwrites in place take and drop a lease each. */
@@ -238,9 +246,7 @@ static void test_lease_thread_exit_releases_leases(void)
     struct fsm_fdcache *c = &t.f->ff.fdc;
     char path[256];
     snprintf(path, sizeof path, "%s/files/h", t.dir);
-    CHECK_EQ_U(put(t.f, 1, 1, "h", bodies[0]), 0);
-    CHECK_EQ_U(put(t.f, 2, 2, "h", bodies[1]), 0);
-    CHECK_EQ_U(kernel_lease(&t, "h"), F_WRLCK);
+    leased_file(&t, "h");
     atomic_store(&c->test_poll_errno, ENOMEM);
     atomic_store(&c->test_poll_fails, 3);
     double deadline = now_s() + 10;
@@ -284,9 +290,7 @@ static void test_breaks_answered_while_poll_fails(void)
     struct fsm_fdcache *c = &t.f->ff.fdc;
     char path[256];
     snprintf(path, sizeof path, "%s/files/r", t.dir);
-    CHECK_EQ_U(put(t.f, 1, 1, "r", bodies[0]), 0);
-    CHECK_EQ_U(put(t.f, 2, 2, "r", bodies[1]), 0);
-    CHECK_EQ_U(kernel_lease(&t, "r"), F_WRLCK);
+    leased_file(&t, "r");
     atomic_store(&c->test_poll_errno, EAGAIN);
     atomic_store(&c->test_poll_fails, 1000000);
     double deadline = now_s() + 10; /* first, the thread is in its failing loop */
@@ -311,9 +315,7 @@ static void test_poll_nval_ends_thread(void)
     struct tenv t;
     t_init(&t);
     struct fsm_fdcache *c = &t.f->ff.fdc;
-    CHECK_EQ_U(put(t.f, 1, 1, "n", bodies[0]), 0);
-    CHECK_EQ_U(put(t.f, 2, 2, "n", bodies[1]), 0);
-    CHECK_EQ_U(kernel_lease(&t, "n"), F_WRLCK);
+    leased_file(&t, "n");
     atomic_store(&c->test_poll_revents, POLLNVAL);
     CHECK(wait_until_bool(&c->thread_done));
     fdc_lock(c);
